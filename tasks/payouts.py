@@ -1,0 +1,86 @@
+"""Thin Celery tasks: bind the log context, call one domain function, dispatch the next step.
+
+Every message carries only the merchant order id (``payout_cl_id``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+
+from worker.app import app
+from worker.errors import DuplicatePayout, InvalidPayout
+from worker.logs import get_logger
+from worker.producer import store_payout
+from worker.reconcile import check_order, reconcile_window, sweep_due
+from worker.runtime import get_runtime
+from worker.submission import submit_order
+
+log = get_logger("payouts.tasks")
+
+#: above this many due checks in one sweep, reconcile with the list query's window
+BATCH_CHECK_THRESHOLD = 50
+
+
+@app.task(name="payouts.submit", ignore_result=True)
+def submit(payout_cl_id: str) -> str:
+    """Claim the order and send its create request (at most once)."""
+    structlog.contextvars.bind_contextvars(payout_cl_id=payout_cl_id)
+    return submit_order(get_runtime(), payout_cl_id).value
+
+
+@app.task(name="payouts.check", ignore_result=True)
+def check(payout_cl_id: str) -> str:
+    """Query the gateway for one open order and apply its status."""
+    structlog.contextvars.bind_contextvars(payout_cl_id=payout_cl_id)
+    return check_order(get_runtime(), payout_cl_id).value
+
+
+@app.task(name="payouts.check_batch", ignore_result=True)
+def check_batch(payout_cl_ids: list[str]) -> int:
+    """Reconcile many due orders with windowed list queries; check the rest singly."""
+    rest = reconcile_window(get_runtime(), payout_cl_ids)
+    _publish(check, rest)
+    return len(payout_cl_ids) - len(rest)
+
+
+@app.task(name="payouts.sweep", ignore_result=True)
+def sweep() -> dict[str, int]:
+    """Lease due orders and dispatch submit/check for each."""
+    result = sweep_due(get_runtime())
+    _publish(submit, result.submit)
+    checks = result.check
+    if len(checks) >= BATCH_CHECK_THRESHOLD:
+        for i in range(0, len(checks), 500):
+            check_batch.delay(checks[i : i + 500])
+    else:
+        _publish(check, checks)
+    summary = {"leased": result.leased, "submit": len(result.submit), "check": len(checks),
+               "unconfirmed": len(result.unconfirmed), "dropped": result.dropped}  # fmt: skip
+    if result.leased:
+        log.info("payouts.sweep", **summary)
+    return summary
+
+
+@app.task(name="payouts.create", ignore_result=True)
+def create(**fields: Any) -> str:
+    """Enqueue by task name: validate, store and submit. Bad input is logged, not retried."""
+    structlog.contextvars.bind_contextvars(payout_cl_id=str(fields.get("payout_cl_id", ""))[:32])
+    try:
+        order_id, created = store_payout(get_runtime(), fields)
+    except (InvalidPayout, DuplicatePayout) as exc:
+        log.error("payout.create.refused", error=str(exc))
+        return "refused"
+    if created:
+        submit.delay(order_id)
+    return "created" if created else "exists"
+
+
+def _publish(task: Any, ids: list[str]) -> None:
+    """Publish one message per id over a single pooled producer connection."""
+    if not ids:
+        return
+    with app.producer_or_acquire() as producer:
+        for i in ids:
+            task.apply_async((i,), producer=producer)

@@ -1,0 +1,103 @@
+"""Signatures exactly per SPEC §4."""
+
+from __future__ import annotations
+
+import pytest
+
+from worker import signing
+
+pytestmark = pytest.mark.unit
+
+SPEC_EXAMPLE = {
+    "amount": "100000",
+    "name": "王小头",
+    "notify_url": "http://localhost:52630/gateway/test-notification",
+    "number": "6216667451674374",
+    "payout_cl_id": "test_gateway_1707220674",
+    "platform_id": "PF0001",
+    "request_time": "1707220674",
+    "service_id": "SVC0004",
+}
+
+
+def test_spec_worked_example_md5() -> None:
+    """SPEC §4.4: the published MD5 signature is reproduced exactly."""
+    expected_string = (
+        "amount=100000&name=王小头&notify_url=http://localhost:52630/gateway/test-notification"
+        "&number=6216667451674374&payout_cl_id=test_gateway_1707220674&platform_id=PF0001"
+        "&request_time=1707220674&service_id=SVC0004"
+    )
+    assert signing.string_to_sign(SPEC_EXAMPLE) == expected_string
+    assert signing.sign(SPEC_EXAMPLE, "2I9Q4nExEddsH6zo", "MD5") == "bc29e8a132edf819431227154c2586c6"
+
+
+def test_integer_values_sign_as_plain_digits() -> None:
+    """An int and its digit string sign the same (request_time=1707220674)."""
+    as_ints = {**SPEC_EXAMPLE, "amount": 100000, "request_time": 1707220674}
+    assert signing.sign(as_ints, "2I9Q4nExEddsH6zo", "MD5") == "bc29e8a132edf819431227154c2586c6"
+
+
+def test_hmac_example_from_spec() -> None:
+    """SPEC §4.3: HMAC-SHA256 over the sorted string, key not appended, sign_type excluded."""
+    params = {
+        "amount": 50000,
+        "notify_url": "https://your-domain.com/callback",
+        "payment_cl_id": "DEVPM00014581",
+        "platform_id": "PF0002",
+        "request_time": 1595504136,
+        "service_id": "SVC0001",
+        "sign_type": "HMAC-SHA256",
+    }
+    sig = signing.sign(params, "ThisIsYourSecretKey123", "HMAC-SHA256")
+    assert sig == "d8857715eece9c4b52b5e128ba541ee918effdc052c1152f6d1db0be7f1db509"
+    assert len(sig) == 64
+
+
+@pytest.mark.parametrize("empty", [None, ""])
+def test_empty_values_dropped_zero_kept(empty: object) -> None:
+    """Empty values are not signed; numeric 0 is (SPEC §4.1 step 3, our choice)."""
+    assert signing.string_to_sign({"b": empty, "a": 0, "c": "x"}) == "a=0&c=x"
+
+
+def test_sign_and_sign_type_excluded() -> None:
+    assert signing.string_to_sign({"sign": "abc", "sign_type": "MD5", "z": "1"}) == "z=1"
+
+
+def test_floats_and_bools_refused() -> None:
+    with pytest.raises(TypeError):
+        signing.sign({"amount": 5000000.0}, "k")
+    with pytest.raises(TypeError):
+        signing.sign({"flag": True}, "k")
+
+
+def test_unknown_sign_type_refused() -> None:
+    with pytest.raises(ValueError, match="sign_type"):
+        signing.sign({"a": "1"}, "k", "SHA1")
+
+
+def test_verify_roundtrip_both_modes() -> None:
+    for mode in ("MD5", "HMAC-SHA256"):
+        params = {"a": "1", "b": "x"}
+        if mode == "HMAC-SHA256":
+            params["sign_type"] = mode
+        params["sign"] = signing.sign(params, "key", mode)
+        assert signing.verify(params, "key")
+        assert not signing.verify(params, "other-key")
+        tampered = {**params, "a": "2"}
+        assert not signing.verify(tampered, "key")
+
+
+def test_verify_refuses_md5_downgrade() -> None:
+    """A notice signed MD5 (or with no sign_type) is refused where only HMAC is allowed."""
+    params = {"a": "1"}
+    params["sign"] = signing.sign(params, "key", "MD5")
+    assert signing.verify(params, "key", allowed={"MD5"})
+    assert not signing.verify(params, "key", allowed={"HMAC-SHA256"})
+    assert not signing.verify(params, "key", expected_type="HMAC-SHA256")
+
+
+def test_verify_uppercase_hex_accepted_missing_sign_refused() -> None:
+    params = {"a": "1"}
+    params["sign"] = signing.sign(params, "key", "MD5").upper()
+    assert signing.verify(params, "key")
+    assert not signing.verify({"a": "1"}, "key")

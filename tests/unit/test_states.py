@@ -1,0 +1,45 @@
+"""The state machine table."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from worker.states import FINAL, OPEN, TRANSITIONS, State, is_allowed, sources_of
+
+pytestmark = pytest.mark.unit
+
+EXPECTED_EDGES = {
+    ("received", "submitting"), ("received", "review"),
+    ("submitting", "accepted"), ("submitting", "rejected"), ("submitting", "unconfirmed"),
+    ("submitting", "received"),
+    ("accepted", "succeeded"), ("accepted", "failed"), ("accepted", "review"),
+    ("unconfirmed", "accepted"), ("unconfirmed", "succeeded"), ("unconfirmed", "failed"),
+    ("unconfirmed", "review"), ("unconfirmed", "received"),
+    ("succeeded", "review"), ("failed", "review"), ("rejected", "received"),
+    ("review", "succeeded"), ("review", "failed"), ("review", "received"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("src", "dst"), list(itertools.product(State, State)))
+def test_every_pair(src: State, dst: State) -> None:
+    """Exactly the DESIGN's edges (plus operator/conflict edges) are allowed."""
+    assert is_allowed(src, dst) == ((src.value, dst.value) in EXPECTED_EDGES)
+
+
+def test_names_match_design() -> None:
+    assert [s.value for s in State] == [
+        "received", "submitting", "accepted", "unconfirmed",
+        "succeeded", "failed", "rejected", "review",
+    ]  # fmt: skip
+
+
+def test_groups() -> None:
+    assert FINAL.isdisjoint(OPEN)
+    assert State.REVIEW not in FINAL | OPEN
+    assert set(TRANSITIONS) == set(State)
+    # a final state can only be left for review (conflict) or by an operator
+    for s in FINAL:
+        assert TRANSITIONS[s] <= {State.REVIEW, State.RECEIVED}
+    assert sources_of(State.SUBMITTING) == {State.RECEIVED}

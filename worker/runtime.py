@@ -1,0 +1,103 @@
+"""Per-process wiring: settings, one Redis client, the store, the gateway client.
+
+Created lazily on first use in each process (after a prefork fork too), so no
+socket is shared between processes.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from config.settings import Settings, get_settings
+from worker.gateway import GatewayClient
+from worker.ratelimit import RateLimiter
+from worker.store import OrderStore
+
+
+def make_redis(url: str, *, pool_size: int = 64) -> redis.Redis:
+    """A Redis client with bounded timeouts and a pool sized to the worker's concurrency."""
+    return redis.Redis.from_url(
+        url,
+        decode_responses=True,
+        socket_timeout=10,
+        socket_connect_timeout=5,
+        health_check_interval=30,
+        max_connections=pool_size,
+        retry_on_timeout=False,
+    )
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    redis: redis.Redis
+    store: OrderStore
+    limiter: RateLimiter
+    #: called with (task name, payload) to send a Celery message by name
+    send_task: Callable[[str, dict[str, Any]], None] | None = None
+    _gateway: GatewayClient | None = field(default=None, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def gateway(self) -> GatewayClient:
+        if self._gateway is None:
+            with self._lock:
+                if self._gateway is None:
+                    cfg = self.settings.require_gateway()
+                    self._gateway = GatewayClient(
+                        cfg, pool_size=self.settings.worker_concurrency + 4
+                    )
+        return self._gateway
+
+    def close(self) -> None:
+        if self._gateway is not None:
+            self._gateway.close()
+        self.redis.close()
+
+
+def build_runtime(settings: Settings, **kw: Any) -> Runtime:
+    client = make_redis(settings.redis_url, pool_size=settings.worker_concurrency + 16)
+    store = OrderStore(
+        client,
+        events_maxlen=settings.events_maxlen,
+        retention_s=settings.order_retention_days * 86400.0,
+    )
+    rps = settings.gateway.max_rps if settings.gateway else 0.0
+    return Runtime(settings, client, store, RateLimiter(client, rps), **kw)
+
+
+_runtime: Runtime | None = None
+_runtime_lock = threading.Lock()
+
+
+def get_runtime() -> Runtime:
+    """The process's runtime, built on first use."""
+    global _runtime
+    if _runtime is None:
+        with _runtime_lock:
+            if _runtime is None:
+                from worker.app import send_by_name  # the app module, never a task module
+
+                _runtime = build_runtime(get_settings(), send_task=send_by_name)
+    return _runtime
+
+
+def set_runtime(rt: Runtime | None) -> None:
+    """Replace the process's runtime (tests, CLI)."""
+    global _runtime
+    _runtime = rt
+
+
+def _after_fork() -> None:
+    global _runtime, _runtime_lock
+    _runtime = None
+    _runtime_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork)
