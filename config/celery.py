@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kombu import Queue
+from kombu import Exchange, Queue
 
 from config.settings import Settings
 
@@ -60,7 +60,13 @@ def celery_config(s: Settings) -> dict[str, Any]:
         # Flower: task events on, sent-events so queued tasks show too
         "worker_send_task_events": True,
         "task_send_sent_event": True,
-        "task_queues": [Queue(SUBMIT_QUEUE), Queue(CHECK_QUEUE), Queue(SWEEP_QUEUE)],
+        # each queue on its own direct exchange: a message goes to exactly one queue
+        "task_queues": [
+            Queue(q, Exchange(q, type="direct"), routing_key=q)
+            for q in (SUBMIT_QUEUE, CHECK_QUEUE, SWEEP_QUEUE)
+        ],
+        "task_default_exchange": SUBMIT_QUEUE,
+        "task_default_routing_key": SUBMIT_QUEUE,
         "task_default_queue": SUBMIT_QUEUE,
         "task_routes": ROUTES,
         "task_create_missing_queues": True,

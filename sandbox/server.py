@@ -71,6 +71,8 @@ REQUIRED: Final = (
 )
 MAX_LIMIT: Final = 500
 _DIGITS = re.compile(r"[0-9]{1,10}")
+#: Longer than Integer(10) so that too-large amounts get 0029 rather than 0002.
+_AMOUNT = re.compile(r"[0-9]{1,18}")
 _PAYOUT_CL_ID = re.compile(r"[A-Za-z0-9_\-.]{1,64}")
 
 
@@ -308,6 +310,14 @@ class Sandbox:
     def create(self, params: dict[str, Any]) -> web.Response:
         """Validate a parsed create body (every value as its sent text) and create the order."""
         cfg = self.config
+        # Who is calling and is it really them, before anything else is looked at.
+        for name in ("platform_id", "sign"):
+            if params.get(name) in (None, ""):
+                return gateway_error("0002", f"Missing parameter: {name}")
+        if params["platform_id"] != cfg.platform_id:
+            return gateway_error("0002", "Invalid parameter: platform_id is not a known merchant")
+        if not verify(params, cfg.platform_key, allowed=frozenset(cfg.sign_types)):
+            return gateway_error("0004", "Signature verification failed!")
         for name in REQUIRED:
             value = params.get(name)
             if value is None or value == "":
@@ -317,10 +327,6 @@ class Sandbox:
         for name in ("notify_url", "sign_type"):
             if params.get(name) is not None and not isinstance(params[name], str):
                 return gateway_error("0002", f"Invalid parameter: {name} must be a string")
-        if params["platform_id"] != cfg.platform_id:
-            return gateway_error("0002", "Invalid parameter: platform_id is not a known merchant")
-        if not verify(params, cfg.platform_key, allowed=frozenset(cfg.sign_types)):
-            return gateway_error("0004", "Signature verification failed!")
         if params["service_id"] != SERVICE_ID:
             return gateway_error("0009", "Wrong service_id")
         problem = self._field_problem(params)
@@ -363,8 +369,8 @@ class Sandbox:
     def _field_problem(params: dict[str, Any]) -> str | None:
         if not _PAYOUT_CL_ID.fullmatch(params["payout_cl_id"]):
             return "payout_cl_id must be 1-64 letters, digits, '_', '-' or '.'"
-        if not _DIGITS.fullmatch(params["amount"]):
-            return "amount must be an integer of minor units (at most 10 digits)"
+        if not _AMOUNT.fullmatch(params["amount"]):
+            return "amount must be a whole number of minor units"
         if params["currency"] != CURRENCY:
             return "currency must be 'idr'"
         if not _DIGITS.fullmatch(params["request_time"]):

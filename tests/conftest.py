@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import redis
 
-from config.settings import Settings, load_settings
+from config.settings import Settings, load_settings, reset_settings
 from worker.embedded import RedisServer
 from worker.runtime import Runtime, build_runtime
 
@@ -33,7 +33,13 @@ def redis_server() -> Iterator[RedisServer | None]:
 
 @pytest.fixture(scope="session")
 def redis_url(redis_server: RedisServer | None) -> str:
-    return os.environ.get("PAYOUTS_TEST_REDIS_URL") or (redis_server.url if redis_server else "")
+    url = os.environ.get("PAYOUTS_TEST_REDIS_URL") or (redis_server.url if redis_server else "")
+    # the Celery app in this process (the producer side) reads its broker from the
+    # environment on first use: point it at the test server, never a shared one
+    os.environ["REDIS_URL"] = url
+    os.environ.pop("CELERY_BROKER_URL", None)
+    reset_settings()
+    return url
 
 
 @pytest.fixture
