@@ -46,8 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("--pending-s", type=float, help="seconds at status 1 (default 1)")
     add("--processing-s", type=float, help="seconds at status 2 (default 3)")
     add("--failure-ratio", type=float, help="share of orders ending in 4/5 (default 0.1)")
-    add("--callback-delays", type=_floats, dest="callback_delays_s",
-        help="seconds before each callback retry, comma separated")
+    add(
+        "--callback-delays",
+        type=_floats,
+        dest="callback_delays_s",
+        help="seconds before each callback retry, comma separated",
+    )
     add("--callback-timeout-s", type=float, help="timeout of one callback attempt")
     add("--faults", metavar="FILE_OR_JSON", help="JSON list of fault rules (see sandbox/README.md)")
     add("--backlog", type=int, help="listen backlog (default 4096)")
@@ -63,8 +67,10 @@ def config_from_args(args: argparse.Namespace) -> SandboxConfig:
         if not isinstance(loaded, dict):
             raise ValueError("--config must be a JSON object")
         data.update(loaded)
-    for name, env in (("platform_key", "SANDBOX_PLATFORM_KEY"),
-                      ("authorization", "SANDBOX_AUTHORIZATION")):
+    for name, env in (
+        ("platform_key", "SANDBOX_PLATFORM_KEY"),
+        ("authorization", "SANDBOX_AUTHORIZATION"),
+    ):
         value = env_secret(env)
         if value:
             data[name] = value

@@ -35,7 +35,9 @@ if TYPE_CHECKING:
 
 
 def _json(payload: Any, status: int = 200) -> web.Response:
-    return web.json_response(payload, status=status, dumps=lambda o: json.dumps(o, ensure_ascii=False))
+    return web.json_response(
+        payload, status=status, dumps=lambda o: json.dumps(o, ensure_ascii=False)
+    )
 
 
 def _bad(message: str, status: int = 400) -> web.Response:

@@ -19,8 +19,8 @@ import aiohttp
 from sandbox.faults import FaultRule
 
 if TYPE_CHECKING:
-    from sandbox.server import Sandbox
     from sandbox.orders import Order
+    from sandbox.server import Sandbox
 
 log = logging.getLogger("sandbox.callbacks")
 
@@ -134,7 +134,7 @@ class Notifier:
             async with self.session.post(url, data=data, headers=_HEADERS) as resp:
                 text = await resp.text(errors="replace")
                 status = resp.status
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             return False, None, type(exc).__name__
         try:
             reply = json.loads(text)

@@ -133,5 +133,7 @@ class SandboxAdmin:
             except (requests.RequestException, ValueError) as exc:
                 last_error = exc
             if time.monotonic() >= deadline:
-                raise TimeoutError(f"timed out after {timeout_s}s waiting for {what}") from last_error
+                raise TimeoutError(
+                    f"timed out after {timeout_s}s waiting for {what}"
+                ) from last_error
             time.sleep(0.02)

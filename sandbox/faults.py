@@ -15,8 +15,9 @@ A rule is a JSON object. Common fields (all optional except ``kind``)::
 A rule with ``match`` only applies to requests that carry a ``payout_cl_id``
 (create body, list filter ``payout_cl_id``, the single-form path). Probability draws
 are seeded: for a known ``payout_cl_id`` the draw depends only on ``seed``, the
-rule, the id and how often the rule was asked about that id, so a chaos run replays
-the same way whatever the interleaving of requests.
+rule's content, the id and how often the rule was asked about that id, so a chaos run
+replays the same way whatever the interleaving of requests (two identical rules draw
+alike; give one a ``name`` to tell them apart).
 
 Kinds and their own fields:
 
@@ -62,6 +63,7 @@ reaches its final status); ``times`` then counts orders.
 
 from __future__ import annotations
 
+import json
 import random
 import re
 import time
@@ -108,6 +110,10 @@ _KIND_FIELDS: Final[dict[str, frozenset[str]]] = {
     "callback": frozenset({"copies", "concurrent", "status", "seconds", "key"}),
     "outcome": frozenset({"status"}),
 }
+
+
+def _canonical(spec: Mapping[str, Any]) -> str:
+    return json.dumps(spec, sort_keys=True, separators=(",", ":"), default=str)
 
 
 class FaultRuleError(ValueError):
@@ -176,7 +182,9 @@ class FaultRule:
             except re.error as exc:
                 raise FaultRuleError(f"match is not a valid regex: {exc}") from None
         times = spec.get("times")
-        if times is not None and (isinstance(times, bool) or not isinstance(times, int) or times < 0):
+        if times is not None and (
+            isinstance(times, bool) or not isinstance(times, int) or times < 0
+        ):
             raise FaultRuleError(f"times must be a non-negative integer, got {times!r}")
         endpoints: set[str] = set()
         for name in spec.get("endpoints", _DEFAULT_ENDPOINTS.get(kind, ())):
@@ -197,7 +205,7 @@ class FaultRule:
             match=pattern,
             times=times,
             endpoints=frozenset(endpoints),
-            rng=random.Random(f"{seed}|rule|{uid}"),
+            rng=random.Random(f"{seed}|rule|{_canonical(spec)}"),
         )
         rule._check_own_fields()
         return rule
@@ -274,7 +282,9 @@ class FaultRule:
             return float(self.spec.get("seconds", 0.0))
         if dist["type"] == "uniform":
             return self.rng.uniform(float(dist.get("min", 0.0)), float(dist.get("max", 0.0)))
-        return max(0.0, self.rng.gauss(float(dist.get("mean", 0.0)), float(dist.get("stddev", 0.0))))
+        return max(
+            0.0, self.rng.gauss(float(dist.get("mean", 0.0)), float(dist.get("stddev", 0.0)))
+        )
 
     def take_token(self) -> bool:
         """Token bucket: True when the request may pass."""
@@ -287,6 +297,12 @@ class FaultRule:
             self.tokens -= 1.0
             return True
         return False
+
+    @property
+    def key(self) -> str:
+        """The rule's canonical text: seeds its random draws, so the same rule set up again
+        (after a reset, or in a new process) draws the same way."""
+        return _canonical(self.spec)
 
     def describe(self) -> dict[str, Any]:
         """The rule as given, plus its id and how often it fired."""
@@ -305,7 +321,7 @@ class FaultBook:
 
     def parse_all(self, specs: Iterable[Mapping[str, Any]]) -> list[FaultRule]:
         """Validate every spec first, so a bad list changes nothing."""
-        if isinstance(specs, Mapping) or isinstance(specs, (str, bytes)):
+        if not isinstance(specs, (list, tuple)):
             raise FaultRuleError("fault rules must be a JSON list of objects")
         rules = []
         for offset, spec in enumerate(specs):
@@ -324,8 +340,23 @@ class FaultBook:
 
     def clear(self) -> None:
         self.rules = []
+        self.restart_counts()
+
+    def restart_counts(self) -> None:
+        """Keep the rules but start over: fired counts, random streams, token buckets.
+
+        The same requests then meet the same faults as after a fresh start.
+        """
         self.fired = {}
         self._asked = {}
+        for rule in self.rules:
+            rule.fired = 0
+            rule.rng = random.Random(f"{self.seed}|rule|{rule.key}")
+            if rule.kind == "rate_limit":
+                rule.tokens = float(
+                    rule.spec.get("burst", max(1.0, float(rule.spec.get("rps", 10.0))))
+                )
+                rule.refilled_at = time.monotonic()
 
     def describe(self) -> list[dict[str, Any]]:
         return [rule.describe() for rule in self.rules]
@@ -337,9 +368,9 @@ class FaultBook:
             return False
         if endpoint is not None and rule.endpoints and endpoint not in rule.endpoints:
             return False
-        if rule.match is not None and (payout_cl_id is None or not rule.match.search(payout_cl_id)):
-            return False
-        return True
+        if rule.match is None:
+            return True
+        return payout_cl_id is not None and rule.match.search(payout_cl_id) is not None
 
     def _draw(self, rule: FaultRule, payout_cl_id: str | None) -> bool:
         if rule.probability >= 1.0:
@@ -351,7 +382,7 @@ class FaultBook:
         key = (rule.uid, payout_cl_id)
         asked = self._asked.get(key, 0)
         self._asked[key] = asked + 1
-        draw = random.Random(f"{self.seed}|{rule.uid}|{payout_cl_id}|{asked}").random()
+        draw = random.Random(f"{self.seed}|{rule.key}|{payout_cl_id}|{asked}").random()
         return draw < rule.probability
 
     def record(self, rule: FaultRule) -> None:

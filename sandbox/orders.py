@@ -151,7 +151,9 @@ class OrderBook:
     def _money(self, value: int) -> int | str:
         return str(value) if self.style == "string" else value
 
-    def signed(self, fields: dict[str, Any], sign_type: str, key: str | None = None) -> dict[str, Any]:
+    def signed(
+        self, fields: dict[str, Any], sign_type: str, key: str | None = None
+    ) -> dict[str, Any]:
         """``fields`` plus ``sign`` (and ``sign_type`` for HMAC orders)."""
         body = dict(fields)
         if sign_type == HMAC_SHA256:

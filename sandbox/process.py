@@ -40,12 +40,19 @@ class SandboxProcess:
         self.process: subprocess.Popen[str] | None = None
         self.url = ""
         self.port = config.port
-        self.admin: SandboxAdmin | None = None
+        self._admin: SandboxAdmin | None = None
         self.output: list[str] = []
 
     @property
     def base_url(self) -> str:
         return self.url
+
+    @property
+    def admin(self) -> SandboxAdmin:
+        """The admin client of the running sandbox (``RuntimeError`` before ``start()``)."""
+        if self._admin is None:
+            raise RuntimeError("the sandbox has not been started")
+        return self._admin
 
     def start(self) -> SandboxProcess:
         """Start the child and wait (against a deadline) until its health endpoint answers."""
@@ -72,9 +79,7 @@ class SandboxProcess:
         )
         lines: queue.Queue[str | None] = queue.Queue()
         assert self.process.stdout is not None
-        threading.Thread(
-            target=self._drain, args=(self.process.stdout, lines), daemon=True
-        ).start()
+        threading.Thread(target=self._drain, args=(self.process.stdout, lines), daemon=True).start()
         deadline = time.monotonic() + self.startup_timeout_s
         while True:
             remaining = deadline - time.monotonic()
@@ -93,8 +98,8 @@ class SandboxProcess:
                 self.url = f"{found.group(1)}:{found.group(2)}"
                 self.port = int(found.group(2))
                 break
-        self.admin = SandboxAdmin(self.url)
-        self.admin.wait_ready(max(0.5, deadline - time.monotonic()))
+        self._admin = SandboxAdmin(self.url)
+        self._admin.wait_ready(max(0.5, deadline - time.monotonic()))
         return self
 
     def _drain(self, stream: IO[str], lines: queue.Queue[str | None]) -> None:
@@ -107,8 +112,8 @@ class SandboxProcess:
 
     def stop(self, timeout_s: float = 5.0) -> None:
         """Terminate the child (SIGTERM, then SIGKILL after ``timeout_s``). The port is kept."""
-        if self.admin is not None:
-            self.admin.close()
+        if self._admin is not None:
+            self._admin.close()
         process, self.process = self.process, None
         if process is None:
             return

@@ -31,7 +31,7 @@ import struct
 import sys
 import time
 from collections import Counter
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, Final
 
 from aiohttp import web
@@ -139,10 +139,9 @@ class Sandbox:
         self.cancel_tasks()
         self.book.clear()
         if keep_faults:
-            self.faults.replace([rule.spec for rule in self.faults.rules])
+            self.faults.restart_counts()
         else:
             self.faults.clear()
-        self.faults.fired = {}
         self.reset_money()
         self.reset_stats()
 
@@ -296,15 +295,14 @@ class Sandbox:
             answer = gateway_error("0021", "Request body is not valid JSON")
         else:
             answer = self.create(params)
-        payload = json.loads(answer.text or "{}")
-        code = payload.get("error_code", "?")
-        self.count_response(endpoint, code)
+        code = json.loads(answer.text or "{}").get("error_code", "?")
         if not self.config.quiet:
             log.info("create payout_cl_id=%s error_code=%s", payout_cl_id, code)
         if code == "0000":
             lost = self.faults.pick("create_lost", payout_cl_id=payout_cl_id)
             if lost is not None:
                 return await self.lose_response(request, lost, endpoint, answer)
+        self.count_response(endpoint, code)
         return answer
 
     def create(self, params: dict[str, Any]) -> web.Response:
@@ -323,7 +321,9 @@ class Sandbox:
             if value is None or value == "":
                 return gateway_error("0002", f"Missing parameter: {name}")
             if not isinstance(value, str):
-                return gateway_error("0002", f"Invalid parameter: {name} must be a string or integer")
+                return gateway_error(
+                    "0002", f"Invalid parameter: {name} must be a string or integer"
+                )
         for name in ("notify_url", "sign_type"):
             if params.get(name) is not None and not isinstance(params[name], str):
                 return gateway_error("0002", f"Invalid parameter: {name} must be a string")
@@ -487,7 +487,9 @@ class Sandbox:
             if order is None or not order.visible(time.time()):
                 answer = gateway_error("0050", "查无订单!")
             else:
-                answer = gateway_json({"error_code": "0000", "data": self.book.single_record(order)})
+                answer = gateway_json(
+                    {"error_code": "0000", "data": self.book.single_record(order)}
+                )
         return await self._answer(request, endpoint, rule, answer)
 
     async def handle_balance(self, request: web.Request) -> web.StreamResponse:
@@ -552,7 +554,9 @@ def create_app(config: SandboxConfig | None = None) -> web.Application:
     app.router.add_post(payouts, sandbox.handle_create)
     app.router.add_get(payouts, sandbox.handle_list, allow_head=False)
     app.router.add_get(payouts + "/{payout_cl_id}", sandbox.handle_single, allow_head=False)
-    app.router.add_get("/gateway/api/v2/platforms/balance", sandbox.handle_balance, allow_head=False)
+    app.router.add_get(
+        "/gateway/api/v2/platforms/balance", sandbox.handle_balance, allow_head=False
+    )
     for method in ("PUT", "PATCH", "DELETE"):
         app.router.add_route(method, payouts, sandbox.handle_wrong_method)
     admin.add_routes(app, sandbox)
@@ -577,15 +581,21 @@ def _raise_fd_limit() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
 
 
-async def serve(config: SandboxConfig, stop: asyncio.Event | None = None) -> None:
-    """Serve until ``stop`` is set (or SIGINT/SIGTERM); print the listening line first."""
+async def serve(
+    config: SandboxConfig,
+    stop: asyncio.Event | None = None,
+    on_ready: Callable[[str], None] | None = None,
+) -> None:
+    """Serve until ``stop`` is set (or SIGINT/SIGTERM in the main thread).
+
+    Prints ``sandbox listening on <url>`` once connections are accepted, and passes the
+    URL to ``on_ready`` (handy to run the sandbox in a thread of a test process).
+    """
     _raise_fd_limit()
     app = create_app(config)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(
-        runner, config.host, config.port, backlog=config.backlog, reuse_address=True
-    )
+    site = web.TCPSite(runner, config.host, config.port, backlog=config.backlog, reuse_address=True)
     await site.start()
     port = runner.addresses[0][1]
     stop = stop or asyncio.Event()
@@ -593,7 +603,10 @@ async def serve(config: SandboxConfig, stop: asyncio.Event | None = None) -> Non
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(sig, stop.set)
-    print(f"sandbox listening on http://{config.host}:{port}", flush=True)
+    url = f"http://{config.host}:{port}"
+    print(f"sandbox listening on {url}", flush=True)
+    if on_ready is not None:
+        on_ready(url)
     try:
         await stop.wait()
     finally:

@@ -18,11 +18,6 @@ app = Celery("payouts", include=["tasks.payouts"])
 app.add_defaults(lambda: celery_config(get_settings()))
 
 
-def send_by_name(name: str, payload: dict[str, Any]) -> None:
-    """Send a Celery message by task name (used for RESULT_TASK)."""
-    app.send_task(name, kwargs=payload)
-
-
 @signals.setup_logging.connect
 def _setup_logging(**_: Any) -> None:
     """Celery's own log output goes through our structlog configuration."""

@@ -61,6 +61,15 @@ class Runtime:
         self.redis.close()
 
 
+def _sender(settings: Settings) -> Callable[[str, dict[str, Any]], None]:
+    def send(name: str, payload: dict[str, Any]) -> None:
+        from worker.app import app  # the app object only, never a task module
+
+        app.send_task(name, kwargs=payload, queue=settings.result_queue)
+
+    return send
+
+
 def build_runtime(settings: Settings, **kw: Any) -> Runtime:
     client = make_redis(settings.redis_url, pool_size=settings.worker_concurrency + 16)
     store = OrderStore(
@@ -69,6 +78,7 @@ def build_runtime(settings: Settings, **kw: Any) -> Runtime:
         retention_s=settings.order_retention_days * 86400.0,
     )
     rps = settings.gateway.max_rps if settings.gateway else 0.0
+    kw.setdefault("send_task", _sender(settings))
     return Runtime(settings, client, store, RateLimiter(client, rps), **kw)
 
 
@@ -82,9 +92,7 @@ def get_runtime() -> Runtime:
     if _runtime is None:
         with _runtime_lock:
             if _runtime is None:
-                from worker.app import send_by_name  # the app module, never a task module
-
-                _runtime = build_runtime(get_settings(), send_task=send_by_name)
+                _runtime = build_runtime(get_settings())
     return _runtime
 
 

@@ -88,12 +88,22 @@ class GatewayApi:
         self.http = requests.Session()
         self.http.trust_env = False
 
-    def post_raw(self, data: bytes | str, content_type: str = "application/json;charset=utf-8",
-                 timeout: float = 5.0) -> requests.Response:
-        return self.http.post(self.url + CREATE_PATH, data=data,
-                              headers={"Content-Type": content_type}, timeout=timeout)
+    def post_raw(
+        self,
+        data: bytes | str,
+        content_type: str = "application/json;charset=utf-8",
+        timeout: float = 5.0,
+    ) -> requests.Response:
+        return self.http.post(
+            self.url + CREATE_PATH,
+            data=data,
+            headers={"Content-Type": content_type},
+            timeout=timeout,
+        )
 
-    def create(self, payout_cl_id: str, /, timeout: float = 5.0, **kwargs: Any) -> requests.Response:
+    def create(
+        self, payout_cl_id: str, /, timeout: float = 5.0, **kwargs: Any
+    ) -> requests.Response:
         body = payout_body(payout_cl_id, **kwargs)
         return self.post_raw(json.dumps(body, ensure_ascii=False).encode(), timeout=timeout)
 
@@ -103,19 +113,27 @@ class GatewayApi:
         assert answer["error_code"] == "0000", answer
         return str(answer["data"]["payout_id"])
 
-    def list(self, token: str | None = TOKEN, timeout: float = 5.0, **params: Any) -> requests.Response:
+    def list(
+        self, token: str | None = TOKEN, timeout: float = 5.0, **params: Any
+    ) -> requests.Response:
         headers = {"Authorization": token} if token is not None else {}
-        return self.http.get(self.url + CREATE_PATH, params=params, headers=headers, timeout=timeout)
+        return self.http.get(
+            self.url + CREATE_PATH, params=params, headers=headers, timeout=timeout
+        )
 
-    def single(self, payout_cl_id: str, token: str | None = TOKEN, timeout: float = 5.0) -> requests.Response:
+    def single(
+        self, payout_cl_id: str, token: str | None = TOKEN, timeout: float = 5.0
+    ) -> requests.Response:
         headers = {"Authorization": token} if token is not None else {}
-        return self.http.get(f"{self.url}{CREATE_PATH}/{payout_cl_id}", headers=headers,
-                             timeout=timeout)
+        return self.http.get(
+            f"{self.url}{CREATE_PATH}/{payout_cl_id}", headers=headers, timeout=timeout
+        )
 
     def balance(self, token: str | None = TOKEN) -> requests.Response:
         headers = {"Authorization": token} if token is not None else {}
-        return self.http.get(self.url + "/gateway/api/v2/platforms/balance", headers=headers,
-                             timeout=5)
+        return self.http.get(
+            self.url + "/gateway/api/v2/platforms/balance", headers=headers, timeout=5
+        )
 
 
 @pytest.fixture(scope="module")
@@ -151,12 +169,15 @@ class CallbackReceiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            def do_POST(self) -> None:
                 raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 with receiver.lock:
                     receiver.received.append(
-                        {"raw": raw.decode(), "content_type": self.headers.get("Content-Type"),
-                         "at": time.time()}
+                        {
+                            "raw": raw.decode(),
+                            "content_type": self.headers.get("Content-Type"),
+                            "at": time.time(),
+                        }
                     )
                     refuse = len(receiver.received) <= receiver.refuse_first
                 status, reply = 200, b'{"error_code":"0000"}'
@@ -178,7 +199,9 @@ class CallbackReceiver:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/notify"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        )
         self.thread.start()
 
     def bodies(self, payout_cl_id: str | None = None) -> list[dict[str, str]]:
@@ -188,10 +211,14 @@ class CallbackReceiver:
         parsed = [json.loads(raw, parse_int=str, parse_float=str) for raw in raws]
         return [p for p in parsed if payout_cl_id is None or p["payout_cl_id"] == payout_cl_id]
 
-    def wait_count(self, n: int, payout_cl_id: str | None = None, timeout_s: float = 5.0
-                   ) -> list[dict[str, str]]:
-        return wait_for(lambda: len(self.bodies(payout_cl_id)) >= n and self.bodies(payout_cl_id),
-                        timeout_s, f"{n} callbacks")
+    def wait_count(
+        self, n: int, payout_cl_id: str | None = None, timeout_s: float = 5.0
+    ) -> list[dict[str, str]]:
+        return wait_for(
+            lambda: len(self.bodies(payout_cl_id)) >= n and self.bodies(payout_cl_id),
+            timeout_s,
+            f"{n} callbacks",
+        )
 
     def close(self) -> None:
         self.server.shutdown()

@@ -205,8 +205,9 @@ def test_payout_ids_are_sequential(api):
 
 @pytest.fixture(scope="module")
 def small_balance() -> Iterator[SandboxProcess]:
-    with start_sandbox(balance_minor=12_000_000, fee_minor=500_000, pending_s=0.05,
-                       processing_s=0.05, seed=3) as process:
+    with start_sandbox(
+        balance_minor=12_000_000, fee_minor=500_000, pending_s=0.05, processing_s=0.05, seed=3
+    ) as process:
         yield process
 
 
@@ -228,6 +229,9 @@ def test_insufficient_balance_is_0018_and_failed_orders_release_money(small_bala
     admin.wait_order_status("fail-1", [4], timeout_s=5)
     admin.wait_order_status("b-2", [3], timeout_s=5)
     balance = api.balance().json()["data"]
-    assert balance == {"platform_id": "PF0001", "total_balance": 6_500_000,
-                       "total_frozen_balance": 0}
+    assert balance == {
+        "platform_id": "PF0001",
+        "total_balance": 6_500_000,
+        "total_frozen_balance": 0,
+    }
     assert api.create("b-3", amount="5000000").json()["error_code"] == "0000"

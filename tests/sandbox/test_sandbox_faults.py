@@ -249,10 +249,12 @@ def test_callback_wrong_key(api, gw, receiver):
 
 def test_callback_faults_combine(api, gw, receiver):
     """Rules of different modes combine (delay + duplicate)."""
-    gw.admin.set_faults([
-        {"kind": "callback", "mode": "delay", "seconds": 0.2},
-        {"kind": "callback", "mode": "duplicate"},
-    ])
+    gw.admin.set_faults(
+        [
+            {"kind": "callback", "mode": "delay", "seconds": 0.2},
+            {"kind": "callback", "mode": "duplicate"},
+        ]
+    )
     api.create_ok("cc-1", notify_url=receiver.url)
     assert len(receiver.wait_count(2)) == 2
 
@@ -289,7 +291,12 @@ def test_fault_admin_put_post_delete(gw):
     gw.admin.set_faults([{"kind": "latency", "seconds": 0}])
     gw.admin.add_fault({"kind": "query_5xx"})
     gw.admin.add_fault([{"kind": "invisible", "seconds": 1}, {"kind": "outcome", "status": 4}])
-    assert [r["kind"] for r in gw.admin.faults()] == ["latency", "query_5xx", "invisible", "outcome"]
+    assert [r["kind"] for r in gw.admin.faults()] == [
+        "latency",
+        "query_5xx",
+        "invisible",
+        "outcome",
+    ]
     gw.admin.set_faults([{"kind": "callback", "mode": "never", "name": "mute"}])
     assert [(r["kind"], r["name"]) for r in gw.admin.faults()] == [("callback", "mute")]
     gw.admin.clear_faults()

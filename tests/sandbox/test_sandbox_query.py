@@ -97,8 +97,18 @@ def test_list_records_are_signed_with_the_orders_algorithm(api, gw, sign_type):
     record = json.loads(response.text, parse_int=str, parse_float=str)["data"][0]
     # then
     assert set(record) >= {
-        "amount", "real_amount", "fee", "payout_id", "payout_cl_id", "platform_id",
-        "platform_channel_id", "status", "memo", "create_time", "update_time", "sign",
+        "amount",
+        "real_amount",
+        "fee",
+        "payout_id",
+        "payout_cl_id",
+        "platform_id",
+        "platform_channel_id",
+        "status",
+        "memo",
+        "create_time",
+        "update_time",
+        "sign",
     }
     assert record["status"] == "5"
     assert record["memo"]
@@ -117,8 +127,16 @@ def test_single_form(api, gw):
     assert first["data"]["status"] in (1, 2, 3)
     gw.admin.wait_order_status("s-1", [3])
     data = api.single("s-1").json()["data"]
-    assert set(data) == {"payout_id", "payout_cl_id", "amount", "fee", "status", "error_msg",
-                         "create_time", "success_time"}
+    assert set(data) == {
+        "payout_id",
+        "payout_cl_id",
+        "amount",
+        "fee",
+        "status",
+        "error_msg",
+        "create_time",
+        "success_time",
+    }
     assert data["status"] == 3
     assert data["amount"] == 5000000
     assert data["success_time"] >= data["create_time"]

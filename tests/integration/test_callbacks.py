@@ -1,0 +1,197 @@
+"""The callback receiver over real HTTP: verify, apply once, refuse forgeries."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+import requests
+
+from config.settings import load_settings
+from tests.conftest import TEST_KEY, TEST_PLATFORM, base_env
+from tests.integration.conftest import Stack
+from worker import keys, signing
+from worker.payout import Payout
+from worker.runtime import build_runtime
+from worker.states import State
+
+pytestmark = pytest.mark.integration
+
+AMOUNT = 5_000_000
+
+
+@pytest.fixture
+def receiver(make_stack: Any) -> Stack:
+    """Only the callback receiver (no worker, no gateway needed)."""
+    return make_stack("http://127.0.0.1:9").start_callbacks()
+
+
+def order_in(stack: Stack, pid: str, state: State, sign_type: str = "HMAC-SHA256") -> None:
+    """Set up an order in ``state`` through the store's own transitions."""
+    store = stack.rt.store
+    store.create(Payout(pid, AMOUNT, "BCA", "Dewi", "1234567890"), due_at=time.time() + 60)
+    if state is State.RECEIVED:
+        return
+    store.transition(pid, State.SUBMITTING, reason="setup",
+                     fields={"sign_type": sign_type, "submitted_at": repr(time.time())})  # fmt: skip
+    if state is State.SUBMITTING:
+        return
+    via = State.ACCEPTED if state in (State.ACCEPTED, State.SUCCEEDED, State.FAILED) else state
+    store.transition(pid, via, reason="setup", fields={"payout_id": f"POT-{pid}"},
+                     due=time.time() + 60)  # fmt: skip
+    if state in (State.SUCCEEDED, State.FAILED):
+        store.transition(pid, state, reason="setup")
+
+
+def notice(pid: str, status: int = 3, *, key: str = TEST_KEY, sign_type: str = "HMAC-SHA256",
+           amount: Any = AMOUNT, **extra: Any) -> dict[str, Any]:  # fmt: skip
+    body: dict[str, Any] = {
+        "payout_id": f"POT-{pid}", "payout_cl_id": pid, "platform_id": TEST_PLATFORM,
+        "amount": amount, "real_amount": amount, "fee": 0, "status": status,
+        "create_time": 1795500000, "update_time": 1795500100, **extra,
+    }  # fmt: skip
+    if sign_type == "HMAC-SHA256":
+        body["sign_type"] = sign_type
+    body["sign"] = signing.sign(body, key, sign_type)
+    return body
+
+
+def post(stack: Stack, body: Any, **kw: Any) -> requests.Response:
+    url = f"http://127.0.0.1:{stack.callback_port}/payouts/notify"
+    if isinstance(body, dict) and not kw:
+        return requests.post(url, json=body, timeout=5)
+    return requests.post(url, data=body, timeout=5, **kw)
+
+
+def history_len(stack: Stack, pid: str) -> int:
+    return int(stack.redis.llen(keys.history(pid)))
+
+
+def test_valid_notice_applies_final_status(receiver: Stack) -> None:
+    order_in(receiver, "cb-1", State.ACCEPTED)
+    r = post(receiver, notice("cb-1", 3))
+    assert (r.status_code, r.json()) == (200, {"error_code": "0000"})
+    assert receiver.state("cb-1") is State.SUCCEEDED
+
+
+@pytest.mark.parametrize("status", [4, 5])
+def test_failed_statuses(receiver: Stack, status: int) -> None:
+    order_in(receiver, "cb-f", State.UNCONFIRMED)
+    assert post(receiver, notice("cb-f", status)).status_code == 200
+    assert receiver.state("cb-f") is State.FAILED
+
+
+def test_duplicate_notice_acknowledged_and_changes_nothing(receiver: Stack) -> None:
+    order_in(receiver, "cb-2", State.ACCEPTED)
+    assert post(receiver, notice("cb-2", 3)).status_code == 200
+    before = history_len(receiver, "cb-2")
+    for _ in range(3):
+        r = post(receiver, notice("cb-2", 3))
+        assert (r.status_code, r.json()["error_code"]) == (200, "0000")
+    assert history_len(receiver, "cb-2") == before
+    assert receiver.state("cb-2") is State.SUCCEEDED
+
+
+def test_stale_open_status_after_final_is_ignored(receiver: Stack) -> None:
+    """An out-of-order 'processing' notice after the final one changes nothing."""
+    order_in(receiver, "cb-3", State.SUCCEEDED)
+    assert post(receiver, notice("cb-3", 2)).status_code == 200
+    assert receiver.state("cb-3") is State.SUCCEEDED
+
+
+def test_conflicting_final_goes_to_review(receiver: Stack) -> None:
+    """A final state is never overwritten: success then 'failed' -> review with the conflict."""
+    order_in(receiver, "cb-4", State.SUCCEEDED)
+    assert post(receiver, notice("cb-4", 4)).status_code == 200
+    order = receiver.rt.store.require("cb-4")
+    assert order.state is State.REVIEW and "conflict" in order.reason
+    assert order.fields["conflict_status"] == "4"
+
+
+@pytest.mark.parametrize(
+    ("desc", "body", "code"),
+    [
+        ("wrong key", lambda: notice("cb-5", key="not-the-key"), 401),
+        ("md5 downgrade", lambda: notice("cb-5", sign_type="MD5"), 401),
+        ("tampered status", lambda: {**notice("cb-5", 4), "status": 3}, 401),
+        ("no sign", lambda: {k: v for k, v in notice("cb-5").items() if k != "sign"}, 400),
+        ("bad id", lambda: notice("../x"), 400),
+        ("unknown order", lambda: notice("cb-unknown"), 404),
+        ("nested value", lambda: {**notice("cb-5"), "x": {"a": 1}}, 400),
+    ],
+)
+def test_forged_or_malformed_notices_change_nothing(
+    receiver: Stack, desc: str, body: Any, code: int
+) -> None:
+    order_in(receiver, "cb-5", State.ACCEPTED)
+    before = history_len(receiver, "cb-5")
+    r = post(receiver, body())
+    assert r.status_code == code, desc
+    assert r.json()["error_code"] != "0000"
+    assert receiver.state("cb-5") is State.ACCEPTED
+    assert history_len(receiver, "cb-5") == before
+
+
+def test_amount_mismatch_goes_to_review(receiver: Stack) -> None:
+    order_in(receiver, "cb-6", State.ACCEPTED)
+    assert post(receiver, notice("cb-6", 3, amount=AMOUNT + 100)).status_code == 200
+    order = receiver.rt.store.require("cb-6")
+    assert order.state is State.REVIEW and "amount mismatch" in order.reason
+
+
+def test_amount_as_decimal_text_matches(receiver: Stack) -> None:
+    """'5000000.0000' equals 5000000 minor units; the signature covers the text as sent."""
+    order_in(receiver, "cb-7", State.ACCEPTED)
+    raw = notice("cb-7", 3, amount="5000000.0000")
+    assert post(receiver, raw).status_code == 200
+    assert receiver.state("cb-7") is State.SUCCEEDED
+
+
+def test_form_encoded_notice_accepted(receiver: Stack) -> None:
+    order_in(receiver, "cb-8", State.ACCEPTED)
+    body = {k: str(v) for k, v in notice("cb-8", 3).items()}
+    r = post(receiver, body, headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert r.status_code == 200 and receiver.state("cb-8") is State.SUCCEEDED
+
+
+def test_md5_order_verified_with_md5_when_allowed(make_stack: Any) -> None:
+    stack = make_stack("http://127.0.0.1:9", GATEWAY_SIGN_TYPE="MD5").start_callbacks()
+    order_in(stack, "cb-9", State.ACCEPTED, sign_type="MD5")
+    assert post(stack, notice("cb-9", 3, sign_type="HMAC-SHA256")).status_code == 401
+    assert post(stack, notice("cb-9", 3, sign_type="MD5")).status_code == 200
+    assert stack.state("cb-9") is State.SUCCEEDED
+
+
+def test_notice_before_create_answer_asks_for_retry(receiver: Stack) -> None:
+    """The callback beat the create's answer: 409 so the gateway retries; nothing changes."""
+    order_in(receiver, "cb-10", State.SUBMITTING)
+    r = post(receiver, notice("cb-10", 3))
+    assert r.status_code == 409 and r.json()["error_code"] != "0000"
+    assert receiver.state("cb-10") is State.SUBMITTING
+
+
+def test_garbled_body_is_400(receiver: Stack) -> None:
+    r = post(receiver, b"{not json", headers={"Content-Type": "application/json"})
+    assert r.status_code == 400
+
+
+def test_store_down_answers_503(redis_url: str) -> None:
+    """Redis unreachable: 503 so the gateway retries later."""
+    from worker.callbacks import make_app
+
+    settings = load_settings(base_env("redis://127.0.0.1:9/0"))
+    rt = build_runtime(settings)
+    app = make_app(rt)
+    body = notice("cb-11", 3)
+    import io
+    import json as _json
+
+    data = _json.dumps(body).encode()
+    seen: list[str] = []
+    out = app({"PATH_INFO": "/payouts/notify", "REQUEST_METHOD": "POST",
+               "CONTENT_LENGTH": str(len(data)), "CONTENT_TYPE": "application/json",
+               "wsgi.input": io.BytesIO(data)}, lambda status, headers: seen.append(status))  # fmt: skip
+    assert seen[0].startswith("503")
+    assert _json.loads(b"".join(out))["error_code"] != "0000"
+    rt.close()
