@@ -53,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds before each callback retry, comma separated",
     )
     add("--callback-timeout-s", type=float, help="timeout of one callback attempt")
+    add("--callback-format", choices=("json", "form"), help="notification body (default json)")
     add("--faults", metavar="FILE_OR_JSON", help="JSON list of fault rules (see sandbox/README.md)")
     add("--backlog", type=int, help="listen backlog (default 4096)")
     add("--quiet", action="store_true", default=None, help="log warnings only")

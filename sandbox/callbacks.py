@@ -13,6 +13,7 @@ import json
 import logging
 import time
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
 
 import aiohttp
 
@@ -24,7 +25,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("sandbox.callbacks")
 
-_HEADERS = {"Content-Type": "application/json;charset=utf-8"}
+_JSON = "application/json;charset=utf-8"
+_FORM = "application/x-www-form-urlencoded;charset=utf-8"
 
 
 class Notifier:
@@ -91,12 +93,16 @@ class Notifier:
         """One notification, retried on the configured schedule until acknowledged."""
         assert order.notify_url is not None
         self.stats["deliveries"] += 1
-        data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+        if self.sandbox.config.callback_format == "form":
+            data, content_type = urlencode({k: str(v) for k, v in body.items()}).encode(), _FORM
+        else:
+            data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+            content_type = _JSON
         delays = (0.0, *self.sandbox.config.callback_delays_s)
         for attempt, delay in enumerate(delays, start=1):
             if delay:
                 await asyncio.sleep(delay)
-            acked, http_status, error = await self._post(order.notify_url, data)
+            acked, http_status, error = await self._post(order.notify_url, data, content_type)
             self.stats["attempts"] += 1
             self.stats["acked" if acked else "refused"] += 1
             order.callback_attempts.append(
@@ -127,11 +133,14 @@ class Notifier:
         self.stats["gave_up"] += 1
         return False
 
-    async def _post(self, url: str, data: bytes) -> tuple[bool, int | None, str | None]:
+    async def _post(
+        self, url: str, data: bytes, content_type: str
+    ) -> tuple[bool, int | None, str | None]:
         if self.session is None:
             return False, None, "sandbox is shutting down"
         try:
-            async with self.session.post(url, data=data, headers=_HEADERS) as resp:
+            headers = {"Content-Type": content_type}
+            async with self.session.post(url, data=data, headers=headers) as resp:
                 text = await resp.text(errors="replace")
                 status = resp.status
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:

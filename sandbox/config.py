@@ -22,6 +22,7 @@ DEFAULT_CALLBACK_DELAYS_S: Final = (15.0, 30.0, 60.0, 120.0, 300.0, 300.0, 600.0
 UNLIMITED_BALANCE_DISPLAY_MINOR: Final = 1_000_000_000_000
 
 NUMBER_STYLES: Final = ("int", "string")
+CALLBACK_FORMATS: Final = ("json", "form")
 
 
 @dataclass
@@ -52,6 +53,8 @@ class SandboxConfig:
     seed: int = 0
     callback_delays_s: tuple[float, ...] = DEFAULT_CALLBACK_DELAYS_S
     callback_timeout_s: float = 10.0
+    #: Notification body: JSON (documented) or form-encoded (seen at one integrator, SPEC §5).
+    callback_format: str = "json"
     faults: list[dict[str, Any]] = field(default_factory=list)
     #: Merchant balance; ``None`` is unlimited (never 0018).
     balance_minor: int | None = None
@@ -90,6 +93,8 @@ class SandboxConfig:
             raise ValueError("balance_minor must be >= 0 or null")
         if self.fee_minor < 0:
             raise ValueError("fee_minor must be >= 0")
+        if self.callback_format not in CALLBACK_FORMATS:
+            raise ValueError(f"callback_format must be one of {CALLBACK_FORMATS}")
         if self.number_style not in NUMBER_STYLES:
             raise ValueError(f"number_style must be one of {NUMBER_STYLES}")
         if not self.platform_key:

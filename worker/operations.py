@@ -106,9 +106,10 @@ def reconcile(rt: Runtime, ids: list[str] | None = None) -> list[ReconcileRow]:
         ids += rt.store.review_ids(100_000)
         # recently finished orders: read from the events stream (last 24h, bounded)
         since_ms = int((time.time() - 86400) * 1000)
-        for _, entry in rt.redis.xrange(keys.EVENTS, min=f"{since_ms}-0", count=100_000):
+        entries: Any = rt.redis.xrange(keys.EVENTS, min=f"{since_ms}-0", count=100_000)
+        for _, entry in entries or []:
             if entry.get("to") in ("succeeded", "failed", "rejected"):
-                ids.append(entry["payout_cl_id"])
+                ids.append(str(entry["payout_cl_id"]))
         ids = list(dict.fromkeys(ids))
     rows: list[ReconcileRow] = []
     orders = rt.store.get_many(ids)

@@ -54,13 +54,14 @@ def mask_number(number: str) -> str:
 def _check_id(value: Any) -> str:
     if not isinstance(value, str):
         raise FieldError("payout_cl_id", "must be a string")
+    text: str = value
     if not ID_RE.fullmatch(value):
         raise FieldError(
             "payout_cl_id",
             "must be 1-32 characters of letters, digits, '_', '-', '.', ':' "
             "starting with a letter or digit",
         )
-    return value
+    return text
 
 
 def _check_amount(value: Any, minimum: int, maximum: int) -> int:
@@ -86,12 +87,12 @@ def _check_text(field: str, value: Any, max_len: int) -> str:
 
 
 def _check_bank(value: Any, banks: Collection[str]) -> str:
-    value = _check_text("bank_name", value, 16)
-    if not BANK_RE.fullmatch(value):
+    text = _check_text("bank_name", value, 16)
+    if not BANK_RE.fullmatch(text):
         raise FieldError("bank_name", "must be a bank code of letters, digits and spaces")
-    if banks and value not in banks:
+    if banks and text not in banks:
         raise FieldError("bank_name", "must be one of the configured banks (PAYOUT_BANK_LIST)")
-    return value
+    return text
 
 
 def _check_number(value: Any) -> str:

@@ -54,7 +54,7 @@ def enqueue_payout(
 
         app.send_task(SUBMIT_TASK, args=[order_id])
     order = rt.store.get(order_id)
-    assert order is not None  # noqa: S101 - open orders never expire
+    assert order is not None
     return order
 
 

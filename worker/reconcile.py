@@ -15,11 +15,12 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 
+from worker import keys
 from worker.gateway import QueryKind, QueryResult
 from worker.logs import get_logger
 from worker.runtime import Runtime
 from worker.states import FINAL, State
-from worker.store import Order
+from worker.store import REMOVE, Order
 from worker.submission import notify_final
 
 log = get_logger("payouts.reconcile")
@@ -51,7 +52,7 @@ def amount_matches(reported: str | None, stored: int) -> bool:
 
 def next_check_delay_s(rt: Runtime, checks: int) -> float:
     s = rt.settings
-    raw = min(s.check_interval_max_s, s.check_interval_min_s * 2 ** max(0, checks))
+    raw: float = min(s.check_interval_max_s, s.check_interval_min_s * 2 ** max(0, checks))
     return raw * random.uniform(0.9, 1.1)
 
 
@@ -252,19 +253,22 @@ def sweep_due(rt: Runtime, *, now: float | None = None, max_batches: int = 20) -
         for i in ids:
             order = orders.get(i)
             if order is None:
-                store.redis.zrem("payouts:due", i)  # expired record: nothing left to do
+                store.redis.zrem(keys.DUE, i)  # expired record: nothing left to do
                 out.dropped += 1
                 continue
             _route(rt, order, now, call_s, out)
         if len(ids) < s.sweep_batch:
             break
-    store.redis.set("payouts:sweep:last", repr(time.time()))
+    store.redis.set(keys.SWEEP_LAST, repr(time.time()))
     return out
 
 
 def _route(rt: Runtime, order: Order, now: float, call_s: float, out: SweepResult) -> None:
     s = rt.settings
     if order.state is State.RECEIVED:
+        if now - order.created_at > s.max_order_age_s:
+            _review(rt, order, "never sent within MAX_ORDER_AGE")
+            return
         out.submit.append(order.payout_cl_id)
     elif order.state is State.SUBMITTING:
         started = order.submitted_at or order.updated_at
@@ -283,7 +287,10 @@ def _route(rt: Runtime, order: Order, now: float, call_s: float, out: SweepResul
     elif order.state in (State.ACCEPTED, State.UNCONFIRMED):
         out.check.append(order.payout_cl_id)
     else:
-        rt.store.redis.zrem("payouts:due", order.payout_cl_id)
+        # final or review: not scheduled. Conditional on the state, so an operator's
+        # concurrent resubmit (which schedules it again) is never undone.
+        rt.store.transition(order.payout_cl_id, None, sources={order.state},
+                            reason="unschedule", due=REMOVE)  # fmt: skip
         out.dropped += 1
 
 

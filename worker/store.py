@@ -212,7 +212,7 @@ class OrderStore:
         code = int(res[0])
         if code == -1:
             raise OrderNotFound(payout_cl_id)
-        return State(res[1]) if code == 1 else None
+        return State(str(res[1])) if code == 1 else None
 
     def transition_or_raise(self, payout_cl_id: str, target: State, **kw: Any) -> State:
         """Like :meth:`transition`, raising InvalidTransition when refused."""
@@ -252,7 +252,7 @@ class OrderStore:
 
     def state_of(self, payout_cl_id: str) -> State | None:
         raw = self.redis.hget(keys.order(payout_cl_id), "state")
-        return State(raw) if raw else None
+        return State(str(raw)) if raw else None
 
     def get_many(self, ids: Iterable[str]) -> dict[str, Order]:
         """Orders by id (missing ids are left out), in one round trip, without history."""

@@ -32,7 +32,7 @@ class SubmitStatus(StrEnum):
 
 def retry_delay_s(attempt: int, *, base_s: float = 1.0, cap_s: float = 300.0) -> float:
     """Capped exponential backoff with +-20% jitter (attempt 1 -> ~base)."""
-    raw = min(cap_s, base_s * 2 ** max(0, attempt - 1))
+    raw: float = min(cap_s, base_s * 2 ** max(0, attempt - 1))
     return raw * random.uniform(0.8, 1.2)
 
 

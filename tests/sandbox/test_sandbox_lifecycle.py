@@ -183,3 +183,39 @@ def test_force_status_errors(gw):
         gw.admin.force_status("nope", 3)
     with pytest.raises(SandboxAdminError, match="status must be"):
         gw.admin.force_status("nope", 9)
+
+
+@pytest.fixture(scope="module")
+def styled() -> Iterator[SandboxProcess]:
+    with start_sandbox(
+        pending_s=0.02,
+        processing_s=0.02,
+        failure_ratio=0.0,
+        number_style="string",
+        callback_format="form",
+        fee_minor=250_000,
+    ) as process:
+        yield process
+
+
+def test_string_numbers_and_form_callbacks(styled, api_for, receiver, poll):
+    """number_style=string writes money as digit strings; callback_format=form sends a form
+    body; both still verify, since the signature is over the text sent."""
+    from urllib.parse import parse_qsl
+
+    api = api_for(styled.url)
+    api.create_ok("st-1", notify_url=receiver.url, sign_type=HMAC_SHA256)
+    styled.admin.wait_order_status("st-1", [3])
+    record = api.list(payout_cl_id="st-1").json()["data"][0]
+    assert record["amount"] == "5000000"
+    assert record["fee"] == "250000"
+    assert verify(record, KEY, expected_type=HMAC_SHA256)
+    assert api.single("st-1").json()["data"]["amount"] == "5000000"
+    # the callback
+    poll(lambda: receiver.received, 5, "a form callback")
+    received = receiver.received[0]
+    assert received["content_type"].startswith("application/x-www-form-urlencoded")
+    form = dict(parse_qsl(received["raw"]))
+    assert form["status"] == "3"
+    assert form["sign_type"] == HMAC_SHA256
+    assert verify(form, KEY, expected_type=HMAC_SHA256)
