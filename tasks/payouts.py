@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 import structlog
+from celery.worker.request import Request
 
 from worker.app import app
 from worker.errors import DuplicatePayout, InvalidPayout
@@ -63,7 +64,21 @@ def sweep() -> dict[str, int]:
     return summary
 
 
-@app.task(name="payouts.create", ignore_result=True)
+class RedactedRequest(Request):
+    """A by-name create carries the account number and name in its kwargs: keep them out
+    of task events (Flower) and Celery's own log lines; only the order id is shown."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        kw = self.kwargs if isinstance(self.kwargs, dict) else {}
+        shown = repr({"payout_cl_id": str(kw.get("payout_cl_id", ""))[:32]})
+        self._argsrepr = "()"
+        self._kwargsrepr = shown
+        self._request_dict["argsrepr"] = "()"
+        self._request_dict["kwargsrepr"] = shown
+
+
+@app.task(name="payouts.create", ignore_result=True, Request=RedactedRequest)
 def create(**fields: Any) -> str:
     """Enqueue by task name: validate, store and submit. Bad input is logged, not retried."""
     structlog.contextvars.bind_contextvars(payout_cl_id=str(fields.get("payout_cl_id", ""))[:32])
