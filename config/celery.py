@@ -29,8 +29,12 @@ ROUTES = {
 def celery_config(s: Settings) -> dict[str, Any]:
     # a tick is skipped rather than queued behind others: expire at one interval
     sweep_expires = max(1.0, s.sweep_interval_s)
+    scheme = s.effective_broker_url.split("://", 1)[0]
     return {
         "broker_url": s.effective_broker_url,
+        # kombu's Redis transport plus a fix for gevent workers stalling up to 2 s
+        # whenever every slot is busy (worker/broker.py; measured in docs/performance.md)
+        "broker_transport": "worker.broker:Transport" if scheme in ("redis", "rediss") else None,
         "broker_connection_retry_on_startup": True,
         "broker_transport_options": {
             # task limits stay well below this, or a running task is delivered twice
@@ -49,6 +53,9 @@ def celery_config(s: Settings) -> dict[str, Any]:
         "result_backend": None,
         "task_ignore_result": True,
         "task_store_errors_even_if_ignored": False,
+        # the (disabled) backend is stateless: share it, instead of building one per
+        # thread -- per task under gevent, ~4 % of a worker's CPU (docs/performance.md)
+        "result_backend_thread_safe": True,
         # a killed worker's message comes back; the claim CAS makes it harmless
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,

@@ -103,7 +103,7 @@ def read_jsonl(text: str) -> Iterator[Row | Problem]:
             continue
         try:
             doc = json.loads(raw)
-        except ValueError as exc:
+        except json.JSONDecodeError as exc:
             yield Problem(n, "line", f"is not valid JSON ({exc.msg})")
             continue
         if not isinstance(doc, dict):
@@ -121,8 +121,10 @@ def plan_rows(rows: Sequence[Row | Problem], s: Settings, store: Any | None) -> 
             plan.problems.append(item)
             continue
         try:
-            payout = validate_payout(item.data, banks=s.bank_list,
-                                     amount_min=s.amount_min_minor, amount_max=s.amount_max_minor)  # fmt: skip
+            payout = validate_payout(
+                item.data, banks=s.bank_list,
+                amount_min=s.amount_min_minor, amount_max=s.amount_max_minor,
+            )  # fmt: skip
         except InvalidPayout as exc:
             plan.problems.extend(Problem(item.line, p.field, p.rule) for p in exc.problems)
             continue
@@ -224,8 +226,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     plan = plan_rows(rows, s, rt.store)
     source = str(args.file) if args.file else "flags"
     if plan.problems:
-        for p in plan.problems:
-            print(f"{source}: {p}", file=sys.stderr)
+        for problem in plan.problems:
+            print(f"{source}: {problem}", file=sys.stderr)
         lines = len({p.line for p in plan.problems})
         print(f"{len(plan.problems)} problem(s) in {lines} row(s); nothing enqueued",
               file=sys.stderr)  # fmt: skip

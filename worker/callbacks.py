@@ -23,7 +23,7 @@ import structlog
 
 from worker import signing
 from worker.gateway import record_from_json
-from worker.logs import get_logger
+from worker.logs import configure_logging, get_logger
 from worker.payout import ID_RE
 from worker.reconcile import Applied, apply_report
 from worker.runtime import Runtime, get_runtime
@@ -63,8 +63,10 @@ def handle_notice(rt: Runtime, notice: dict[str, Any]) -> tuple[int, str, str]:
     if not isinstance(pid, str) or not ID_RE.fullmatch(pid):
         return 400, "0002", "payout_cl_id missing or malformed"
     structlog.contextvars.bind_contextvars(payout_cl_id=pid)
-    if not isinstance(notice.get("sign"), str):
-        return 400, "0002", "sign missing"
+    sign = notice.get("sign")
+    # a signature is hex: anything else (e.g. a JSON "\ud800" escape) cannot match
+    if not isinstance(sign, str) or not sign.isascii():
+        return 400, "0002", "sign missing or malformed"
     if any(isinstance(v, (dict, list)) for v in notice.values()):
         return 400, "0002", "nested values are not accepted"
     order = rt.store.get(pid, with_history=False)
@@ -93,9 +95,17 @@ def handle_notice(rt: Runtime, notice: dict[str, Any]) -> tuple[int, str, str]:
 
 
 def make_app(runtime: Runtime | None = None) -> Callable[[dict[str, Any], StartResponse], Iterable[bytes]]:
-    """Build the WSGI app; ``runtime`` defaults to the process runtime (tests pass one)."""
+    """Build the WSGI app; ``runtime`` defaults to the process runtime (tests pass one).
+
+    Without a runtime (the production entry point, e.g. ``gunicorn worker.callbacks:app``)
+    the first request also configures logging from the settings: no WSGI server calls
+    :func:`configure_logging`, and structlog's default would print unredacted console text.
+    """
 
     def application(environ: dict[str, Any], start: StartResponse) -> Iterable[bytes]:
+        if runtime is None:
+            s = get_runtime().settings
+            configure_logging(s.log_format, s.log_level)  # once per process; then a no-op
         structlog.contextvars.clear_contextvars()
         path = environ.get("PATH_INFO", "")
         method = environ.get("REQUEST_METHOD", "GET")
@@ -114,7 +124,7 @@ def make_app(runtime: Runtime | None = None) -> Callable[[dict[str, Any], StartR
         body = environ["wsgi.input"].read(length) if length else b""
         try:
             notice = parse_notice(body, environ.get("CONTENT_TYPE", ""))
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):  # deep nesting: RecursionError
             return _reply(start, "400 Bad Request", "0021", "body is not valid JSON or form data")
         try:
             rt = runtime or get_runtime()

@@ -150,14 +150,15 @@ class CeleryProcess:
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
         self._log: Any = None
+        self._sched_dir: Path | None = None
 
     def start(self) -> CeleryProcess:
         cmd = [sys.executable, "-m", "celery", "-A", "worker.app", self.role]
         if self.role == "worker":
             cmd += ["--hostname", f"{self.name}@%h", "--without-gossip", "--without-mingle"]
         else:
-            sched = Path(tempfile.mkdtemp(prefix="payouts-beat-")) / "schedule"
-            cmd += ["--schedule", str(sched)]
+            self._sched_dir = Path(tempfile.mkdtemp(prefix="payouts-beat-"))
+            cmd += ["--schedule", str(self._sched_dir / "schedule")]
         cmd += self.args
         if self.log_path is not None:
             self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
@@ -201,3 +202,6 @@ class CeleryProcess:
         if self._log is not None:
             self._log.close()
             self._log = None
+        if self._sched_dir is not None:
+            shutil.rmtree(self._sched_dir, ignore_errors=True)
+            self._sched_dir = None

@@ -20,8 +20,13 @@ SECRET_KEYS: Final = frozenset(
 #: keys holding account numbers: masked to the last 4 digits
 NUMBER_KEYS: Final = frozenset({"number", "account_number"})
 #: any long run of digits in free text (account numbers) is masked the same way
-_DIGITS: Final = re.compile(r"(?<![0-9])[0-9]{9,32}(?![0-9])")
+_DIGITS: Final = re.compile(r"(?<![0-9A-Za-z_-])[0-9]{9,32}(?![0-9A-Za-z_-])")
 _HEX_SIG: Final = re.compile(r"\b[0-9a-f]{32}(?:[0-9a-f]{32})?\b")
+
+#: keys whose values are identifiers, never personal data: left as they are
+_PLAIN_KEYS: Final = frozenset(
+    {"timestamp", "level", "logger", "task_id", "payout_cl_id", "payout_id", "task"}
+)
 
 _configured = False
 
@@ -52,7 +57,7 @@ def _redact_value(key: str, value: Any) -> Any:
 def redact(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """structlog processor: hide secrets, names and account numbers."""
     for key in list(event_dict):
-        if key in ("timestamp", "level", "logger"):
+        if key in _PLAIN_KEYS:
             continue
         event_dict[key] = _redact_value(key, event_dict[key])
     return event_dict

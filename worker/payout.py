@@ -83,7 +83,16 @@ def _check_text(field: str, value: Any, max_len: int) -> str:
         raise FieldError(field, f"must be at most {max_len} characters (never truncated)")
     if any(ord(c) < 32 or ord(c) == 127 for c in value):
         raise FieldError(field, "must not contain control characters")
+    _check_utf8(field, value)
     return value
+
+
+def _check_utf8(field: str, value: str) -> None:
+    # a lone surrogate is a valid Python str that neither Redis nor the gateway can take
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise FieldError(field, "must be valid Unicode text (no lone surrogates)") from None
 
 
 def _check_bank(value: Any, banks: Collection[str]) -> str:
@@ -110,8 +119,13 @@ def _check_url(value: Any) -> str | None:
         raise FieldError("notify_url", "must be a string")
     if len(value) > 256:
         raise FieldError("notify_url", "must be at most 256 characters")
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname or " " in value:
+    _check_utf8("notify_url", value)
+    try:
+        parts = urlsplit(value)
+        host = parts.hostname
+    except ValueError:  # e.g. "http://[::1": urlsplit raises on a malformed netloc
+        host = None
+    if not host or parts.scheme not in ("http", "https") or " " in value:
         raise FieldError("notify_url", "must be an http(s) URL with a host")
     return value
 
@@ -127,7 +141,7 @@ def validate_payout(
     problems: list[FieldError] = []
     values: dict[str, Any] = {}
     unknown = sorted(set(data) - set(FIELDS))
-    problems.extend(FieldError(name[:40], "is not a payout field") for name in unknown)
+    problems.extend(FieldError(name[:40] or repr(name), "is not a payout field") for name in unknown)
     checks = {
         "payout_cl_id": _check_id,
         "amount": lambda v: _check_amount(v, amount_min, amount_max),

@@ -16,13 +16,12 @@ from worker.errors import DuplicatePayout
 from worker.payout import validate_payout
 from worker.runtime import Runtime, get_runtime
 from worker.states import State
-from worker.store import Order
+from worker.store import Created, Order
 
 SUBMIT_TASK = "payouts.submit"
 
 
-def store_payout(rt: Runtime, data: Mapping[str, Any]) -> tuple[str, bool]:
-    """Validate and store; return (payout_cl_id, created). Sends nothing."""
+def _store(rt: Runtime, data: Mapping[str, Any]) -> tuple[str, Created]:
     s = rt.settings
     payout = validate_payout(
         data, banks=s.bank_list, amount_min=s.amount_min_minor, amount_max=s.amount_max_minor
@@ -31,7 +30,13 @@ def store_payout(rt: Runtime, data: Mapping[str, Any]) -> tuple[str, bool]:
     res = rt.store.create(payout, due_at=now + s.submit_redrive_s, now=now)
     if not res.created and res.fingerprint != payout.fingerprint():
         raise DuplicatePayout(payout.payout_cl_id)
-    return payout.payout_cl_id, res.created or res.state == State.RECEIVED.value
+    return payout.payout_cl_id, res
+
+
+def store_payout(rt: Runtime, data: Mapping[str, Any]) -> tuple[str, bool]:
+    """Validate and store; return (payout_cl_id, created). Sends nothing."""
+    order_id, res = _store(rt, data)
+    return order_id, res.created or res.state == State.RECEIVED.value
 
 
 def enqueue_payout(
@@ -48,11 +53,13 @@ def enqueue_payout(
     rt = runtime or get_runtime()
     data = {"payout_cl_id": payout_cl_id, "amount": amount, "bank_name": bank_name,
             "name": name, "number": number, "notify_url": notify_url}  # fmt: skip
-    order_id, needs_submit = store_payout(rt, data)
-    if needs_submit:
+    order_id, res = _store(rt, data)
+    if res.created or res.state == State.RECEIVED.value:
         from worker.app import app  # the app object only: sending needs no task import
 
         app.send_task(SUBMIT_TASK, args=[order_id])
+    if res.order is not None:
+        return res.order  # just stored: no read-back (a quarter of the call's cost, bench)
     order = rt.store.get(order_id)
     assert order is not None
     return order

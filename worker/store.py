@@ -98,6 +98,8 @@ class Created:
     created: bool
     fingerprint: str
     state: str
+    #: the order as just stored (only when ``created``), so the producer need not read it back
+    order: Order | None = None
 
 
 def _order_from(payout_cl_id: str, data: Mapping[str, str]) -> Order:
@@ -161,7 +163,14 @@ class OrderStore:
             args=[i, fp, repr(now), repr(due_at), self.events_maxlen, *pairs],
         )
         if int(res[0]) == 1:
-            return Created(True, fp, State.RECEIVED.value)
+            stored = {"state": State.RECEIVED.value, "fingerprint": fp, "created_at": repr(now),
+                      "updated_at": repr(now), **dict(zip(pairs[::2], pairs[1::2], strict=True))}  # fmt: skip
+            # the entry create.lua wrote: cjson keeps 14 significant digits of a number
+            entry = {"at": float(f"{now:.14g}"), "from": "", "to": State.RECEIVED.value,
+                     "reason": "enqueued"}  # fmt: skip
+            order = _order_from(i, stored)
+            order = Order(**{**order.__dict__, "history": [entry], "due_at": float(repr(due_at))})
+            return Created(True, fp, State.RECEIVED.value, order)
         return Created(False, str(res[1]), str(res[2]))
 
     def transition(

@@ -11,6 +11,7 @@ import random
 import time
 from enum import StrEnum
 
+from worker.crashpoints import crash_point
 from worker.gateway import Outcome
 from worker.logs import get_logger
 from worker.runtime import Runtime
@@ -59,6 +60,7 @@ def submit_order(rt: Runtime, payout_cl_id: str) -> SubmitStatus:
     cfg = gateway.cfg
     attempts = order.field_int("submit_attempts") + 1
     now = time.time()
+    crash_point("before_claim")
     claimed = store.transition(
         payout_cl_id,
         State.SUBMITTING,
@@ -75,6 +77,7 @@ def submit_order(rt: Runtime, payout_cl_id: str) -> SubmitStatus:
     log.info("payout.transition", **{"from": "received", "to": "submitting"}, attempt=attempts)
 
     notify_url = order.notify_url or settings.notify_url
+    crash_point("after_claim")
     result = gateway.create_payout(order.as_payout(), sign_type=cfg.sign_type, notify_url=notify_url)
     now = time.time()
     fields: dict[str, object] = {"last_gateway": result.reason, "answered_at": repr(now)}
@@ -95,11 +98,13 @@ def submit_order(rt: Runtime, payout_cl_id: str) -> SubmitStatus:
             status = SubmitStatus.RATE_LIMITED
         due = now + retry_delay_s(attempts, cap_s=settings.submit_retry_max_s)
     reason = f"{result.code} {result.reason}".strip() if result.code else result.reason
+    crash_point("after_response")
     applied = store.transition(
         payout_cl_id, target, sources={State.SUBMITTING}, reason=reason,
         due=due if target is not State.REJECTED else None, fields=fields, now=now,
         expect=("submit_attempts", str(attempts)),
     )  # fmt: skip
+    crash_point("after_state_write")
     if applied is None:
         # Only the sweep moves a submitting order (to unconfirmed, after the deadline);
         # record the answer so the next query has it, without changing the state.

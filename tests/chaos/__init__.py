@@ -1,0 +1,1 @@
+"""Chaos runs: killed workers, restarted Redis, every gateway fault; the invariant checker."""

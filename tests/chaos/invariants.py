@@ -1,0 +1,275 @@
+"""The invariant checker of a chaos run: our order store against the sandbox's ledger, and the logs.
+
+What a run must show (DESIGN: "the two guarantees"):
+
+* **never created twice** -- no ``payout_cl_id`` reached the gateway's create endpoint again
+  once the gateway had created it (ledger ``create_requests[id].after == 0``), and the ledger
+  holds each id at most once;
+* **never forgotten** -- every order we stored is final (``succeeded``/``failed``/``rejected``)
+  or in ``review`` with a reason, and no record vanished (a Redis restart must not lose one);
+* **never wrong** -- ``succeeded`` <-> ledger status 3, ``failed`` <-> 4/5, ``rejected`` <->
+  absent from the ledger; same amount and ``payout_id``; the money we call paid equals, to the
+  minor unit, the money the gateway paid for our orders; the gateway holds no order we do not
+  know;
+* **forgeries change nothing** -- an order whose callbacks were signed with a wrong key
+  (``callback/wrong_key``) never had one acknowledged, and no state change of it came from a
+  callback;
+* **log hygiene** -- no account number, beneficiary name, platform key, authorization token or
+  signature in any log line; every JSON event named ``payout.*`` carries ``payout_cl_id``.
+
+A *violation* breaks a guarantee (the run fails). A *note* is worth a look but breaks nothing:
+e.g. an order in ``review`` that the gateway does hold (an operator resolves it; nothing is
+lost or paid twice).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from worker import keys
+
+FINAL_STATES = frozenset({"succeeded", "failed", "rejected"})
+#: our final state -> the ledger statuses that agree with it
+AGREES = {"succeeded": {3}, "failed": {4, 5}}
+#: review reasons that can only come from a state that disagreed with the gateway
+WRONG_REVIEW = ("conflict", "amount mismatch")
+MAX_EXAMPLES = 12
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What the runner enqueued for one order."""
+
+    amount: int
+    number: str
+    name: str
+
+
+@dataclass
+class Verdict:
+    """The checker's findings; ``ok`` when there is no violation."""
+
+    violations: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    results: Counter[str] = field(default_factory=Counter)
+    review_reasons: Counter[str] = field(default_factory=Counter)
+    figures: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
+
+    def violate(self, text: str) -> None:
+        self.violations.append(text)
+
+    def merge(self, other: Verdict) -> None:
+        self.violations += other.violations
+        self.notes += other.notes
+        self.results.update(other.results)
+        self.review_reasons.update(other.review_reasons)
+        self.figures.update(other.figures)
+
+
+def read_orders(client: redis.Redis, ids: Iterable[str], batch: int = 500) -> dict[str, dict[str, Any]]:
+    """Every order record with its history, in pipelined batches (``{}`` fields when missing)."""
+    ids = list(ids)
+    out: dict[str, dict[str, Any]] = {}
+    for start in range(0, len(ids), batch):
+        chunk = ids[start : start + batch]
+        pipe = client.pipeline(transaction=False)
+        for i in chunk:
+            pipe.hgetall(keys.order(i))
+            pipe.lrange(keys.history(i), 0, -1)
+        res = pipe.execute()
+        for n, i in enumerate(chunk):
+            fields, history = res[2 * n], res[2 * n + 1]
+            out[i] = {"fields": fields, "history": [json.loads(h) for h in history]}
+    return out
+
+
+def _review_kind(reason: str) -> str:
+    """A short class of a review reason, for the figures ("not found at the gateway 12s after...")."""
+    if reason.startswith("not found at the gateway"):
+        return "not found at the gateway after the grace period"
+    return re.sub(r"[0-9]+", "N", reason)[:80]
+
+
+def check_orders(
+    expected: Mapping[str, Expected],
+    stored: Mapping[str, Mapping[str, Any]],
+    ledger: Mapping[str, Any],
+) -> Verdict:
+    """Compare every enqueued order with its record and the gateway's ledger."""
+    v = Verdict()
+    entries = ledger.get("orders", [])
+    requests_by_id: Mapping[str, Mapping[str, int]] = ledger.get("create_requests", {})
+    by_id: dict[str, Mapping[str, Any]] = {}
+    for entry in entries:
+        pid = entry["payout_cl_id"]
+        if pid in by_id:
+            v.violate(f"created twice: the ledger holds {pid} more than once")
+        by_id[pid] = entry
+        if pid not in expected:
+            v.violate(f"unknown payout at the gateway: {pid} (status {entry['status']})")
+
+    paid_ours = paid_gateway = 0
+    forged_orders = forged_attempts = 0
+    twice: list[str] = []
+    lost: list[str] = []
+    wrong: list[str] = []
+    for pid, exp in expected.items():
+        rec = stored.get(pid) or {}
+        fields: Mapping[str, str] = rec.get("fields") or {}
+        history: list[Mapping[str, Any]] = rec.get("history") or []
+        entry = by_id.get(pid)
+        creq = requests_by_id.get(pid) or {}
+        if int(creq.get("after", 0)) > 0:
+            twice.append(f"{pid}: {creq['after']} create request(s) after the gateway had it")
+        if not fields:
+            lost.append(f"{pid}: no record in the store")
+            continue
+        state = fields.get("state", "")
+        v.results[state] += 1
+        if state not in FINAL_STATES and state != "review":
+            lost.append(f"{pid}: still {state} (reason {fields.get('reason', '')!r})")
+            continue
+        if int(fields.get("amount", -1)) != exp.amount:
+            wrong.append(f"{pid}: stored amount {fields.get('amount')} != enqueued {exp.amount}")
+        if entry is not None and int(entry["amount"]) != exp.amount:
+            wrong.append(f"{pid}: gateway amount {entry['amount']} != ours {exp.amount}")
+        if entry is not None and int(entry["status"]) == 3:
+            paid_gateway += int(entry["amount"])
+        if state == "succeeded":
+            paid_ours += exp.amount
+        if state in AGREES:
+            if entry is None or int(entry["status"]) not in AGREES[state]:
+                status = None if entry is None else entry["status"]
+                wrong.append(f"{pid}: {state} here, gateway status {status}")
+            elif fields.get("payout_id") != entry["payout_id"]:
+                wrong.append(f"{pid}: payout_id {fields.get('payout_id')} != gateway {entry['payout_id']}")
+        elif state == "rejected":
+            if entry is not None:
+                wrong.append(f"{pid}: rejected here, but the gateway created it (status {entry['status']})")
+        else:  # review
+            reason = fields.get("reason", "")
+            v.review_reasons[_review_kind(reason)] += 1
+            if not reason:
+                lost.append(f"{pid}: in review without a reason")
+            elif any(w in reason for w in WRONG_REVIEW):
+                wrong.append(f"{pid}: review after a disagreement: {reason!r}")
+            elif entry is not None:
+                v.notes.append(
+                    f"{pid}: in review ({reason!r}) but the gateway holds it with status "
+                    f"{entry['status']}: not lost, an operator resolves it"
+                )
+        if entry is not None:
+            attempts = entry.get("callback_attempts") or []
+            forged = [a for a in attempts if a.get("http_status") == 401]
+            if forged:
+                forged_orders += 1
+                forged_attempts += len(forged)
+                if any(a.get("acked") for a in attempts):
+                    wrong.append(f"{pid}: a callback signed with a wrong key was acknowledged")
+                via_callback = [h for h in history if str(h.get("reason", "")).startswith("callback")]
+                if via_callback:
+                    wrong.append(f"{pid}: forged callback applied: {via_callback[0]}")
+
+    for label, items in (("created twice", twice), ("lost", lost), ("wrong", wrong)):
+        for text in items[:MAX_EXAMPLES]:
+            v.violate(f"{label}: {text}")
+        if len(items) > MAX_EXAMPLES:
+            v.violate(f"{label}: ... and {len(items) - MAX_EXAMPLES} more")
+    if paid_ours != paid_gateway:
+        v.violate(f"money: we call {paid_ours} minor units paid, the gateway paid {paid_gateway}")
+    totals = ledger.get("totals", {})
+    v.figures.update(
+        {
+            "paid_minor_ours": paid_ours,
+            "paid_minor_gateway": paid_gateway,
+            "gateway_orders": len(entries),
+            "create_requests": totals.get("create_requests"),
+            "create_requests_after_created": totals.get("after_created"),
+            "forged_orders": forged_orders,
+            "forged_callbacks_refused": forged_attempts,
+            "created_twice": len(twice),
+            "lost": len(lost),
+            "wrong": len(wrong),
+        }
+    )
+    return v
+
+
+# --------------------------------------------------------------------------- logs
+
+_DIGIT_RUN = re.compile(r"(?<![0-9])[0-9]{9,32}(?![0-9])")
+_HEX_SIG = re.compile(r"(?<![0-9A-Za-z])(?:[0-9a-f]{64}|[0-9a-f]{32})(?![0-9A-Za-z])")
+
+
+def check_logs(
+    paths: Iterable[Path],
+    *,
+    numbers: set[str],
+    name_pattern: re.Pattern[str] | None,
+    secrets: Mapping[str, str],
+) -> Verdict:
+    """Log hygiene over every line of ``paths`` (JSON or not).
+
+    ``numbers``: every account number enqueued; ``name_pattern`` matches every beneficiary
+    name enqueued (the runner makes them distinctive); ``secrets``: label -> literal text.
+    """
+    v = Verdict()
+    leaks: list[str] = []
+    unbound: list[str] = []
+    lines = json_lines = payout_events = 0
+    errors: Counter[str] = Counter()
+    for path in paths:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            for n, line in enumerate(fh, start=1):
+                lines += 1
+                where = f"{path.name}:{n}"
+                for label, secret in secrets.items():
+                    if secret and secret in line:
+                        leaks.append(f"{where}: the {label}")
+                for run in _DIGIT_RUN.findall(line):
+                    if run in numbers:
+                        leaks.append(f"{where}: an account number (…{run[-4:]})")
+                if name_pattern is not None and name_pattern.search(line):
+                    leaks.append(f"{where}: a beneficiary name")
+                if _HEX_SIG.search(line):
+                    leaks.append(f"{where}: a hex string shaped like a signature")
+                if not line.startswith("{"):
+                    continue
+                try:
+                    doc = json.loads(line)
+                except ValueError:
+                    continue
+                json_lines += 1
+                event = str(doc.get("event", ""))
+                if doc.get("level") in ("error", "critical"):
+                    errors[event[:60]] += 1
+                if event.startswith("payout."):
+                    payout_events += 1
+                    if not doc.get("payout_cl_id"):
+                        unbound.append(f"{where}: {event}")
+    for label, items in (("log leak", leaks), ("payout event without payout_cl_id", unbound)):
+        for text in items[:MAX_EXAMPLES]:
+            v.violate(f"{label}: {text}")
+        if len(items) > MAX_EXAMPLES:
+            v.violate(f"{label}: ... and {len(items) - MAX_EXAMPLES} more")
+    v.figures.update(
+        {
+            "log_lines": lines,
+            "log_json_lines": json_lines,
+            "log_payout_events": payout_events,
+            "log_errors_by_event": dict(errors.most_common(8)),
+        }
+    )
+    return v
