@@ -97,7 +97,11 @@ def classify_create(status: int, body: bytes) -> CreateResult:
     if code == "0000":
         data = doc.get("data")
         payout_id = data.get("payout_id") if isinstance(data, dict) else None
-        if isinstance(payout_id, (str, int)) and str(payout_id).strip():
+        if (
+            isinstance(payout_id, (str, int))
+            and not isinstance(payout_id, bool)
+            and str(payout_id).strip()
+        ):
             return CreateResult(
                 Outcome.ACCEPTED, "0000", code, str(payout_id).strip(), http_status=status
             )

@@ -78,6 +78,8 @@ def apply_report(
     """Apply one gateway report (query record or verified callback) to ``order``."""
     store = rt.store
     now = time.time()
+    if order.state in (State.RECEIVED, State.SUBMITTING):
+        return Applied.NOT_READY  # the create's answer is not recorded yet; report again later
     if not amount_matches(amount, order.amount):
         if order.state is State.REVIEW:
             return Applied.IGNORED
@@ -96,8 +98,6 @@ def apply_report(
             rt, order, f"conflict: {order.state.value} but {source} says status {status}",
             conflict_status=status,
         )  # fmt: skip
-    if order.state in (State.RECEIVED, State.SUBMITTING):
-        return Applied.NOT_READY  # the create's answer is not recorded yet; report again later
     fields: dict[str, object] = {"gateway_status": status, "last_report": source}
     if payout_id:
         fields["payout_id"] = payout_id

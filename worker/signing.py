@@ -74,7 +74,7 @@ def verify(
     accepts an MD5-signed notice.
     """
     received = params.get("sign")
-    if not isinstance(received, str) or not received:
+    if not isinstance(received, str) or not received or not received.isascii():
         return False
     raw_type = params.get("sign_type")
     sign_type = str(raw_type) if raw_type not in (None, "") else MD5

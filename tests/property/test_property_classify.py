@@ -116,11 +116,6 @@ def test_5xx_is_unknown_whatever_the_body(status: int, code: str) -> None:
     assert classify_create(status, body).outcome is Outcome.UNKNOWN
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="classify_create takes a JSON boolean as a payout_id (0000 + true -> ACCEPTED, "
-    "payout_id 'True'); fix in worker/gateway.py: exclude bool. Reported to the lead.",
-)
 @SETTINGS
 @given(status=STATUS.filter(lambda s: s < 500 and s != 429), payout_id=PAYOUT_IDS)
 def test_0000_is_accepted_only_with_a_payout_id(status: int, payout_id: Any) -> None:
