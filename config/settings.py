@@ -99,7 +99,7 @@ class Settings:
     events_maxlen: int = 1_000_000
     result_task: str | None = None
     result_queue: str = "payouts.results"
-    worker_concurrency: int = 32
+    worker_concurrency: int = 64
     task_time_limit_s: float = 120.0
     visibility_timeout_s: float = 3600.0
     extra: Mapping[str, str] = field(default_factory=dict, repr=False)
@@ -288,7 +288,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         events_maxlen=_int(env, "EVENTS_MAXLEN", 1_000_000, minimum=100),
         result_task=_read(env, "RESULT_TASK"),
         result_queue=_read(env, "RESULT_QUEUE") or "payouts.results",
-        worker_concurrency=_int(env, "WORKER_CONCURRENCY", 32, minimum=1),
+        worker_concurrency=_int(env, "WORKER_CONCURRENCY", 64, minimum=1),
         task_time_limit_s=task_limit,
         visibility_timeout_s=visibility,
     )

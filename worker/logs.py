@@ -20,7 +20,7 @@ SECRET_KEYS: Final = frozenset(
 #: keys holding account numbers: masked to the last 4 digits
 NUMBER_KEYS: Final = frozenset({"number", "account_number"})
 #: any long run of digits in free text (account numbers) is masked the same way
-_DIGITS: Final = re.compile(r"(?<![0-9A-Za-z_-])[0-9]{9,32}(?![0-9A-Za-z_-])")
+_DIGITS: Final = re.compile(r"(?<![0-9A-Za-z_.-])[0-9]{9,32}(?![0-9A-Za-z_.-])")
 _HEX_SIG: Final = re.compile(r"\b[0-9a-f]{32}(?:[0-9a-f]{32})?\b")
 
 #: keys whose values are identifiers, never personal data: left as they are

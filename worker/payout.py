@@ -37,7 +37,7 @@ class Payout:
     def fingerprint(self) -> str:
         """A digest of the data, to tell a repeated enqueue from a conflicting one."""
         text = "\x1f".join(str(v) if v is not None else "" for v in asdict(self).values())
-        return hashlib.sha256(text.encode()).hexdigest()[:32]
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def __repr__(self) -> str:
         return (

@@ -16,6 +16,7 @@ from worker.gateway import Outcome
 from worker.logs import get_logger
 from worker.runtime import Runtime
 from worker.states import State
+from worker.store import stamp
 
 log = get_logger("payouts.submit")
 
@@ -67,7 +68,7 @@ def submit_order(rt: Runtime, payout_cl_id: str) -> SubmitStatus:
         sources={State.RECEIVED},
         reason=f"claimed (attempt {attempts})",
         due=now + cfg.connect_timeout_s + cfg.read_timeout_s + settings.submitting_margin_s,
-        fields={"submitted_at": repr(now), "sign_type": cfg.sign_type,
+        fields={"submitted_at": stamp(now), "sign_type": cfg.sign_type,
                 "submit_attempts": attempts},
         now=now,
     )  # fmt: skip
@@ -80,7 +81,7 @@ def submit_order(rt: Runtime, payout_cl_id: str) -> SubmitStatus:
     crash_point("after_claim")
     result = gateway.create_payout(order.as_payout(), sign_type=cfg.sign_type, notify_url=notify_url)
     now = time.time()
-    fields: dict[str, object] = {"last_gateway": result.reason, "answered_at": repr(now)}
+    fields: dict[str, object] = {"last_gateway": result.reason, "answered_at": stamp(now)}
     if result.outcome is Outcome.ACCEPTED:
         target, status = State.ACCEPTED, SubmitStatus.ACCEPTED
         fields["payout_id"] = result.payout_id

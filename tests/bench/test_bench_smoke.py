@@ -22,8 +22,10 @@ HEADLINE = (
 
 
 def _positive(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and (
-        math.isfinite(value) and value > 0
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and (math.isfinite(value) and value > 0)
     )
 
 
@@ -33,7 +35,7 @@ def test_tiny_bench_writes_every_key(tmp_path: Path) -> None:
     # given
     out = tmp_path / "bench.json"
     # when
-    proc = subprocess.run(  # noqa: S603 - our own interpreter and module
+    proc = subprocess.run(
         [sys.executable, "-m", "worker.cli", "bench", "--tiny", "--json", str(out)],
         capture_output=True, text=True, timeout=110,
     )  # fmt: skip

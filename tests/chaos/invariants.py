@@ -14,6 +14,10 @@ What a run must show (DESIGN: "the two guarantees"):
 * **forgeries change nothing** -- an order whose callbacks were signed with a wrong key
   (``callback/wrong_key``) never had one acknowledged, and no state change of it came from a
   callback;
+* **the store agrees with itself** -- the events stream the web app reads holds each order's
+  transitions exactly as its history does (none lost or doubled by a Redis crash), the
+  ``counts`` hash equals a tally of the records, the review index holds exactly the orders
+  in review;
 * **log hygiene** -- no account number, beneficiary name, platform key, authorization token or
   signature in any log line; every JSON event named ``payout.*`` carries ``payout_cl_id``.
 
@@ -204,6 +208,43 @@ def check_orders(
             "wrong": len(wrong),
         }
     )
+    return v
+
+
+def check_store(
+    stored: Mapping[str, Mapping[str, Any]],
+    events: Iterable[Mapping[str, str]],
+    counts: Mapping[str, int],
+    review_ids: Iterable[str],
+) -> Verdict:
+    """The events stream, the counts hash and the review index against the order records."""
+    v = Verdict()
+    seen: dict[str, list[tuple[str, str]]] = {}
+    for e in events:
+        seen.setdefault(e.get("payout_cl_id", ""), []).append((e.get("from", ""), e.get("to", "")))
+    mismatched: list[str] = []
+    tally: Counter[str] = Counter()
+    for pid, rec in stored.items():
+        fields = rec.get("fields") or {}
+        if not fields:
+            continue
+        tally[fields.get("state", "")] += 1
+        history = [(str(h.get("from", "")), str(h.get("to", ""))) for h in rec.get("history") or []]
+        if seen.get(pid, []) != history:
+            mismatched.append(f"{pid}: events {seen.get(pid, [])} != history {history}")
+    for text in mismatched[:MAX_EXAMPLES]:
+        v.violate(f"events stream: {text}")
+    if len(mismatched) > MAX_EXAMPLES:
+        v.violate(f"events stream: ... and {len(mismatched) - MAX_EXAMPLES} more")
+    wrong_counts = {k: (int(counts.get(k, 0)), n) for k, n in tally.items() if int(counts.get(k, 0)) != n}
+    wrong_counts.update({k: (int(n), 0) for k, n in counts.items() if k not in tally and int(n) != 0})
+    if wrong_counts:
+        v.violate(f"counts hash != records (hash, records): {wrong_counts}")
+    in_review = {p for p, r in stored.items() if (r.get("fields") or {}).get("state") == "review"}
+    indexed = set(review_ids)
+    if indexed != in_review:
+        v.violate(f"review index: {len(indexed - in_review)} extra, {len(in_review - indexed)} missing")
+    v.figures["events_checked"] = sum(len(x) for x in seen.values())
     return v
 
 

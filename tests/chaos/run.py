@@ -53,7 +53,8 @@ from config.celery import celery_config
 from config.settings import load_settings
 from sandbox.config import SandboxConfig
 from sandbox.process import SandboxProcess
-from tests.chaos.invariants import Expected, Verdict, check_logs, check_orders, read_orders
+from tests.chaos.invariants import Expected, Verdict, check_logs, check_orders, check_store, read_orders
+from worker import keys
 from worker.embedded import CeleryProcess, RedisServer, free_port, wait_for
 from worker.producer import SUBMIT_TASK, store_payout
 from worker.runtime import Runtime, build_runtime
@@ -126,6 +127,9 @@ class ChaosConfig:
     redis_restarts: int | None = None
     redis_down_s: tuple[float, float] = (1.0, 3.0)
     appendfsync: str = "always"
+    #: at each Redis kill, also drop the AOF's last second (what a host crash loses with
+    #: ``everysec``): an experiment for docs/reliability.md, expected to break invariants
+    host_crash: bool = False
     fault_scale: float = 1.0
     #: share of orders the gateway refuses (amount below its minimum, unsupported bank)
     rejected_share: float = 0.03
@@ -138,7 +142,7 @@ class ChaosConfig:
 
     @property
     def load_s(self) -> float:
-        return self.seconds if self.seconds else max(20.0, self.orders / 12.0)
+        return self.seconds if self.seconds else max(20.0, self.orders / 20.0)
 
     @property
     def n_kills(self) -> int:
@@ -290,7 +294,8 @@ class ChaosRun:
         self.kills: list[dict[str, Any]] = []
         self.restarts: list[dict[str, Any]] = []
         self.redis_down = False
-        self.log_n = 0
+        #: (monotonic time, AOF file, size) samples, for the host-crash simulation
+        self.aof_sizes: list[tuple[float, Path, int]] = []
 
     # ------------------------------------------------------------------ setup
 
@@ -346,8 +351,10 @@ class ChaosRun:
         for _ in range(cfg.beats):
             self.start_beat()
         # load starts once every worker consumes (a replacement later is not waited for)
-        wait_for(lambda: all(w.log_path is not None and b" ready." in w.log_path.read_bytes()
-                             for w in self.workers), 90, interval_s=0.2, what="the workers to be ready")  # fmt: skip
+        def ready() -> bool:
+            return all(w.log_path is not None and b" ready." in w.log_path.read_bytes() for w in self.workers)
+
+        wait_for(ready, 90, interval_s=0.2, what="the workers to be ready")
         self.say(f"{cfg.workers} workers (threads x{cfg.concurrency}), {cfg.beats} beats, "
                  f"callback receiver on :{callback_port}")  # fmt: skip
 
@@ -398,9 +405,9 @@ class ChaosRun:
                             raise
                 try:
                     self.producer.send_task(SUBMIT_TASK, args=[data["payout_cl_id"]])
-                except Exception:  # noqa: BLE001 - broker down: the sweep re-drives the order
+                except Exception:  # broker down: the sweep re-drives the order
                     self.counters["publish_failed"] += 1
-        except BaseException as exc:  # noqa: BLE001 - reported by the main loop
+        except BaseException as exc:  # reported by the main loop
             self.enqueue_error = exc
         finally:
             self.counters["enqueued"] = len(self.expected) if self.enqueue_error is None else -1
@@ -438,6 +445,10 @@ class ChaosRun:
             self.redis_down = True
             self.restarts.append({"at_s": round(now, 1), "down_s": round(ev.arg, 1)})
             self.say(f"SIGKILL redis-server; restart from the AOF in {ev.arg:.1f}s")
+            if self.cfg.host_crash:
+                dropped = self.drop_last_second()
+                self.restarts[-1]["aof_bytes_dropped"] = dropped
+                self.say(f"host crash simulated: the AOF's last second ({dropped} bytes) dropped")
             events.append(Event(now + ev.arg, "redis_up"))
             events.sort()
         elif ev.action == "redis_up":
@@ -447,6 +458,29 @@ class ChaosRun:
             self.restarts[-1]["load_s"] = round(time.monotonic() - t, 2)
             self.restarts[-1]["up_at_s"] = round(time.monotonic() - self.t0, 1)
             self.say(f"redis-server back (AOF loaded in {time.monotonic() - t:.2f}s)")
+
+    def sample_aof(self) -> None:
+        """Remember the size of the AOF file being appended to (host-crash simulation)."""
+        assert self.redis_server is not None
+        files = sorted((self.redis_server.dir / "appendonlydir").glob("*.incr.aof"),
+                       key=lambda p: p.stat().st_mtime)  # fmt: skip
+        if files:
+            now = time.monotonic()
+            self.aof_sizes.append((now, files[-1], files[-1].stat().st_size))
+            self.aof_sizes = [x for x in self.aof_sizes if now - x[0] < 5.0]
+
+    def drop_last_second(self) -> int:
+        """Truncate the AOF to its size of one second ago (Redis is down); bytes dropped."""
+        if not self.aof_sizes:
+            return 0
+        _, path, _ = self.aof_sizes[-1]
+        older = [x for x in self.aof_sizes if x[1] == path and x[0] <= time.monotonic() - 1.0]
+        if not older:
+            return 0
+        size = path.stat().st_size
+        with open(path, "r+b") as fh:
+            fh.truncate(older[-1][2])
+        return size - older[-1][2]
 
     def supervise(self) -> None:
         """A process supervisor's job: restart what died without our doing (counted)."""
@@ -505,6 +539,8 @@ class ChaosRun:
             while events and events[0].at_s <= now - self.t0:
                 self.do(events.pop(0), events)
             self.supervise()
+            if self.cfg.host_crash and not self.redis_down:
+                self.sample_aof()
             if self.enqueue_error is not None:
                 raise RuntimeError(f"enqueue failed: {self.enqueue_error!r}")
             if now - last_poll >= 1.0:
@@ -524,8 +560,8 @@ class ChaosRun:
         self.stop.set()
         feeder.join(10)
         loaded = self.enqueue_end_s()
-        last_chaos = max([k["at_s"] for k in self.kills] + [r.get("up_at_s", r["at_s"]) for r in self.restarts]
-                         + [0.0])  # fmt: skip
+        chaos_at = [k["at_s"] for k in self.kills] + [r.get("up_at_s", r["at_s"]) for r in self.restarts]
+        last_chaos = max([0.0, *chaos_at])
         if settled_at is None:
             counts = self.counts() or {}
             report.verdict.violate(
@@ -558,8 +594,11 @@ class ChaosRun:
         ledger = self.sandbox.admin.ledger()
         stats = self.sandbox.admin.stats()
         stored = read_orders(self.rt.redis, self.expected)
-        verdict = check_orders(self.expected, stored, ledger)
-        report.verdict.merge(verdict)
+        report.verdict.merge(check_orders(self.expected, stored, ledger))
+        client = self.rt.redis
+        events = (fields for _, fields in client.xrange(keys.EVENTS))
+        review = client.zrange(keys.REVIEW, 0, -1)
+        report.verdict.merge(check_store(stored, events, self.rt.store.counts(), review))
         report.figures["gateway"] = {
             "faults_fired": dict(sorted(stats.get("faults_fired", {}).items())),
             "requests": stats.get("requests", {}),
@@ -611,7 +650,7 @@ class ChaosRun:
         f["orders"] = self.cfg.orders
         f["workers"] = self.cfg.workers
         f["beats"] = self.cfg.beats
-        f["appendfsync"] = self.cfg.appendfsync
+        f["appendfsync"] = self.cfg.appendfsync + (" + simulated host crash" if self.cfg.host_crash else "")
         f["kills"] = self.kills
         f["redis_restarts"] = self.restarts
         f["unexpected_exits"] = self.counters["unexpected_exits"]
@@ -693,13 +732,15 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tests.chaos.run", description=__doc__.split("\n")[0])
     ap.add_argument("--orders", type=int, default=300)
     ap.add_argument("--seconds", type=float, default=None,
-                    help="length of the load phase (default: orders/12, at least 20)")
+                    help="length of the load phase (default: orders/20, at least 20)")
     ap.add_argument("--seed", type=int, default=None, help="default: random (printed)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--kills", type=int, default=None)
     ap.add_argument("--redis-restarts", type=int, default=None)
     ap.add_argument("--appendfsync", choices=("always", "everysec"), default="always")
+    ap.add_argument("--host-crash", action="store_true",
+                    help="experiment: at each Redis kill also drop the AOF's last second")
     ap.add_argument("--fault-scale", type=float, default=1.0, help="multiply every fault probability")
     ap.add_argument("--drain-timeout", type=float, default=None)
     ap.add_argument("--workdir", type=Path, default=None)
@@ -709,7 +750,7 @@ def main(argv: list[str] | None = None) -> int:
     seed = a.seed if a.seed is not None else random.SystemRandom().randrange(1, 1_000_000)
     cfg = ChaosConfig(
         orders=a.orders, seconds=a.seconds, seed=seed, workers=a.workers, concurrency=a.concurrency,
-        kills=a.kills, redis_restarts=a.redis_restarts, appendfsync=a.appendfsync,
+        kills=a.kills, redis_restarts=a.redis_restarts, appendfsync=a.appendfsync, host_crash=a.host_crash,
         fault_scale=a.fault_scale, drain_timeout_s=a.drain_timeout, workdir=a.workdir, keep=a.keep,
         out=lambda s: print(s, flush=True),
     )  # fmt: skip

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.chaos.invariants import Expected, check_logs, check_orders
+from tests.chaos.invariants import Expected, check_logs, check_orders, check_store
 from tests.chaos.run import ChaosConfig, run_chaos
 
 #: the CI run's seed; CHAOS_SEED=<n> replays another (the failing run prints its seed)
@@ -80,7 +80,8 @@ def test_checker_passes_a_consistent_run() -> None:
     """Agreeing states, amounts and payout ids give no violation."""
     expected = {i: Expected(100, "1234567890", "n") for i in ("a", "b", "c", "d")}
     stored = {"a": _rec("succeeded", payout_id="P-a"), "b": _rec("failed", payout_id="P-b"),
-              "c": _rec("rejected"), "d": _rec("review", reason="not found at the gateway 16s after")}  # fmt: skip
+              "c": _rec("rejected"),
+              "d": _rec("review", reason="not found at the gateway 16s after sending")}  # fmt: skip
     verdict = check_orders(expected, stored, _ledger(_entry("a", 3), _entry("b", 5)))
     assert verdict.ok, verdict.violations
     assert verdict.figures["paid_minor_ours"] == verdict.figures["paid_minor_gateway"] == 100
@@ -133,9 +134,27 @@ def test_log_check_catches_leaks_and_unbound_events(tmp_path: Path) -> None:
         "sign " + "ab" * 32,
     ]) + "\n")  # fmt: skip
     verdict = check_logs([log], numbers={"123456789012", "1234567890"},
-                         name_pattern=re.compile(r"Penerima [0-9]{6}"), secrets={"platform key": "secret-key-xyz"})  # fmt: skip
+                         name_pattern=re.compile(r"Penerima [0-9]{6}"),
+                         secrets={"platform key": "secret-key-xyz"})  # fmt: skip
     text = "\n".join(verdict.violations)
     assert "worker0.log:3: payout.submit.missing" in text
     for n, what in ((4, "account number"), (5, "beneficiary name"), (6, "platform key"), (7, "signature")):
         assert f"worker0.log:{n}: " in text and what in text
     assert "worker0.log:1:" not in text and "worker0.log:2:" not in text
+
+
+@pytest.mark.unit
+def test_store_check_catches_a_lost_event_and_a_drifted_count() -> None:
+    """An order whose final transition is missing from the events stream, a counts hash that
+    disagrees with the records, and a review order missing from the review index are reported."""
+    stored = {"a": {"fields": {"state": "succeeded"},
+                    "history": [{"from": "", "to": "received"}, {"from": "received", "to": "succeeded"}]},
+              "b": {"fields": {"state": "review"}, "history": [{"from": "", "to": "review"}]}}  # fmt: skip
+    events = [{"payout_cl_id": "a", "from": "", "to": "received"},
+              {"payout_cl_id": "b", "from": "", "to": "review"}]
+    text = "\n".join(check_store(stored, events, {"succeeded": 2, "review": 1}, []).violations)
+    assert "events stream: a:" in text and "counts hash" in text
+    assert "review index: 0 extra, 1 missing" in text
+    ok = check_store(stored, [*events, {"payout_cl_id": "a", "from": "received", "to": "succeeded"}],
+                     {"succeeded": 1, "review": 1, "failed": 0}, ["b"])  # fmt: skip
+    assert ok.ok, ok.violations

@@ -107,12 +107,12 @@ def test_env_example_names_every_required_variable() -> None:
 
 
 def test_procfile_processes() -> None:
-    """Procfile: worker (threads -c 32 by default), beat, web, flower with a required login."""
+    """Procfile: worker (threads -c 64 by default), beat, web, flower with a required login."""
     lines = [ln for ln in (ROOT / "Procfile").read_text().splitlines()
              if ln.strip() and not ln.startswith("#")]  # fmt: skip
     procs = dict(ln.split(":", 1) for ln in lines)
     assert set(procs) == {"worker", "beat", "web", "flower"}
-    assert re.search(r"celery -A worker\.app worker -P threads -c \"\$\{WORKER_CONCURRENCY:-32\}\"",
+    assert re.search(r"celery -A worker\.app worker -P threads -c \"\$\{WORKER_CONCURRENCY:-64\}\"",
                      procs["worker"])  # fmt: skip
     assert "celery -A worker.app beat" in procs["beat"]
     assert "gunicorn worker.callbacks:app" in procs["web"]

@@ -47,13 +47,11 @@ def synthetic_template(now: float | None = None) -> OrderTemplate:
         "submitted_at": repr(now + 0.01), "sign_type": "HMAC-SHA256", "submit_attempts": "1",
         "reason": "0000 0000", "last_gateway": "0000", "answered_at": repr(now + 0.05),
     }  # fmt: skip
-    history = [
-        json.dumps({"at": now, "from": "", "to": "received", "reason": "enqueued"}),
-        json.dumps({"at": now + 0.01, "from": "received", "to": "submitting",
-                    "reason": "claimed (attempt 1)"}),  # fmt: skip
-        json.dumps({"at": now + 0.05, "from": "submitting", "to": "accepted",
-                    "reason": "0000 0000"}),  # fmt: skip
-    ]
+    steps = [(0.0, "", "received", "enqueued"), (0.01, "received", "submitting",
+             "claimed (attempt 1)"), (0.05, "submitting", "accepted", "0000 0000")]  # fmt: skip
+    # compact, 14 significant digits: what cjson writes in create.lua / transition.lua
+    history = [json.dumps({"at": float(f"{now + dt:.14g}"), "from": a, "to": b, "reason": r},
+                          separators=(",", ":")) for dt, a, b, r in steps]  # fmt: skip
     return OrderTemplate(fields, history)
 
 

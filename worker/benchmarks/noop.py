@@ -11,7 +11,7 @@ from worker.app import app
 NOOP_TASK = "bench.noop"
 
 
-@app.task(name=NOOP_TASK, ignore_result=True)
+@app.task(name=NOOP_TASK, ignore_result=True)  # type: ignore[untyped-decorator]
 def noop(payout_cl_id: str = "") -> None:
     """Take the same one-string argument as ``payouts.submit`` and do nothing with it."""
     return None

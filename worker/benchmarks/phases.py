@@ -14,8 +14,8 @@ from typing import Any
 
 import redis
 
-from config.settings import load_settings
 from config.celery import SUBMIT_QUEUE
+from config.settings import load_settings
 from worker import keys
 from worker.benchmarks.loader import BulkLoader, OrderTemplate, synthetic_template, template_from_store
 from worker.benchmarks.stack import BenchStack, Drain, worker_env
@@ -53,8 +53,8 @@ def percentiles(values: Sequence[float]) -> dict[str, float]:
 def redis_data_bytes(client: redis.Redis) -> int:
     """``used_memory`` less client buffers and the AOF buffer (they come and go with load)."""
     info = client.info("memory")
-    return int(info["used_memory"]) - int(info.get("mem_clients_normal", 0)) - int(
-        info.get("mem_aof_buffer", 0)
+    return (
+        int(info["used_memory"]) - int(info.get("mem_clients_normal", 0)) - int(info.get("mem_aof_buffer", 0))
     )
 
 
@@ -131,7 +131,8 @@ def measure_producer(stack: BenchStack, *, chunks: int, chunk: int) -> tuple[dic
     delay_rate = statistics.median(d for d, _ in pairs)
     enqueue_rate = statistics.median(e for _, e in pairs)
     return {
-        "n": total, "slices": len(pairs),
+        "n": total,
+        "slices": len(pairs),
         "delay_per_s": round(delay_rate, 1),
         "enqueue_per_s": round(enqueue_rate, 1),
         # median of the per-slice ratios: each pair ran within a fraction of a second
@@ -151,8 +152,7 @@ def measure_drains(stack: BenchStack, staged: Staged, *, chunk: int, pool: str,
     for noop_stage, submit_stage in zip(staged.noop, staged.submit, strict=True):
         d_noop = stack.drain("noop", noop_stage, chunk, lambda: chunk - stack.queue_left())
         base = stack.answered_count()
-        d_sub = stack.drain("submit", submit_stage, chunk,
-                            lambda b=base: stack.answered_count() - b)  # type: ignore[misc]
+        d_sub = stack.drain("submit", submit_stage, chunk, lambda b=base: stack.answered_count() - b)  # type: ignore[misc]
         pairs.append((d_noop, d_sub))
     wait_for(lambda: stack.queue_left() == 0, 30, what="the submit queue to empty")
     mem_after = redis_data_bytes(stack.redis)
@@ -166,6 +166,10 @@ def measure_drains(stack: BenchStack, staged: Staged, *, chunk: int, pool: str,
         "submit_per_s": round(submit_rate, 1),
         "submit_vs_noop": round(statistics.median(ratios), 3),
         "submit_vs_noop_each": [round(r, 3) for r in ratios],
+        # the same ratio from worker CPU per task: steadier on a shared machine
+        "submit_vs_noop_cpu": round(
+            statistics.median(n.cpu_ms_per_task / s.cpu_ms_per_task for n, s in pairs), 3
+        ),
         "noop_cpu_ms": round(statistics.median(n.cpu_ms_per_task for n, _ in pairs), 3),
         "cpu_ms_per_payout": round(statistics.median(s.cpu_ms_per_task for _, s in pairs), 3),
         "drains": [d.as_dict() for pair in pairs for d in pair],

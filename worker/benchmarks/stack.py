@@ -33,7 +33,7 @@ from worker.states import State
 
 PLATFORM_ID = "PF0001"
 #: bench-only credentials, shared with the bench's own sandbox and nothing else
-PLATFORM_KEY = "bench-platform-key-not-a-secret"  # noqa: S105
+PLATFORM_KEY = "bench-platform-key-not-a-secret"
 AUTHORIZATION = "bench-authorization-token"
 #: kombu's Redis transport keeps reserved (not yet acked) messages in this hash
 UNACKED_KEY = "unacked"

@@ -29,5 +29,5 @@ redis.call('ZADD', KEYS[3], ARGV[4], id)
 redis.call('HINCRBY', KEYS[4], 'received', 1)
 redis.call('RPUSH', KEYS[2], cjson.encode({at = tonumber(now), from = '', to = 'received', reason = 'enqueued'}))
 redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[5], '*',
-  'payout_cl_id', id, 'from', '', 'to', 'received', 'reason', 'enqueued', 'at', now)
+  'payout_cl_id', id, 'from', '', 'to', 'received', 'reason', 'enqueued', 'at', now, 'payout_id', '')
 return {1, 'received'}
