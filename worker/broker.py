@@ -30,6 +30,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Final
 
+import redis
 from kombu.transport import redis as kombu_redis
 
 #: seconds between credit checks while every slot of a green worker is busy
@@ -63,6 +64,17 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
         if shared is None or shared[0] is not pool:
             shared = self._shared = (pool, self._create_client())
         yield shared[1]
+
+
+    def _connparams(self, asynchronous: bool = False) -> Any:
+        # On a broker connection loss Celery clears the transport's client before it
+        # closes the channel; restoring the unacked messages then rebuilds the pool
+        # from ``None`` and the worker exits with AttributeError (seen in the chaos
+        # run on every Redis restart with tasks in flight). Raising a connection error
+        # instead lets kombu treat it as the connection loss it is and reconnect.
+        if self.connection.client is None:
+            raise redis.exceptions.ConnectionError("broker connection closed")
+        return super()._connparams(asynchronous=asynchronous)
 
 
 class Transport(kombu_redis.Transport):  # type: ignore[misc]

@@ -19,7 +19,7 @@ What a run must show (DESIGN: "the two guarantees"):
   ``counts`` hash equals a tally of the records, the review index holds exactly the orders
   in review;
 * **log hygiene** -- no account number, beneficiary name, platform key, authorization token or
-  signature in any log line; every JSON event named ``payout.*`` carries ``payout_cl_id``.
+  signature in any log line; every event named ``payout.*`` is JSON and carries ``payout_cl_id``.
 
 A *violation* breaks a guarantee (the run fails). A *note* is worth a look but breaks nothing:
 e.g. an order in ``review`` that the gateway does hold (an operator resolves it; nothing is
@@ -251,6 +251,8 @@ def check_store(
 # --------------------------------------------------------------------------- logs
 
 _DIGIT_RUN = re.compile(r"(?<![0-9])[0-9]{9,32}(?![0-9])")
+#: a ``payout.*`` event rendered by structlog's console renderer: logging was never configured
+_CONSOLE_EVENT = re.compile(r"\[(?:debug|info|warning|error|critical)\s*\]\s+payout\.")
 _HEX_SIG = re.compile(r"(?<![0-9A-Za-z])(?:[0-9a-f]{64}|[0-9a-f]{32})(?![0-9A-Za-z])")
 
 
@@ -287,6 +289,8 @@ def check_logs(
                 if _HEX_SIG.search(line):
                     leaks.append(f"{where}: a hex string shaped like a signature")
                 if not line.startswith("{"):
+                    if _CONSOLE_EVENT.search(line):
+                        unbound.append(f"{where}: not JSON (logging not configured in this process)")
                     continue
                 try:
                     doc = json.loads(line)
@@ -300,7 +304,7 @@ def check_logs(
                     payout_events += 1
                     if not doc.get("payout_cl_id"):
                         unbound.append(f"{where}: {event}")
-    for label, items in (("log leak", leaks), ("payout event without payout_cl_id", unbound)):
+    for label, items in (("log leak", leaks), ("payout event without payout_cl_id or JSON", unbound)):
         for text in items[:MAX_EXAMPLES]:
             v.violate(f"{label}: {text}")
         if len(items) > MAX_EXAMPLES:

@@ -140,6 +140,21 @@ class ChaosConfig:
     keep: bool = False
     out: Callable[[str], None] = print
 
+    def replay(self) -> str:
+        """The command line that replays this run's plan."""
+        parts = [f"python -m tests.chaos.run --orders {self.orders}"]
+        for flag, value, default in (
+            ("--seconds", self.seconds, None), ("--workers", self.workers, 2),
+            ("--concurrency", self.concurrency, 16), ("--kills", self.kills, None),
+            ("--redis-restarts", self.redis_restarts, None), ("--appendfsync", self.appendfsync, "always"),
+            ("--fault-scale", self.fault_scale, 1.0),
+        ):  # fmt: skip
+            if value != default:
+                parts.append(f"{flag} {value:g}" if isinstance(value, float) else f"{flag} {value}")
+        if self.host_crash:
+            parts.append("--host-crash")
+        return " ".join([*parts, f"--seed {self.seed}"])
+
     @property
     def load_s(self) -> float:
         return self.seconds if self.seconds else max(20.0, self.orders / 20.0)
@@ -286,6 +301,8 @@ class ChaosRun:
         self.env: dict[str, str] = {}
         self.expected: dict[str, Expected] = {}
         self.plan: list[dict[str, Any]] = []
+        #: ids stored so far (the web app was told "stored"): what the checks hold us to
+        self.stored_ids: list[str] = []
         self.stop = threading.Event()
         self.enqueue_done = threading.Event()
         self.enqueue_error: BaseException | None = None
@@ -350,8 +367,7 @@ class ChaosRun:
             self.start_worker()
         for _ in range(cfg.beats):
             self.start_beat()
-        # load starts once every worker consumes (a replacement later is not waited for)
-        def ready() -> bool:
+        def ready() -> bool:  # load starts once every worker consumes (not waited for later)
             return all(w.log_path is not None and b" ready." in w.log_path.read_bytes() for w in self.workers)
 
         wait_for(ready, 90, interval_s=0.2, what="the workers to be ready")
@@ -403,6 +419,7 @@ class ChaosRun:
                         self.counters["store_retries"] += 1
                         if time.monotonic() > deadline or self.stop.wait(0.2):
                             raise
+                self.stored_ids.append(data["payout_cl_id"])
                 try:
                     self.producer.send_task(SUBMIT_TASK, args=[data["payout_cl_id"]])
                 except Exception:  # broker down: the sweep re-drives the order
@@ -410,7 +427,6 @@ class ChaosRun:
         except BaseException as exc:  # reported by the main loop
             self.enqueue_error = exc
         finally:
-            self.counters["enqueued"] = len(self.expected) if self.enqueue_error is None else -1
             self.enqueue_done.set()
 
     def counts(self) -> dict[str, int] | None:
@@ -507,7 +523,7 @@ class ChaosRun:
         cfg = self.cfg
         report = Report(seed=cfg.seed, workdir=str(self.dir))
         self.say(f"seed {cfg.seed}: {cfg.orders} orders over {cfg.load_s:.0f}s, {cfg.n_kills} worker "
-                 f"kills, {cfg.n_restarts} Redis restart(s); replay with --seed {cfg.seed}")  # fmt: skip
+                 f"kills, {cfg.n_restarts} Redis restart(s); replay: {cfg.replay()}")  # fmt: skip
         started = time.monotonic()
         try:
             self.make_plan()
@@ -593,8 +609,11 @@ class ChaosRun:
         assert self.sandbox is not None and self.rt is not None
         ledger = self.sandbox.admin.ledger()
         stats = self.sandbox.admin.stats()
-        stored = read_orders(self.rt.redis, self.expected)
-        report.verdict.merge(check_orders(self.expected, stored, ledger))
+        expected = {i: self.expected[i] for i in self.stored_ids}
+        if len(expected) < self.cfg.orders:
+            report.verdict.violate(f"only {len(expected)} of {self.cfg.orders} orders were enqueued")
+        stored = read_orders(self.rt.redis, expected)
+        report.verdict.merge(check_orders(expected, stored, ledger))
         client = self.rt.redis
         events = (fields for _, fields in client.xrange(keys.EVENTS))
         review = client.zrange(keys.REVIEW, 0, -1)
@@ -636,7 +655,7 @@ class ChaosRun:
         paths = sorted(self.dir.glob("*.log"))
         return check_logs(
             paths,
-            numbers={e.number for e in self.expected.values()},
+            numbers={e.number for e in self.expected.values()},  # planned ones too: never logged
             name_pattern=NAME_RE,
             secrets={"platform key": PLATFORM_KEY, "authorization token": AUTH_TOKEN},
         )
@@ -647,6 +666,7 @@ class ChaosRun:
         f = report.figures
         f.update(report.verdict.figures)
         f["seed"] = self.cfg.seed
+        f["replay"] = self.cfg.replay()
         f["orders"] = self.cfg.orders
         f["workers"] = self.cfg.workers
         f["beats"] = self.cfg.beats
@@ -673,8 +693,7 @@ def format_figures(report: Report) -> str:
     f = report.figures
     gw = f.get("gateway", {})
     rows: list[tuple[str, Any]] = [
-        ("seed", f"{f.get('seed')}  (replay: python -m tests.chaos.run --orders {f.get('orders')} "
-                 f"--seed {f.get('seed')})"),
+        ("seed", f"{f.get('seed')}  (replay: {f.get('replay')})"),
         ("orders", f.get("orders")),
         ("processes", f"{f.get('workers')} workers (threads), {f.get('beats')} beats, gunicorn receiver"),
         ("worker SIGKILLs", f"{len(f.get('kills', []))} at "
