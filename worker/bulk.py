@@ -141,7 +141,7 @@ def plan_rows(rows: Sequence[Row | Problem], s: Settings, store: Any | None) -> 
             order = existing.get(payout.payout_cl_id)
             if order is None:
                 continue
-            if order.fields.get("fingerprint") == payout.fingerprint():
+            if order.fields.get("fp") == payout.fingerprint():
                 plan.present.add(payout.payout_cl_id)
             else:
                 plan.problems.append(Problem(line, "payout_cl_id",

@@ -81,7 +81,7 @@ class Order:
     def public(self) -> dict[str, Any]:
         """A view safe to print or log: no name, the account number masked."""
         out: dict[str, Any] = {
-            k: v for k, v in self.fields.items() if k not in ("name", "number", "fingerprint")
+            k: v for k, v in self.fields.items() if k not in ("name", "number", "fp")
         }
         out["payout_cl_id"] = self.payout_cl_id
         out["number"] = mask_number(self.number)
@@ -122,7 +122,7 @@ def _order_from(payout_cl_id: str, data: Mapping[str, str]) -> Order:
         number=data.get("number", ""),
         notify_url=data.get("notify_url") or None,
         created_at=float(data.get("created_at", 0)),
-        updated_at=float(data.get("updated_at", 0)),
+        updated_at=float(data.get("updated_at") or data.get("created_at", 0)),
         payout_id=data.get("payout_id") or None,
         sign_type=data.get("sign_type") or None,
         submitted_at=opt_float("submitted_at"),
@@ -171,8 +171,8 @@ class OrderStore:
             args=[i, fp, stamp(now), repr(due_at), self.events_maxlen, *pairs],
         )
         if int(res[0]) == 1:
-            stored = {"state": State.RECEIVED.value, "fingerprint": fp, "created_at": stamp(now),
-                      "updated_at": stamp(now), **dict(zip(pairs[::2], pairs[1::2], strict=True))}  # fmt: skip
+            stored = {"state": State.RECEIVED.value, "fp": fp, "created_at": stamp(now),
+                      **dict(zip(pairs[::2], pairs[1::2], strict=True))}  # fmt: skip
             # the entry create.lua wrote (millisecond stamp, as cjson encodes it)
             entry = {"at": float(stamp(now)), "from": "", "to": State.RECEIVED.value,
                      "reason": "enqueued"}  # fmt: skip

@@ -6,7 +6,6 @@ from typing import Any
 
 import pytest
 
-from config.settings import reset_settings
 from sandbox.process import SandboxProcess
 from tests.conftest import TEST_KEY, TEST_TOKEN
 from tests.integration.conftest import Stack, sandbox_config

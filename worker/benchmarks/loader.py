@@ -39,7 +39,7 @@ def synthetic_template(now: float | None = None) -> OrderTemplate:
     """An ``accepted`` order as ``store.create`` and ``submit_order`` write it."""
     now = time.time() if now is None else now
     fields = {
-        "fingerprint": "5f0c1e9a3b7d4c2e8a6f1b0d9c3e7a21",
+        "fp": "5f0c1e9a3b7d4c2e",
         "created_at": repr(now), "updated_at": repr(now + 0.05),
         "amount": "5000000", "bank_name": "BCA", "name": "Siti Rahma",
         "number": "8800112233445566",

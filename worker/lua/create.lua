@@ -15,11 +15,12 @@
 -- Returns {1, "received"} when created,
 --         {0, existing fingerprint, existing state} when the id already exists.
 if redis.call('EXISTS', KEYS[1]) == 1 then
-  local cur = redis.call('HMGET', KEYS[1], 'fingerprint', 'state')
+  local cur = redis.call('HMGET', KEYS[1], 'fp', 'state')
   return {0, cur[1] or '', cur[2] or ''}
 end
 local id, now = ARGV[1], ARGV[3]
-local fields = {'state', 'received', 'fingerprint', ARGV[2], 'created_at', now, 'updated_at', now}
+-- short names and no updated_at until the first change: bytes per order add up
+local fields = {'state', 'received', 'fp', ARGV[2], 'created_at', now}
 for i = 6, #ARGV, 2 do
   fields[#fields + 1] = ARGV[i]
   fields[#fields + 1] = ARGV[i + 1]
