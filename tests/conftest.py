@@ -10,6 +10,8 @@ import pytest
 import redis
 
 from config.settings import Settings, load_settings, reset_settings
+from sandbox.config import SandboxConfig
+from sandbox.process import SandboxProcess
 from worker.embedded import RedisServer
 from worker.runtime import Runtime, build_runtime
 
@@ -96,3 +98,22 @@ def make_runtime(redis_client: redis.Redis, redis_url: str) -> Iterator[Any]:
 @pytest.fixture
 def runtime(make_runtime: Any) -> Runtime:
     return make_runtime()
+
+
+def sandbox_config(**overrides: Any) -> SandboxConfig:
+    base: dict[str, Any] = dict(
+        host="127.0.0.1", port=0, platform_id=TEST_PLATFORM, platform_key=TEST_KEY,
+        authorization=TEST_TOKEN, pending_s=0.1, processing_s=0.3, failure_ratio=0.0,
+        seed=7, callback_delays_s=(0.2, 0.5, 1.0, 2.0), callback_timeout_s=2.0, quiet=True,
+    )  # fmt: skip
+    base.update(overrides)
+    return SandboxConfig(**base)
+
+
+@pytest.fixture(scope="session")
+def sandbox() -> Iterator[SandboxProcess]:
+    proc = SandboxProcess(sandbox_config()).start()
+    try:
+        yield proc
+    finally:
+        proc.stop()

@@ -15,32 +15,12 @@ import pytest
 import redis
 
 from config.settings import load_settings
-from sandbox.config import SandboxConfig
 from sandbox.process import SandboxProcess
-from tests.conftest import TEST_KEY, TEST_PLATFORM, TEST_TOKEN, base_env
+from tests.conftest import base_env, sandbox_config  # noqa: F401 - re-exported for tests
 from worker.callbacks import make_app
 from worker.embedded import CeleryProcess, free_port, wait_for
 from worker.runtime import Runtime, build_runtime, set_runtime
 from worker.states import State
-
-
-def sandbox_config(**overrides: Any) -> SandboxConfig:
-    base: dict[str, Any] = dict(
-        host="127.0.0.1", port=0, platform_id=TEST_PLATFORM, platform_key=TEST_KEY,
-        authorization=TEST_TOKEN, pending_s=0.1, processing_s=0.3, failure_ratio=0.0,
-        seed=7, callback_delays_s=(0.2, 0.5, 1.0, 2.0), callback_timeout_s=2.0, quiet=True,
-    )  # fmt: skip
-    base.update(overrides)
-    return SandboxConfig(**base)
-
-
-@pytest.fixture(scope="session")
-def sandbox() -> Iterator[SandboxProcess]:
-    proc = SandboxProcess(sandbox_config()).start()
-    try:
-        yield proc
-    finally:
-        proc.stop()
 
 
 @pytest.fixture

@@ -15,19 +15,16 @@ import pytest
 from config.settings import reset_settings
 from sandbox.process import SandboxProcess
 from tests.conftest import base_env
-from tests.integration.conftest import sandbox_config
 from worker.runtime import set_runtime
 
 BANKS = "BCA,BNI,BRI,MANDIRI"
 
 
-@pytest.fixture(scope="session")
-def ops_sandbox() -> Iterator[SandboxProcess]:
-    proc = SandboxProcess(sandbox_config()).start()
-    try:
-        yield proc
-    finally:
-        proc.stop()
+@pytest.fixture
+def ops_sandbox(sandbox: SandboxProcess) -> SandboxProcess:
+    """The session's sandbox (tests/conftest.py), emptied first."""
+    sandbox.admin.reset()
+    return sandbox
 
 
 @pytest.fixture

@@ -8,22 +8,13 @@ from collections.abc import Iterator
 import pytest
 
 from sandbox.process import SandboxProcess, start_sandbox
+from tests.vectors import SPEC_EXAMPLE as SPEC_VECTOR
+from tests.vectors import SPEC_KEY, SPEC_SIGN
 from worker.signing import HMAC_SHA256, MD5
 
 pytestmark = pytest.mark.sandbox
 
-SPEC_KEY = "2I9Q4nExEddsH6zo"
-SPEC_EXAMPLE = {
-    "amount": "100000",
-    "name": "王小头",
-    "notify_url": "http://localhost:52630/gateway/test-notification",
-    "number": "6216667451674374",
-    "payout_cl_id": "test_gateway_1707220674",
-    "platform_id": "PF0001",
-    "request_time": "1707220674",
-    "service_id": "SVC0004",
-    "sign": "bc29e8a132edf819431227154c2586c6",
-}
+SPEC_EXAMPLE = {**SPEC_VECTOR, "sign": SPEC_SIGN}
 
 
 @pytest.mark.parametrize("sign_type", [MD5, HMAC_SHA256, None])
