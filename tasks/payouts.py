@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import redis
 import structlog
 from celery.worker.request import Request
 
@@ -78,7 +79,17 @@ class RedactedRequest(Request):  # type: ignore[misc]  # celery is untyped
         self._request_dict["kwargsrepr"] = shown
 
 
-@app.task(name="payouts.create", ignore_result=True, Request=RedactedRequest)
+@app.task(
+    name="payouts.create",
+    ignore_result=True,
+    Request=RedactedRequest,
+    # The order is not stored yet, so the sweep cannot recover this message: while Redis
+    # is unreachable, retry (only these errors; validation errors are never retried).
+    autoretry_for=(redis.exceptions.ConnectionError, redis.exceptions.TimeoutError),
+    retry_backoff=True,
+    retry_backoff_max=60,
+    max_retries=30,
+)
 def create(**fields: Any) -> str:
     """Enqueue by task name: validate, store and submit. Bad input is logged, not retried."""
     structlog.contextvars.bind_contextvars(payout_cl_id=str(fields.get("payout_cl_id", ""))[:32])

@@ -122,7 +122,7 @@ def _order_from(payout_cl_id: str, data: Mapping[str, str]) -> Order:
         number=data.get("number", ""),
         notify_url=data.get("notify_url") or None,
         created_at=float(data.get("created_at", 0)),
-        updated_at=float(data.get("updated_at") or data.get("created_at", 0)),
+        updated_at=float(data.get("updated_at") or data.get("created_at") or 0),
         payout_id=data.get("payout_id") or None,
         sign_type=data.get("sign_type") or None,
         submitted_at=opt_float("submitted_at"),
