@@ -3,4 +3,4 @@
 from __future__ import annotations
 
 # the integration fixtures, shared rather than copied: sandbox, gateway, make_stack
-from tests.integration.conftest import gateway, make_stack, sandbox  # noqa: F401
+from tests.integration.conftest import gateway, make_stack  # noqa: F401
