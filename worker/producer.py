@@ -15,7 +15,6 @@ from typing import Any
 from worker.errors import DuplicatePayout
 from worker.payout import validate_payout
 from worker.runtime import Runtime, get_runtime
-from worker.states import State
 from worker.store import Created, Order
 
 SUBMIT_TASK = "payouts.submit"
@@ -36,7 +35,7 @@ def _store(rt: Runtime, data: Mapping[str, Any]) -> tuple[str, Created]:
 def store_payout(rt: Runtime, data: Mapping[str, Any]) -> tuple[str, bool]:
     """Validate and store; return (payout_cl_id, created). Sends nothing."""
     order_id, res = _store(rt, data)
-    return order_id, res.created or res.state == State.RECEIVED.value
+    return order_id, res.needs_submit
 
 
 def enqueue_payout(
@@ -54,7 +53,7 @@ def enqueue_payout(
     data = {"payout_cl_id": payout_cl_id, "amount": amount, "bank_name": bank_name,
             "name": name, "number": number, "notify_url": notify_url}  # fmt: skip
     order_id, res = _store(rt, data)
-    if res.created or res.state == State.RECEIVED.value:
+    if res.needs_submit:
         from worker.app import app  # the app object only: sending needs no task import
 
         app.send_task(SUBMIT_TASK, args=[order_id])

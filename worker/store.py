@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from typing import Any, Final
 
@@ -107,6 +107,11 @@ class Created:
     #: the order as just stored (only when ``created``), so the producer need not read it back
     order: Order | None = None
 
+    @property
+    def needs_submit(self) -> bool:
+        """New, or stored earlier but never claimed: a (repeated) submit message is due."""
+        return self.created or self.state == State.RECEIVED.value
+
 
 def _order_from(payout_cl_id: str, data: Mapping[str, str]) -> Order:
     def opt_float(name: str) -> float | None:
@@ -177,7 +182,7 @@ class OrderStore:
             entry = {"at": float(stamp(now)), "from": "", "to": State.RECEIVED.value,
                      "reason": "enqueued"}  # fmt: skip
             order = _order_from(i, stored)
-            order = Order(**{**order.__dict__, "history": [entry], "due_at": float(repr(due_at))})
+            order = replace(order, history=[entry], due_at=float(repr(due_at)))
             return Created(True, fp, State.RECEIVED.value, order)
         return Created(False, str(res[1]), str(res[2]))
 
@@ -257,9 +262,7 @@ class OrderStore:
             return None
         order = _order_from(payout_cl_id, res[0])
         history = [json.loads(h) for h in res[2]] if with_history else []
-        return Order(
-            **{**order.__dict__, "history": history, "due_at": res[1]},
-        )
+        return replace(order, history=history, due_at=res[1])
 
     def require(self, payout_cl_id: str) -> Order:
         order = self.get(payout_cl_id)
