@@ -4,6 +4,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# the test and lint tools (pyproject's dependency groups, for pips without --group)
+TEST_TOOLS := 'pytest>=8' 'pytest-timeout>=2.3' 'hypothesis>=6.100' 'pyyaml>=6' 'ruff>=0.5' 'mypy>=1.10' 'import-linter>=2.1'
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
@@ -16,7 +18,10 @@ $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[all]' \
-	    'pytest>=8' 'pytest-timeout>=2.3' 'hypothesis>=6.100' 'pyyaml>=6' 'ruff>=0.5' 'mypy>=1.10'
+	    $(TEST_TOOLS)
+	@# wheels of the project's runtime dependencies, for the install tests (a fresh venv
+	@# with only the package and what it declares, installed without the index)
+	$(PY) -m pip wheel --quiet -c constraints.txt --wheel-dir $(VENV)/wheelhouse '.[all]' 'setuptools>=77' wheel
 	@touch $(STAMP)
 
 .PHONY: install
@@ -39,8 +44,10 @@ soak: $(STAMP) ## long chaos run: SOAK_ORDERS=10000 SOAK_SECONDS=...
 	$(PY) -m tests.chaos.run --orders $(or $(SOAK_ORDERS),10000) $(if $(SOAK_SECONDS),--seconds $(SOAK_SECONDS),)
 
 .PHONY: lint
-lint: $(STAMP) ## ruff and mypy
-	$(VENV)/bin/ruff check worker tasks config sandbox tests
+lint: $(STAMP) ## ruff (lint and format), import contracts, mypy
+	$(VENV)/bin/ruff check worker tasks sandbox tests
+	$(VENV)/bin/ruff format --check worker tasks sandbox tests
+	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy
 
 .PHONY: clean

@@ -11,43 +11,45 @@ import redis
 import structlog
 from celery.worker.request import Request
 
-from worker.app import app
+from worker.celery_app import app
+from worker.celeryconf import CHECK_BATCH_TASK, CHECK_TASK, CREATE_TASK, SUBMIT_TASK, SWEEP_TASK
+from worker.checks import check_order, check_window
 from worker.errors import DuplicatePayout, InvalidPayout
 from worker.logs import get_logger
 from worker.producer import store_payout
-from worker.reconcile import check_order, reconcile_window, sweep_due
 from worker.runtime import get_runtime
 from worker.submission import submit_order
+from worker.sweep import sweep_due
 
 log = get_logger("payouts.tasks")
 
-#: above this many due checks in one sweep, reconcile with the list query's window
+#: above this many due checks in one sweep, check with the list query's window
 BATCH_CHECK_THRESHOLD = 50
 
 
-@app.task(name="payouts.submit", ignore_result=True)
+@app.task(name=SUBMIT_TASK, ignore_result=True)
 def submit(payout_cl_id: str) -> str:
     """Claim the order and send its create request (at most once)."""
     structlog.contextvars.bind_contextvars(payout_cl_id=payout_cl_id)
     return submit_order(get_runtime(), payout_cl_id).value
 
 
-@app.task(name="payouts.check", ignore_result=True)
+@app.task(name=CHECK_TASK, ignore_result=True)
 def check(payout_cl_id: str) -> str:
     """Query the gateway for one open order and apply its status."""
     structlog.contextvars.bind_contextvars(payout_cl_id=payout_cl_id)
     return check_order(get_runtime(), payout_cl_id).value
 
 
-@app.task(name="payouts.check_batch", ignore_result=True)
+@app.task(name=CHECK_BATCH_TASK, ignore_result=True)
 def check_batch(payout_cl_ids: list[str]) -> int:
     """Reconcile many due orders with windowed list queries; check the rest singly."""
-    rest = reconcile_window(get_runtime(), payout_cl_ids)
+    rest = check_window(get_runtime(), payout_cl_ids)
     _publish(check, rest)
     return len(payout_cl_ids) - len(rest)
 
 
-@app.task(name="payouts.sweep", ignore_result=True)
+@app.task(name=SWEEP_TASK, ignore_result=True)
 def sweep() -> dict[str, int]:
     """Lease due orders and dispatch submit/check for each."""
     result = sweep_due(get_runtime())
@@ -58,8 +60,13 @@ def sweep() -> dict[str, int]:
             check_batch.delay(checks[i : i + 500])
     else:
         _publish(check, checks)
-    summary = {"leased": result.leased, "submit": len(result.submit), "check": len(checks),
-               "unconfirmed": len(result.unconfirmed), "dropped": result.dropped}  # fmt: skip
+    summary = {
+        "leased": result.leased,
+        "submit": len(result.submit),
+        "check": len(checks),
+        "unconfirmed": len(result.unconfirmed),
+        "dropped": result.dropped,
+    }
     if result.leased:
         log.info("payouts.sweep", **summary)
     return summary
@@ -80,7 +87,7 @@ class RedactedRequest(Request):  # type: ignore[misc]  # celery is untyped
 
 
 @app.task(
-    name="payouts.create",
+    name=CREATE_TASK,
     ignore_result=True,
     Request=RedactedRequest,
     # The order is not stored yet, so the sweep cannot recover this message: while Redis

@@ -4,20 +4,17 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 
-from config.settings import Settings, load_settings, reset_settings
-from sandbox.config import SandboxConfig
 from sandbox.process import SandboxProcess
-from worker.embedded import RedisServer
+from tests.helpers import base_env, sandbox_config
+from worker.harness.processes import RedisServer
 from worker.runtime import Runtime, build_runtime
-
-TEST_KEY = "test-platform-key-0123456789"
-TEST_TOKEN = "test-authorization-token"
-TEST_PLATFORM = "PF0001"
+from worker.settings import Settings, load_settings, reset_settings
 
 
 @pytest.fixture(scope="session")
@@ -56,30 +53,6 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
         client.close()
 
 
-def base_env(redis_url: str, gateway_url: str = "http://127.0.0.1:9", **extra: Any) -> dict[str, str]:
-    env = {
-        "REDIS_URL": redis_url,
-        "GATEWAY_BASE_URL": gateway_url,
-        "GATEWAY_PLATFORM_ID": TEST_PLATFORM,
-        "GATEWAY_PLATFORM_KEY": TEST_KEY,
-        "GATEWAY_AUTHORIZATION": TEST_TOKEN,
-        "GATEWAY_CONNECT_TIMEOUT": "1",
-        "GATEWAY_READ_TIMEOUT": "2",
-        "GATEWAY_MAX_RPS": "0",
-        "LOG_FORMAT": "json",
-        "SWEEP_INTERVAL": "0.5",
-        "CHECK_INTERVAL_MIN": "0.3",
-        "CHECK_INTERVAL_MAX": "2",
-        "SUBMIT_REDRIVE_AFTER": "3",
-        "SUBMITTING_MARGIN": "1",
-        "UNCONFIRMED_FIRST_CHECK": "0.2",
-        "UNCONFIRMED_GRACE": "5",
-        "WORKER_CONCURRENCY": "8",
-    }
-    env.update({k: str(v) for k, v in extra.items()})
-    return env
-
-
 @pytest.fixture
 def make_runtime(redis_client: redis.Redis, redis_url: str) -> Iterator[Any]:
     made: list[Runtime] = []
@@ -100,16 +73,6 @@ def runtime(make_runtime: Any) -> Runtime:
     return make_runtime()
 
 
-def sandbox_config(**overrides: Any) -> SandboxConfig:
-    base: dict[str, Any] = dict(
-        host="127.0.0.1", port=0, platform_id=TEST_PLATFORM, platform_key=TEST_KEY,
-        authorization=TEST_TOKEN, pending_s=0.1, processing_s=0.3, failure_ratio=0.0,
-        seed=7, callback_delays_s=(0.2, 0.5, 1.0, 2.0), callback_timeout_s=2.0, quiet=True,
-    )  # fmt: skip
-    base.update(overrides)
-    return SandboxConfig(**base)
-
-
 @pytest.fixture(scope="session")
 def sandbox() -> Iterator[SandboxProcess]:
     proc = SandboxProcess(sandbox_config()).start()
@@ -117,3 +80,19 @@ def sandbox() -> Iterator[SandboxProcess]:
         yield proc
     finally:
         proc.stop()
+
+
+#: each top-level test folder is one layer and one marker (``pytest -m unit`` = tests/unit)
+LAYERS = ("unit", "store", "sandbox", "integration", "chaos")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test with its folder's layer, so markers and folders cannot disagree."""
+    root = Path(__file__).parent
+    for item in items:
+        try:
+            layer = Path(item.path).relative_to(root).parts[0]
+        except ValueError:
+            continue
+        if layer in LAYERS:
+            item.add_marker(getattr(pytest.mark, layer))

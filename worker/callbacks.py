@@ -25,7 +25,7 @@ from worker import signing
 from worker.gateway import record_from_json
 from worker.logs import configure_logging, get_logger
 from worker.payout import ID_RE
-from worker.reconcile import Applied, apply_report
+from worker.reports import ReportResult, apply_report
 from worker.runtime import Runtime, get_runtime
 
 log = get_logger("payouts.callbacks")
@@ -40,8 +40,7 @@ def _reply(start: StartResponse, status: str, code: str, msg: str = "") -> list[
     if msg:
         body["error_msg"] = msg
     data = json.dumps(body).encode()
-    start(status, [("Content-Type", "application/json;charset=utf-8"),
-                   ("Content-Length", str(len(data)))])  # fmt: skip
+    start(status, [("Content-Type", "application/json;charset=utf-8"), ("Content-Length", str(len(data)))])
     return [data]
 
 
@@ -83,13 +82,15 @@ def handle_notice(rt: Runtime, notice: dict[str, Any]) -> tuple[int, str, str]:
         return 400, "0002", "platform_id mismatch"
     status = notice.get("status")
     applied = apply_report(
-        rt, order, status=None if status is None else str(status),
+        rt,
+        order,
+        status=None if status is None else str(status),
         payout_id=None if notice.get("payout_id") is None else str(notice["payout_id"]),
         amount=None if notice.get("amount") is None else str(notice["amount"]),
         source="callback",
-    )  # fmt: skip
+    )
     log.info("payout.callback", applied=applied.value, status=str(status)[:8])
-    if applied is Applied.NOT_READY:
+    if applied is ReportResult.NOT_READY:
         return 409, "0001", "order not ready; retry later"
     return 200, "0000", ""
 
@@ -134,8 +135,9 @@ def make_app(runtime: Runtime | None = None) -> Callable[[dict[str, Any], StartR
             return _reply(start, "503 Service Unavailable", "0001", "store unavailable")
         finally:
             structlog.contextvars.clear_contextvars()
-        phrase = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
-                  409: "Conflict"}[status]  # fmt: skip
+        phrase = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 409: "Conflict"}[
+            status
+        ]
         return _reply(start, f"{status} {phrase}", code, msg)
 
     return application

@@ -1,8 +1,15 @@
-"""Exceptions, shaped by what the caller does next."""
+"""Exceptions, shaped by what the caller does next.
+
+Gateway answers are values, not exceptions: :class:`worker.gateway.Outcome` says
+whether a create was not sent, refused, accepted or has an unknown outcome, and the
+submission code branches on it. Only what a caller must stop for is raised here.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+
+from worker.settings import ConfigError
 
 
 class PayoutError(Exception):
@@ -53,30 +60,12 @@ class InvalidTransition(PayoutError):
         self.target = target
 
 
-class GatewayNotReached(PayoutError):
-    """The request provably never left (connection refused, connect timeout)."""
-
-
-class GatewayOutcomeUnknown(PayoutError):
-    """The request may have been processed: timeout, 5xx, empty or garbled answer."""
-
-
-class GatewayRejected(PayoutError):
-    """The gateway answered with a documented error code."""
-
-    def __init__(self, code: str, message: str = "") -> None:
-        super().__init__(f"gateway error {code}")
-        self.code = code
-        self.message = message
-
-
-class GatewayRateLimited(PayoutError):
-    """The gateway answered 429, or our shared rate limit is exhausted."""
-
-
-class SignatureInvalid(PayoutError):
-    """A received message's signature does not verify."""
-
-
-class ConfigError(PayoutError):
-    """Configuration is missing or malformed."""
+__all__ = [
+    "ConfigError",
+    "DuplicatePayout",
+    "FieldError",
+    "InvalidPayout",
+    "InvalidTransition",
+    "OrderNotFound",
+    "PayoutError",
+]

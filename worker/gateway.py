@@ -20,9 +20,9 @@ from requests.adapters import HTTPAdapter
 from urllib3.exceptions import NewConnectionError
 from urllib3.util.retry import Retry
 
-from config.settings import GatewaySettings
 from worker import signing
 from worker.payout import Payout
+from worker.settings import GatewaySettings
 
 CREATE_PATH: Final = "/gateway/api/v2/payouts"
 LIST_PATH: Final = "/gateway/api/v2/payouts"
@@ -97,22 +97,14 @@ def classify_create(status: int, body: bytes) -> CreateResult:
     if code == "0000":
         data = doc.get("data")
         payout_id = data.get("payout_id") if isinstance(data, dict) else None
-        if (
-            isinstance(payout_id, (str, int))
-            and not isinstance(payout_id, bool)
-            and str(payout_id).strip()
-        ):
-            return CreateResult(
-                Outcome.ACCEPTED, "0000", code, str(payout_id).strip(), http_status=status
-            )
+        if isinstance(payout_id, (str, int)) and not isinstance(payout_id, bool) and str(payout_id).strip():
+            return CreateResult(Outcome.ACCEPTED, "0000", code, str(payout_id).strip(), http_status=status)
         return CreateResult(Outcome.UNKNOWN, "0000 without payout_id", code, http_status=status)
     if code in NOT_CREATED and status < 500:
         return CreateResult(Outcome.REJECTED, NOT_CREATED[code], code, http_status=status)
     if code == "0014":
         return CreateResult(Outcome.UNKNOWN, "0014 duplicate order", code, http_status=status)
-    return CreateResult(
-        Outcome.UNKNOWN, f"unknown answer code {code[:8]!r}", code, http_status=status
-    )
+    return CreateResult(Outcome.UNKNOWN, f"unknown answer code {code[:8]!r}", code, http_status=status)
 
 
 class QueryKind(StrEnum):
@@ -197,9 +189,7 @@ class GatewayClient:
         body["sign"] = signing.sign(body, self.cfg.platform_key.reveal(), sign_type)
         return body
 
-    def create_payout(
-        self, payout: Payout, *, sign_type: str, notify_url: str | None
-    ) -> CreateResult:
+    def create_payout(self, payout: Payout, *, sign_type: str, notify_url: str | None) -> CreateResult:
         """Send the create request once and classify the answer. Never raises on I/O."""
         body = self.build_create(
             payout, sign_type=sign_type, notify_url=notify_url, request_time=int(time.time())
@@ -216,9 +206,7 @@ class GatewayClient:
         except requests.exceptions.ConnectionError as exc:
             if _is_not_sent(exc):
                 return CreateResult(Outcome.NOT_SENT, f"not sent: {type(exc).__name__}")
-            kind = "read timeout" if isinstance(exc, requests.exceptions.ReadTimeout) else (
-                "connection lost"
-            )
+            kind = "read timeout" if isinstance(exc, requests.exceptions.ReadTimeout) else ("connection lost")
             return CreateResult(Outcome.UNKNOWN, kind)
         except requests.exceptions.Timeout:
             return CreateResult(Outcome.UNKNOWN, "read timeout")
@@ -240,9 +228,7 @@ class GatewayClient:
     def _verified(self, record: Mapping[str, Any]) -> bool:
         if "sign" not in record:
             return True  # the single-order form carries no signature (SPEC §2b)
-        return signing.verify(
-            record, self.cfg.platform_key.reveal(), allowed=self.cfg.accepted_sign_types
-        )
+        return signing.verify(record, self.cfg.platform_key.reveal(), allowed=self.cfg.accepted_sign_types)
 
     def query_order(self, payout_cl_id: str) -> QueryResult:
         """Look one order up by payout_cl_id (list form, or the single form by setting)."""

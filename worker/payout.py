@@ -58,17 +58,14 @@ def _check_id(value: Any) -> str:
     if not ID_RE.fullmatch(value):
         raise FieldError(
             "payout_cl_id",
-            "must be 1-32 characters of letters, digits, '_', '-', '.', ':' "
-            "starting with a letter or digit",
+            "must be 1-32 characters of letters, digits, '_', '-', '.', ':' starting with a letter or digit",
         )
     return text
 
 
 def _check_amount(value: Any, minimum: int, maximum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise FieldError(
-            "amount", "must be an integer of minor units (IDR x 100), not a float or string"
-        )
+        raise FieldError("amount", "must be an integer of minor units (IDR x 100), not a float or string")
     if not minimum <= value <= maximum:
         raise FieldError("amount", f"must be between {minimum} and {maximum} minor units")
     return value

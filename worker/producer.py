@@ -12,12 +12,12 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from worker.celery_app import app
+from worker.celeryconf import SUBMIT_TASK
 from worker.errors import DuplicatePayout
 from worker.payout import validate_payout
 from worker.runtime import Runtime, get_runtime
 from worker.store import Created, Order
-
-SUBMIT_TASK = "payouts.submit"
 
 
 def _store(rt: Runtime, data: Mapping[str, Any]) -> tuple[str, Created]:
@@ -50,12 +50,16 @@ def enqueue_payout(
 ) -> Order:
     """Validate, store and queue one payout; safe to call again with the same data."""
     rt = runtime or get_runtime()
-    data = {"payout_cl_id": payout_cl_id, "amount": amount, "bank_name": bank_name,
-            "name": name, "number": number, "notify_url": notify_url}  # fmt: skip
+    data = {
+        "payout_cl_id": payout_cl_id,
+        "amount": amount,
+        "bank_name": bank_name,
+        "name": name,
+        "number": number,
+        "notify_url": notify_url,
+    }
     order_id, res = _store(rt, data)
     if res.needs_submit:
-        from worker.app import app  # the app object only: sending needs no task import
-
         app.send_task(SUBMIT_TASK, args=[order_id])
     if res.order is not None:
         return res.order  # just stored: no read-back (a quarter of the call's cost, bench)

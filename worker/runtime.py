@@ -14,23 +14,12 @@ from typing import Any
 
 import redis
 
-from config.settings import Settings, get_settings
+from worker.celery_app import app
+from worker.connection import make_redis
 from worker.gateway import GatewayClient
 from worker.ratelimit import RateLimiter
+from worker.settings import Settings, get_settings
 from worker.store import OrderStore
-
-
-def make_redis(url: str, *, pool_size: int = 64) -> redis.Redis:
-    """A Redis client with bounded timeouts and a pool sized to the worker's concurrency."""
-    return redis.Redis.from_url(
-        url,
-        decode_responses=True,
-        socket_timeout=10,
-        socket_connect_timeout=5,
-        health_check_interval=30,
-        max_connections=pool_size,
-        retry_on_timeout=False,
-    )
 
 
 @dataclass
@@ -50,9 +39,7 @@ class Runtime:
             with self._lock:
                 if self._gateway is None:
                     cfg = self.settings.require_gateway()
-                    self._gateway = GatewayClient(
-                        cfg, pool_size=self.settings.worker_concurrency + 4
-                    )
+                    self._gateway = GatewayClient(cfg, pool_size=self.settings.worker_concurrency + 4)
         return self._gateway
 
     def close(self) -> None:
@@ -63,8 +50,6 @@ class Runtime:
 
 def _sender(settings: Settings) -> Callable[[str, dict[str, Any]], None]:
     def send(name: str, payload: dict[str, Any]) -> None:
-        from worker.app import app  # the app object only, never a task module
-
         app.send_task(name, kwargs=payload, queue=settings.result_queue)
 
     return send

@@ -80,9 +80,7 @@ class Order:
 
     def public(self) -> dict[str, Any]:
         """A view safe to print or log: no name, the account number masked."""
-        out: dict[str, Any] = {
-            k: v for k, v in self.fields.items() if k not in ("name", "number", "fp")
-        }
+        out: dict[str, Any] = {k: v for k, v in self.fields.items() if k not in ("name", "number", "fp")}
         out["payout_cl_id"] = self.payout_cl_id
         out["number"] = mask_number(self.number)
         out["name"] = "***"
@@ -163,11 +161,15 @@ class OrderStore:
         # the id is the key's suffix and an absent notify_url is not stored: every byte
         # here is paid once per order for ORDER_RETENTION_DAYS (docs/performance.md)
         pairs: list[str] = [
-            "amount", str(payout.amount),
-            "bank_name", payout.bank_name,
-            "name", payout.name,
-            "number", payout.number,
-        ]  # fmt: skip
+            "amount",
+            str(payout.amount),
+            "bank_name",
+            payout.bank_name,
+            "name",
+            payout.name,
+            "number",
+            payout.number,
+        ]
         if payout.notify_url:
             pairs += ["notify_url", payout.notify_url]
         i = payout.payout_cl_id
@@ -176,11 +178,14 @@ class OrderStore:
             args=[i, fp, stamp(now), repr(due_at), self.events_maxlen, *pairs],
         )
         if int(res[0]) == 1:
-            stored = {"state": State.RECEIVED.value, "fp": fp, "created_at": stamp(now),
-                      **dict(zip(pairs[::2], pairs[1::2], strict=True))}  # fmt: skip
+            stored = {
+                "state": State.RECEIVED.value,
+                "fp": fp,
+                "created_at": stamp(now),
+                **dict(zip(pairs[::2], pairs[1::2], strict=True)),
+            }
             # the entry create.lua wrote (millisecond stamp, as cjson encodes it)
-            entry = {"at": float(stamp(now)), "from": "", "to": State.RECEIVED.value,
-                     "reason": "enqueued"}  # fmt: skip
+            entry = {"at": float(stamp(now)), "from": "", "to": State.RECEIVED.value, "reason": "enqueued"}
             order = _order_from(i, stored)
             order = replace(order, history=[entry], due_at=float(repr(due_at)))
             return Created(True, fp, State.RECEIVED.value, order)
@@ -226,11 +231,18 @@ class OrderStore:
         res = self._transition(
             keys=[keys.order(i), keys.history(i), keys.DUE, keys.COUNTS, keys.EVENTS, keys.REVIEW],
             args=[
-                i, src, "" if target is None else target.value, stamp(now), due_arg,
-                reason[:200], self.events_maxlen, int(self.retention_s),
-                *(expect or ("", "")), *pairs,
+                i,
+                src,
+                "" if target is None else target.value,
+                stamp(now),
+                due_arg,
+                reason[:200],
+                self.events_maxlen,
+                int(self.retention_s),
+                *(expect or ("", "")),
+                *pairs,
             ],
-        )  # fmt: skip
+        )
         code = int(res[0])
         if code == -1:
             raise OrderNotFound(payout_cl_id)

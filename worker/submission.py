@@ -51,9 +51,12 @@ def submit_order(rt: Runtime, payout_cl_id: str) -> SubmitStatus:
     gateway = rt.gateway
     if not rt.limiter.acquire(max_wait_s=2.0):
         store.transition(
-            payout_cl_id, None, sources={State.RECEIVED}, reason="rate limited",
+            payout_cl_id,
+            None,
+            sources={State.RECEIVED},
+            reason="rate limited",
             due=time.time() + retry_delay_s(1, cap_s=settings.submit_retry_max_s),
-        )  # fmt: skip
+        )
         log.info("payout.submit.rate_limited")
         return SubmitStatus.RATE_LIMITED
 
@@ -68,10 +71,9 @@ def submit_order(rt: Runtime, payout_cl_id: str) -> SubmitStatus:
         sources={State.RECEIVED},
         reason=f"claimed (attempt {attempts})",
         due=now + cfg.connect_timeout_s + cfg.read_timeout_s + settings.submitting_margin_s,
-        fields={"submitted_at": stamp(now), "sign_type": cfg.sign_type,
-                "submit_attempts": attempts},
+        fields={"submitted_at": stamp(now), "sign_type": cfg.sign_type, "submit_attempts": attempts},
         now=now,
-    )  # fmt: skip
+    )
     if claimed is None:
         log.info("payout.submit.claim_lost")
         return SubmitStatus.CLAIM_LOST
@@ -101,10 +103,15 @@ def submit_order(rt: Runtime, payout_cl_id: str) -> SubmitStatus:
     reason = f"{result.code} {result.reason}".strip() if result.code else result.reason
     crash_point("after_response")
     applied = store.transition(
-        payout_cl_id, target, sources={State.SUBMITTING}, reason=reason,
-        due=due if target is not State.REJECTED else None, fields=fields, now=now,
+        payout_cl_id,
+        target,
+        sources={State.SUBMITTING},
+        reason=reason,
+        due=due if target is not State.REJECTED else None,
+        fields=fields,
+        now=now,
         expect=("submit_attempts", str(attempts)),
-    )  # fmt: skip
+    )
     crash_point("after_state_write")
     if applied is None:
         # Only the sweep moves a submitting order (to unconfirmed, after the deadline);
@@ -112,14 +119,20 @@ def submit_order(rt: Runtime, payout_cl_id: str) -> SubmitStatus:
         log.warning("payout.submit.answer_late", outcome=result.outcome.value, reason=reason)
         if result.payout_id:
             store.transition(
-                payout_cl_id, None, sources={State.UNCONFIRMED}, reason="late answer",
+                payout_cl_id,
+                None,
+                sources={State.UNCONFIRMED},
+                reason="late answer",
                 fields={"payout_id": result.payout_id, "last_gateway": reason},
-            )  # fmt: skip
+            )
         return status
     log.info(
-        "payout.transition", **{"from": "submitting", "to": target.value},
-        reason=reason, outcome=result.outcome.value, payout_id=result.payout_id,
-    )  # fmt: skip
+        "payout.transition",
+        **{"from": "submitting", "to": target.value},
+        reason=reason,
+        outcome=result.outcome.value,
+        payout_id=result.payout_id,
+    )
     if target is State.REJECTED:
         notify_final(rt, payout_cl_id)
     return status

@@ -49,15 +49,15 @@ from typing import Any
 import redis
 import requests
 
-from config.celery import celery_config
-from config.settings import load_settings
 from sandbox.config import SandboxConfig
 from sandbox.process import SandboxProcess
 from tests.chaos.invariants import Expected, Verdict, check_logs, check_orders, check_store, read_orders
 from worker import keys
-from worker.embedded import CeleryProcess, RedisServer, free_port, wait_for
+from worker.celeryconf import celery_config
+from worker.harness.processes import CeleryProcess, RedisServer, free_port, wait_for
 from worker.producer import SUBMIT_TASK, store_payout
 from worker.runtime import Runtime, build_runtime
+from worker.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 PLATFORM_ID = "PF0001"
@@ -82,17 +82,32 @@ def fault_rules(scale: float = 1.0, *, rps: float = 40.0) -> list[dict[str, Any]
         return round(min(1.0, x * scale), 4)
 
     return [
-        {"kind": "latency", "distribution": {"type": "uniform", "min": 0.0, "max": 0.3},
-         "probability": p(0.2)},
+        {
+            "kind": "latency",
+            "distribution": {"type": "uniform", "min": 0.0, "max": 0.3},
+            "probability": p(0.2),
+        },
         # 429 once the gateway sees more than `rps` requests per second (some of the excess)
         {"kind": "rate_limit", "rps": rps, "burst": rps, "probability": p(0.3)},
         # the gateway answers 500 and does NOT create: the order really does not exist there
         {"kind": "create_5xx_before", "probability": p(0.02)},
         # the gateway creates the order, then the answer is lost in one of five ways
-        {"kind": "create_lost", "mode": "hang", "seconds": 3.0, "then": "answer",
-         "probability": p(0.015), "name": "hang past the read timeout, then answer"},
-        {"kind": "create_lost", "mode": "hang", "seconds": 3.0, "then": "close",
-         "probability": p(0.015), "name": "hang past the read timeout, then close"},
+        {
+            "kind": "create_lost",
+            "mode": "hang",
+            "seconds": 3.0,
+            "then": "answer",
+            "probability": p(0.015),
+            "name": "hang past the read timeout, then answer",
+        },
+        {
+            "kind": "create_lost",
+            "mode": "hang",
+            "seconds": 3.0,
+            "then": "close",
+            "probability": p(0.015),
+            "name": "hang past the read timeout, then close",
+        },
         {"kind": "create_lost", "mode": "5xx", "status": 502, "probability": p(0.03)},
         {"kind": "create_lost", "mode": "empty", "probability": p(0.03)},
         {"kind": "create_lost", "mode": "garbled", "probability": p(0.03)},
@@ -101,13 +116,12 @@ def fault_rules(scale: float = 1.0, *, rps: float = 40.0) -> list[dict[str, Any]
         {"kind": "query_timeout", "seconds": 3.0, "probability": p(0.03)},
         # absent from query answers for 3 s after creation (UNCONFIRMED_GRACE is far longer)
         {"kind": "invisible", "seconds": 3.0, "probability": p(0.1)},
-        {"kind": "callback", "mode": "duplicate", "copies": 3, "concurrent": True,
-         "probability": p(0.1)},
+        {"kind": "callback", "mode": "duplicate", "copies": 3, "concurrent": True, "probability": p(0.1)},
         {"kind": "callback", "mode": "out_of_order", "probability": p(0.1)},
         {"kind": "callback", "mode": "delay", "seconds": 2.0, "probability": p(0.1)},
         {"kind": "callback", "mode": "never", "probability": p(0.1)},
         {"kind": "callback", "mode": "wrong_key", "probability": p(0.05)},
-    ]  # fmt: skip
+    ]
 
 
 @dataclass
@@ -144,11 +158,14 @@ class ChaosConfig:
         """The command line that replays this run's plan."""
         parts = [f"python -m tests.chaos.run --orders {self.orders}"]
         for flag, value, default in (
-            ("--seconds", self.seconds, None), ("--workers", self.workers, 2),
-            ("--concurrency", self.concurrency, 16), ("--kills", self.kills, None),
-            ("--redis-restarts", self.redis_restarts, None), ("--appendfsync", self.appendfsync, "always"),
+            ("--seconds", self.seconds, None),
+            ("--workers", self.workers, 2),
+            ("--concurrency", self.concurrency, 16),
+            ("--kills", self.kills, None),
+            ("--redis-restarts", self.redis_restarts, None),
+            ("--appendfsync", self.appendfsync, "always"),
             ("--fault-scale", self.fault_scale, 1.0),
-        ):  # fmt: skip
+        ):
             if value != default:
                 parts.append(f"{flag} {value:g}" if isinstance(value, float) else f"{flag} {value}")
         if self.host_crash:
@@ -234,12 +251,31 @@ class Receiver:
     def start(self) -> Receiver:
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "worker.callbacks:app",
-             "--bind", f"127.0.0.1:{self.port}", "--worker-class", "gthread",
-             "--workers", "1", "--threads", "8", "--timeout", "30", "--graceful-timeout", "2"],
-            env=self.env, cwd=str(ROOT), stdin=subprocess.DEVNULL, stdout=log,
-            stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "worker.callbacks:app",
+                "--bind",
+                f"127.0.0.1:{self.port}",
+                "--worker-class",
+                "gthread",
+                "--workers",
+                "1",
+                "--threads",
+                "8",
+                "--timeout",
+                "30",
+                "--graceful-timeout",
+                "2",
+            ],
+            env=self.env,
+            cwd=str(ROOT),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         log.close()
         url = f"http://127.0.0.1:{self.port}/healthz"
 
@@ -332,8 +368,9 @@ class ChaosRun:
                     bank = UNSUPPORTED_BANK
             number = str(rng.randrange(10**11, 10**16))
             name = f"Penerima {n:06d}"
-            self.plan.append({"payout_cl_id": pid, "amount": amount, "bank_name": bank,
-                              "name": name, "number": number})  # fmt: skip
+            self.plan.append(
+                {"payout_cl_id": pid, "amount": amount, "bank_name": bank, "name": name, "number": number}
+            )
             self.expected[pid] = Expected(amount, number, name)
 
     def start_processes(self) -> None:
@@ -342,14 +379,22 @@ class ChaosRun:
         self.say(f"redis-server on port {self.redis_server.port}, AOF appendfsync={cfg.appendfsync}")
         order_rate = cfg.orders / cfg.load_s
         sandbox_cfg = SandboxConfig(
-            host="127.0.0.1", port=0, platform_id=PLATFORM_ID, platform_key=PLATFORM_KEY,
-            authorization=AUTH_TOKEN, pending_s=0.2, processing_s=0.5,
-            failure_ratio=cfg.failure_ratio, seed=cfg.seed,
-            callback_delays_s=(0.5, 1.0, 2.0, 4.0), callback_timeout_s=2.0,
-            min_amount_minor=GATEWAY_MIN_MINOR, quiet=True,
+            host="127.0.0.1",
+            port=0,
+            platform_id=PLATFORM_ID,
+            platform_key=PLATFORM_KEY,
+            authorization=AUTH_TOKEN,
+            pending_s=0.2,
+            processing_s=0.5,
+            failure_ratio=cfg.failure_ratio,
+            seed=cfg.seed,
+            callback_delays_s=(0.5, 1.0, 2.0, 4.0),
+            callback_timeout_s=2.0,
+            min_amount_minor=GATEWAY_MIN_MINOR,
+            quiet=True,
             # requests run at ~2x the order rate (create + queries): bursts above 1.5x get 429s
             faults=fault_rules(cfg.fault_scale, rps=max(5.0, 1.5 * order_rate)),
-        )  # fmt: skip
+        )
         self.sandbox = SandboxProcess(sandbox_cfg).start()
         self.say(f"sandbox at {self.sandbox.url} with {len(sandbox_cfg.faults)} fault rules")
         callback_port = free_port()
@@ -367,27 +412,35 @@ class ChaosRun:
             self.start_worker()
         for _ in range(cfg.beats):
             self.start_beat()
+
         def ready() -> bool:  # load starts once every worker consumes (not waited for later)
             return all(w.log_path is not None and b" ready." in w.log_path.read_bytes() for w in self.workers)
 
         wait_for(ready, 90, interval_s=0.2, what="the workers to be ready")
-        self.say(f"{cfg.workers} workers (threads x{cfg.concurrency}), {cfg.beats} beats, "
-                 f"callback receiver on :{callback_port}")  # fmt: skip
+        self.say(
+            f"{cfg.workers} workers (threads x{cfg.concurrency}), {cfg.beats} beats, "
+            f"callback receiver on :{callback_port}"
+        )
 
     def start_worker(self) -> CeleryProcess:
         n = self.counters["workers_started"]
         self.counters["workers_started"] += 1
-        w = CeleryProcess("worker", self.env, name=f"chaos{n}-{free_port()}",
-                          args=["-P", "threads", "-c", str(self.cfg.concurrency), "--loglevel", "INFO"],
-                          log_path=self.dir / f"worker{n}.log").start()  # fmt: skip
+        w = CeleryProcess(
+            "worker",
+            self.env,
+            name=f"chaos{n}-{free_port()}",
+            args=["-P", "threads", "-c", str(self.cfg.concurrency), "--loglevel", "INFO"],
+            log_path=self.dir / f"worker{n}.log",
+        ).start()
         self.workers.append(w)
         return w
 
     def start_beat(self) -> CeleryProcess:
         n = self.counters["beats_started"]
         self.counters["beats_started"] += 1
-        b = CeleryProcess("beat", self.env, args=["--loglevel", "INFO"],
-                          log_path=self.dir / f"beat{n}.log").start()  # fmt: skip
+        b = CeleryProcess(
+            "beat", self.env, args=["--loglevel", "INFO"], log_path=self.dir / f"beat{n}.log"
+        ).start()
         self.beats.append(b)
         return b
 
@@ -451,11 +504,14 @@ class ChaosRun:
             counts = self.counts() or {}
             victim.kill()
             self.workers.remove(victim)
-            self.kills.append({"at_s": round(now, 1), "worker": victim.name,
-                               "submitting": counts.get("submitting")})  # fmt: skip
+            self.kills.append(
+                {"at_s": round(now, 1), "worker": victim.name, "submitting": counts.get("submitting")}
+            )
             self.start_worker()
-            self.say(f"SIGKILL {victim.name} (submitting now: {counts.get('submitting', '?')}); "
-                     "replacement started")  # fmt: skip
+            self.say(
+                f"SIGKILL {victim.name} (submitting now: {counts.get('submitting', '?')}); "
+                "replacement started"
+            )
         elif ev.action == "redis_down":
             self.redis_server.stop(kill=True)
             self.redis_down = True
@@ -478,8 +534,9 @@ class ChaosRun:
     def sample_aof(self) -> None:
         """Remember the size of the AOF file being appended to (host-crash simulation)."""
         assert self.redis_server is not None
-        files = sorted((self.redis_server.dir / "appendonlydir").glob("*.incr.aof"),
-                       key=lambda p: p.stat().st_mtime)  # fmt: skip
+        files = sorted(
+            (self.redis_server.dir / "appendonlydir").glob("*.incr.aof"), key=lambda p: p.stat().st_mtime
+        )
         if files:
             now = time.monotonic()
             self.aof_sizes.append((now, files[-1], files[-1].stat().st_size))
@@ -522,8 +579,10 @@ class ChaosRun:
     def run(self) -> Report:
         cfg = self.cfg
         report = Report(seed=cfg.seed, workdir=str(self.dir))
-        self.say(f"seed {cfg.seed}: {cfg.orders} orders over {cfg.load_s:.0f}s, {cfg.n_kills} worker "
-                 f"kills, {cfg.n_restarts} Redis restart(s); replay: {cfg.replay()}")  # fmt: skip
+        self.say(
+            f"seed {cfg.seed}: {cfg.orders} orders over {cfg.load_s:.0f}s, {cfg.n_kills} worker "
+            f"kills, {cfg.n_restarts} Redis restart(s); replay: {cfg.replay()}"
+        )
         started = time.monotonic()
         try:
             self.make_plan()
@@ -565,9 +624,13 @@ class ChaosRun:
                 if counts is not None and now - last_say >= 10:
                     last_say = now
                     self.say(" ".join(f"{k}={v}" for k, v in counts.items() if v))
-                if (counts is not None and not events and self.enqueue_done.is_set()
-                        and sum(counts[s] for s in FINAL_OR_REVIEW) >= cfg.orders
-                        and not any(counts[s] for s in OPEN_STATES)):  # fmt: skip
+                if (
+                    counts is not None
+                    and not events
+                    and self.enqueue_done.is_set()
+                    and sum(counts[s] for s in FINAL_OR_REVIEW) >= cfg.orders
+                    and not any(counts[s] for s in OPEN_STATES)
+                ):
                     settled_at = now
                     break
             if now > deadline:
@@ -601,8 +664,12 @@ class ChaosRun:
         assert self.sandbox is not None
         t = time.monotonic()
         with contextlib.suppress(TimeoutError):
-            wait_for(lambda: self.sandbox.admin.stats()["background_tasks"] == 0,  # type: ignore[union-attr]
-                     30, interval_s=0.5, what="the gateway's callbacks to end")  # fmt: skip
+            wait_for(
+                lambda: self.sandbox.admin.stats()["background_tasks"] == 0,  # type: ignore[union-attr]
+                30,
+                interval_s=0.5,
+                what="the gateway's callbacks to end",
+            )
         report.figures["quiesce_s"] = round(time.monotonic() - t, 1)
 
     def check(self, report: Report) -> None:
@@ -696,33 +763,45 @@ def format_figures(report: Report) -> str:
         ("seed", f"{f.get('seed')}  (replay: {f.get('replay')})"),
         ("orders", f.get("orders")),
         ("processes", f"{f.get('workers')} workers (threads), {f.get('beats')} beats, gunicorn receiver"),
-        ("worker SIGKILLs", f"{len(f.get('kills', []))} at "
-                            + ", ".join(f"{k['at_s']}s" for k in f.get("kills", []))),
-        ("Redis SIGKILL+restart", f"{len(f.get('redis_restarts', []))} (appendfsync "
-                                  f"{f.get('appendfsync')}; down "
-                                  + ", ".join(f"{r['down_s']}s" for r in f.get("redis_restarts", []))
-                                  + ")"),
+        (
+            "worker SIGKILLs",
+            f"{len(f.get('kills', []))} at " + ", ".join(f"{k['at_s']}s" for k in f.get("kills", [])),
+        ),
+        (
+            "Redis SIGKILL+restart",
+            f"{len(f.get('redis_restarts', []))} (appendfsync "
+            f"{f.get('appendfsync')}; down "
+            + ", ".join(f"{r['down_s']}s" for r in f.get("redis_restarts", []))
+            + ")",
+        ),
         ("unexpected process exits", f.get("unexpected_exits")),
-        ("enqueue retries (Redis down)", f"{f.get('store_retries')} store, "
-                                         f"{f.get('publish_failed')} publishes lost"),
-    ]  # fmt: skip
+        (
+            "enqueue retries (Redis down)",
+            f"{f.get('store_retries')} store, {f.get('publish_failed')} publishes lost",
+        ),
+    ]
     for kind, n in gw.get("faults_fired", {}).items():
         rows.append((f"fault fired: {kind}", n))
     cb = gw.get("callbacks", {})
     rows += [
         ("gateway requests", ", ".join(f"{k} {v}" for k, v in sorted(gw.get("requests", {}).items()))),
-        ("create requests / orders", f"{f.get('create_requests')} / {f.get('gateway_orders')} "
-                                     f"(after created: {f.get('create_requests_after_created')})"),
+        (
+            "create requests / orders",
+            f"{f.get('create_requests')} / {f.get('gateway_orders')} "
+            f"(after created: {f.get('create_requests_after_created')})",
+        ),
         ("callbacks", ", ".join(f"{k} {v}" for k, v in cb.items())),
         ("results", ", ".join(f"{k} {v}" for k, v in f.get("results", {}).items())),
-    ]  # fmt: skip
+    ]
     for reason, n in f.get("review_reasons", {}).items():
         rows.append(("review reason", f"{n} x {reason}"))
     lat = f.get("settle_latency_s", {})
     rows += [
         ("paid (minor units)", f"ours {f.get('paid_minor_ours')}, gateway {f.get('paid_minor_gateway')}"),
-        ("forged callbacks (wrong key)", f"{f.get('forged_callbacks_refused')} refused (401) on "
-                                         f"{f.get('forged_orders')} orders"),
+        (
+            "forged callbacks (wrong key)",
+            f"{f.get('forged_callbacks_refused')} refused (401) on {f.get('forged_orders')} orders",
+        ),
         ("created twice / lost / wrong", f"{f.get('created_twice')} / {f.get('lost')} / {f.get('wrong')}"),
         ("log lines checked", f"{f.get('log_lines')} ({f.get('log_payout_events')} payout.* events)"),
         ("time: startup / load / drain", f"{f.get('startup_s')}s / {f.get('load_s')}s / {f.get('drain_s')}s"),
@@ -730,7 +809,7 @@ def format_figures(report: Report) -> str:
         ("order settle time p50/p95/max", f"{lat.get('p50')}s / {lat.get('p95')}s / {lat.get('max')}s"),
         ("total wall time", f"{f.get('total_s')}s"),
         ("verdict", "OK" if report.ok else f"FAILED ({f.get('violations')} violations)"),
-    ]  # fmt: skip
+    ]
     width = max(len(r[0]) for r in rows)
     lines = [f"  {k.ljust(width)}  {v}" for k, v in rows]
     for text in report.verdict.violations:
@@ -750,16 +829,23 @@ def run_chaos(cfg: ChaosConfig) -> Report:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tests.chaos.run", description=__doc__.split("\n")[0])
     ap.add_argument("--orders", type=int, default=300)
-    ap.add_argument("--seconds", type=float, default=None,
-                    help="length of the load phase (default: orders/20, at least 20)")
+    ap.add_argument(
+        "--seconds",
+        type=float,
+        default=None,
+        help="length of the load phase (default: orders/20, at least 20)",
+    )
     ap.add_argument("--seed", type=int, default=None, help="default: random (printed)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--kills", type=int, default=None)
     ap.add_argument("--redis-restarts", type=int, default=None)
     ap.add_argument("--appendfsync", choices=("always", "everysec"), default="always")
-    ap.add_argument("--host-crash", action="store_true",
-                    help="experiment: at each Redis kill also drop the AOF's last second")
+    ap.add_argument(
+        "--host-crash",
+        action="store_true",
+        help="experiment: at each Redis kill also drop the AOF's last second",
+    )
     ap.add_argument("--fault-scale", type=float, default=1.0, help="multiply every fault probability")
     ap.add_argument("--drain-timeout", type=float, default=None)
     ap.add_argument("--workdir", type=Path, default=None)
@@ -768,15 +854,28 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     seed = a.seed if a.seed is not None else random.SystemRandom().randrange(1, 1_000_000)
     cfg = ChaosConfig(
-        orders=a.orders, seconds=a.seconds, seed=seed, workers=a.workers, concurrency=a.concurrency,
-        kills=a.kills, redis_restarts=a.redis_restarts, appendfsync=a.appendfsync, host_crash=a.host_crash,
-        fault_scale=a.fault_scale, drain_timeout_s=a.drain_timeout, workdir=a.workdir, keep=a.keep,
+        orders=a.orders,
+        seconds=a.seconds,
+        seed=seed,
+        workers=a.workers,
+        concurrency=a.concurrency,
+        kills=a.kills,
+        redis_restarts=a.redis_restarts,
+        appendfsync=a.appendfsync,
+        host_crash=a.host_crash,
+        fault_scale=a.fault_scale,
+        drain_timeout_s=a.drain_timeout,
+        workdir=a.workdir,
+        keep=a.keep,
         out=lambda s: print(s, flush=True),
-    )  # fmt: skip
+    )
     report = run_chaos(cfg)
     if a.json is not None:
-        payload = {**report.figures, "violation_texts": report.verdict.violations,
-                   "note_texts": report.verdict.notes}  # fmt: skip
+        payload = {
+            **report.figures,
+            "violation_texts": report.verdict.violations,
+            "note_texts": report.verdict.notes,
+        }
         a.json.write_text(json.dumps(payload, indent=2, default=str))
     return 0 if report.ok else 1
 

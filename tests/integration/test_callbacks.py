@@ -8,15 +8,12 @@ from typing import Any
 import pytest
 import requests
 
-from config.settings import load_settings
-from tests.conftest import TEST_KEY, TEST_PLATFORM, base_env
-from tests.integration.conftest import Stack
+from tests.helpers import TEST_KEY, TEST_PLATFORM, Stack, base_env
 from worker import keys, signing
 from worker.payout import Payout
 from worker.runtime import build_runtime
+from worker.settings import load_settings
 from worker.states import State
-
-pytestmark = pytest.mark.integration
 
 AMOUNT = 5_000_000
 
@@ -33,24 +30,41 @@ def order_in(stack: Stack, pid: str, state: State, sign_type: str = "HMAC-SHA256
     store.create(Payout(pid, AMOUNT, "BCA", "Dewi", "1234567890"), due_at=time.time() + 60)
     if state is State.RECEIVED:
         return
-    store.transition(pid, State.SUBMITTING, reason="setup",
-                     fields={"sign_type": sign_type, "submitted_at": repr(time.time())})  # fmt: skip
+    store.transition(
+        pid,
+        State.SUBMITTING,
+        reason="setup",
+        fields={"sign_type": sign_type, "submitted_at": repr(time.time())},
+    )
     if state is State.SUBMITTING:
         return
     via = State.ACCEPTED if state in (State.ACCEPTED, State.SUCCEEDED, State.FAILED) else state
-    store.transition(pid, via, reason="setup", fields={"payout_id": f"POT-{pid}"},
-                     due=time.time() + 60)  # fmt: skip
+    store.transition(pid, via, reason="setup", fields={"payout_id": f"POT-{pid}"}, due=time.time() + 60)
     if state in (State.SUCCEEDED, State.FAILED):
         store.transition(pid, state, reason="setup")
 
 
-def notice(pid: str, status: int = 3, *, key: str = TEST_KEY, sign_type: str = "HMAC-SHA256",
-           amount: Any = AMOUNT, **extra: Any) -> dict[str, Any]:  # fmt: skip
+def notice(
+    pid: str,
+    status: int = 3,
+    *,
+    key: str = TEST_KEY,
+    sign_type: str = "HMAC-SHA256",
+    amount: Any = AMOUNT,
+    **extra: Any,
+) -> dict[str, Any]:
     body: dict[str, Any] = {
-        "payout_id": f"POT-{pid}", "payout_cl_id": pid, "platform_id": TEST_PLATFORM,
-        "amount": amount, "real_amount": amount, "fee": 0, "status": status,
-        "create_time": 1795500000, "update_time": 1795500100, **extra,
-    }  # fmt: skip
+        "payout_id": f"POT-{pid}",
+        "payout_cl_id": pid,
+        "platform_id": TEST_PLATFORM,
+        "amount": amount,
+        "real_amount": amount,
+        "fee": 0,
+        "status": status,
+        "create_time": 1795500000,
+        "update_time": 1795500100,
+        **extra,
+    }
     if sign_type == "HMAC-SHA256":
         body["sign_type"] = sign_type
     body["sign"] = signing.sign(body, key, sign_type)
@@ -121,9 +135,7 @@ def test_conflicting_final_goes_to_review(receiver: Stack) -> None:
         ("nested value", lambda: {**notice("cb-5"), "x": {"a": 1}}, 400),
     ],
 )
-def test_forged_or_malformed_notices_change_nothing(
-    receiver: Stack, desc: str, body: Any, code: int
-) -> None:
+def test_forged_or_malformed_notices_change_nothing(receiver: Stack, desc: str, body: Any, code: int) -> None:
     order_in(receiver, "cb-5", State.ACCEPTED)
     before = history_len(receiver, "cb-5")
     r = post(receiver, body())
@@ -189,9 +201,16 @@ def test_store_down_answers_503(redis_url: str) -> None:
 
     data = _json.dumps(body).encode()
     seen: list[str] = []
-    out = app({"PATH_INFO": "/payouts/notify", "REQUEST_METHOD": "POST",
-               "CONTENT_LENGTH": str(len(data)), "CONTENT_TYPE": "application/json",
-               "wsgi.input": io.BytesIO(data)}, lambda status, headers: seen.append(status))  # fmt: skip
+    out = app(
+        {
+            "PATH_INFO": "/payouts/notify",
+            "REQUEST_METHOD": "POST",
+            "CONTENT_LENGTH": str(len(data)),
+            "CONTENT_TYPE": "application/json",
+            "wsgi.input": io.BytesIO(data),
+        },
+        lambda status, headers: seen.append(status),
+    )
     assert seen[0].startswith("503")
     assert _json.loads(b"".join(out))["error_code"] != "0000"
     rt.close()

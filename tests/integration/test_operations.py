@@ -9,17 +9,20 @@ from typing import Any
 import pytest
 
 from sandbox.process import SandboxProcess
-from tests.integration.conftest import Stack
-from worker.cli import main
+from tests.helpers import Stack
+from worker.ops.cli import main
 from worker.producer import store_payout
 from worker.states import State
 
-pytestmark = pytest.mark.integration
-
 
 def data(pid: str) -> dict[str, Any]:
-    return {"payout_cl_id": pid, "amount": 5_000_000, "bank_name": "BCA", "name": "Wati",
-            "number": "4455667788"}  # fmt: skip
+    return {
+        "payout_cl_id": pid,
+        "amount": 5_000_000,
+        "bank_name": "BCA",
+        "name": "Wati",
+        "number": "4455667788",
+    }
 
 
 @pytest.fixture
@@ -30,8 +33,9 @@ def ops(make_stack: Any, gateway: SandboxProcess) -> Stack:
 
 def to_review(stack: Stack, pid: str) -> None:
     store_payout(stack.rt, data(pid))
-    stack.rt.store.transition(pid, State.SUBMITTING, reason="setup",
-                              fields={"submitted_at": repr(time.time())})  # fmt: skip
+    stack.rt.store.transition(
+        pid, State.SUBMITTING, reason="setup", fields={"submitted_at": repr(time.time())}
+    )
     stack.rt.store.transition(pid, State.UNCONFIRMED, reason="setup", due=time.time() + 60)
     stack.rt.store.transition(pid, State.REVIEW, reason="not found after grace")
 
@@ -75,7 +79,7 @@ def test_resubmit_only_when_gateway_does_not_know(ops: Stack, gateway: SandboxPr
     # an order the gateway has: refused
     ops.start_worker()
     store_payout(ops.rt, data("op-7"))
-    from worker.app import app
+    from worker.celery_app import app
 
     app.send_task("payouts.submit", args=["op-7"])
     ops.wait_state("op-7", State.ACCEPTED)
@@ -84,11 +88,10 @@ def test_resubmit_only_when_gateway_does_not_know(ops: Stack, gateway: SandboxPr
     assert ops.state("op-7") is State.REVIEW
 
 
-def test_check_and_reconcile(ops: Stack, gateway: SandboxProcess,
-                             capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_check_and_reconcile(ops: Stack, gateway: SandboxProcess, capsys: pytest.CaptureFixture[str]) -> None:
     ops.start_worker()
     store_payout(ops.rt, data("op-8"))
-    from worker.app import app
+    from worker.celery_app import app
 
     app.send_task("payouts.submit", args=["op-8"])
     ops.wait_state("op-8", State.ACCEPTED)

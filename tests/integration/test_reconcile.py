@@ -6,22 +6,23 @@ import json
 import time
 from typing import Any
 
-import pytest
-
 from sandbox.process import SandboxProcess
-from tests.integration.conftest import Stack
+from tests.helpers import Stack
 from worker import keys
-from worker.embedded import wait_for
+from worker.harness.processes import wait_for
 from worker.producer import enqueue_payout, store_payout
-from worker.reconcile import Applied, apply_report
+from worker.reports import ReportResult, apply_report
 from worker.states import FINAL, State
-
-pytestmark = pytest.mark.integration
 
 
 def data(pid: str, amount: int = 5_000_000) -> dict[str, Any]:
-    return {"payout_cl_id": pid, "amount": amount, "bank_name": "BCA", "name": "Putri",
-            "number": "5566778899"}  # fmt: skip
+    return {
+        "payout_cl_id": pid,
+        "amount": amount,
+        "bank_name": "BCA",
+        "name": "Putri",
+        "number": "5566778899",
+    }
 
 
 def creates(gateway: SandboxProcess, pid: str) -> int:
@@ -47,8 +48,16 @@ def test_lost_submit_message_is_redriven(make_stack: Any, gateway: SandboxProces
 def test_worker_killed_mid_call(make_stack: Any, gateway: SandboxProcess) -> None:
     """SIGKILL while the create is in flight: the sweep makes it unconfirmed, a query settles it."""
     # given: the gateway creates the order, then holds the answer
-    gateway.admin.set_faults([{"kind": "create_lost", "mode": "hang", "seconds": 30,  # type: ignore[union-attr]
-                               "match": "^killed-1$"}])  # fmt: skip
+    gateway.admin.set_faults(
+        [
+            {
+                "kind": "create_lost",
+                "mode": "hang",
+                "seconds": 30,  # type: ignore[union-attr]
+                "match": "^killed-1$",
+            }
+        ]
+    )
     stack: Stack = make_stack(gateway.url)
     stack.start_callbacks()
     first = stack.start_worker()
@@ -68,9 +77,11 @@ def test_worker_killed_mid_call(make_stack: Any, gateway: SandboxProcess) -> Non
 
 def test_callback_before_create_answer(make_stack: Any, gateway: SandboxProcess) -> None:
     """The final callback arrives while the create's answer is delayed; applied after, once."""
-    gateway.admin.set_faults([  # type: ignore[union-attr]
-        {"kind": "create_lost", "mode": "hang", "seconds": 1.5, "then": "answer", "match": "^early-1$"},
-    ])  # fmt: skip
+    gateway.admin.set_faults(
+        [  # type: ignore[union-attr]
+            {"kind": "create_lost", "mode": "hang", "seconds": 1.5, "then": "answer", "match": "^early-1$"},
+        ]
+    )
     stack = full_stack(make_stack, gateway)
     enqueue_payout(**data("early-1"), runtime=stack.rt)
     stack.wait_state("early-1", State.SUCCEEDED, timeout_s=30)
@@ -81,13 +92,15 @@ def test_callback_before_create_answer(make_stack: Any, gateway: SandboxProcess)
 
 def test_query_faults_never_change_state(make_stack: Any, gateway: SandboxProcess) -> None:
     """Query 5xx/timeouts and an invisible order only reschedule; the order still ends right."""
-    gateway.admin.set_faults([  # type: ignore[union-attr]
-        {"kind": "create_lost", "mode": "empty", "match": "^qf-"},
-        {"kind": "query_5xx", "probability": 0.5},
-        {"kind": "query_timeout", "seconds": 3, "probability": 0.2},
-        {"kind": "invisible", "seconds": 2, "match": "^qf-"},
-        {"kind": "callback", "mode": "never", "match": "^qf-"},
-    ])  # fmt: skip
+    gateway.admin.set_faults(
+        [  # type: ignore[union-attr]
+            {"kind": "create_lost", "mode": "empty", "match": "^qf-"},
+            {"kind": "query_5xx", "probability": 0.5},
+            {"kind": "query_timeout", "seconds": 3, "probability": 0.2},
+            {"kind": "invisible", "seconds": 2, "match": "^qf-"},
+            {"kind": "callback", "mode": "never", "match": "^qf-"},
+        ]
+    )
     stack = full_stack(make_stack, gateway, UNCONFIRMED_GRACE="30")
     for n in range(5):
         enqueue_payout(**data(f"qf-{n}"), runtime=stack.rt)
@@ -100,11 +113,13 @@ def test_query_faults_never_change_state(make_stack: Any, gateway: SandboxProces
 
 def test_two_beats_and_duplicate_callbacks(make_stack: Any, gateway: SandboxProcess) -> None:
     """Two beats at once, duplicated and reordered callbacks: each order created once, ends final."""
-    gateway.admin.set_faults([  # type: ignore[union-attr]
-        {"kind": "callback", "mode": "duplicate", "copies": 3, "concurrent": True, "probability": 0.5},
-        {"kind": "callback", "mode": "out_of_order", "probability": 0.5},
-        {"kind": "create_lost", "mode": "5xx", "probability": 0.3},
-    ])  # fmt: skip
+    gateway.admin.set_faults(
+        [  # type: ignore[union-attr]
+            {"kind": "callback", "mode": "duplicate", "copies": 3, "concurrent": True, "probability": 0.5},
+            {"kind": "callback", "mode": "out_of_order", "probability": 0.5},
+            {"kind": "create_lost", "mode": "5xx", "probability": 0.3},
+        ]
+    )
     stack = full_stack(make_stack, gateway)
     stack.start_beat()
     stack.start_worker()
@@ -129,8 +144,16 @@ def test_batch_reconciliation_uses_window_queries(make_stack: Any, gateway: Sand
         enqueue_payout(**data(i), runtime=stack.rt)
     for i in ids:
         stack.wait_state(i, State.ACCEPTED, State.SUCCEEDED, timeout_s=30)
-    wait_for(lambda: gateway.admin.ledger()["orders"] and all(  # type: ignore[union-attr]
-        o["status"] == 3 for o in gateway.admin.ledger()["orders"]), 20, what="gateway final")  # type: ignore[union-attr]
+    wait_for(
+        lambda: (
+            gateway.admin.ledger()["orders"]
+            and all(  # type: ignore[union-attr]
+                o["status"] == 3 for o in gateway.admin.ledger()["orders"]
+            )
+        ),
+        20,
+        what="gateway final",
+    )  # type: ignore[union-attr]
     before = gateway.admin.stats()["requests"]  # type: ignore[union-attr]
     stack.start_beat()
     for i in ids:
@@ -200,8 +223,13 @@ def test_result_task_sent_on_final_state(make_stack: Any, gateway: SandboxProces
     import base64
 
     body = json.loads(base64.b64decode(msg["body"]))
-    assert body[1] == {"payout_cl_id": "res-1", "state": "succeeded", "amount": 5_000_000,
-                       "payout_id": body[1]["payout_id"], "reason": body[1]["reason"]}  # fmt: skip
+    assert body[1] == {
+        "payout_cl_id": "res-1",
+        "state": "succeeded",
+        "amount": 5_000_000,
+        "payout_id": body[1]["payout_id"],
+        "reason": body[1]["reason"],
+    }
     assert "5566778899" not in raw[0]
 
 
@@ -214,18 +242,21 @@ def test_unknown_status_alerts_then_review(make_stack: Any) -> None:
     results = []
     for _ in range(3):
         order = stack.rt.store.require("unk-1")
-        results.append(apply_report(stack.rt, order, status="6", payout_id="P", amount="5000000",
-                                    source="query"))  # fmt: skip
-    assert results == [Applied.UNKNOWN_STATUS, Applied.UNKNOWN_STATUS, Applied.CONFLICT]
+        results.append(
+            apply_report(stack.rt, order, status="6", payout_id="P", amount="5000000", source="query")
+        )
+    assert results == [ReportResult.UNKNOWN_STATUS, ReportResult.UNKNOWN_STATUS, ReportResult.CONFLICT]
     assert stack.state("unk-1") is State.REVIEW
 
 
 def test_final_states_are_all_final(make_stack: Any, gateway: SandboxProcess) -> None:
     """Failed payouts at the gateway end failed here (status 4 and 5)."""
-    gateway.admin.set_faults([  # type: ignore[union-attr]
-        {"kind": "outcome", "status": 4, "match": "^fin-4$"},
-        {"kind": "outcome", "status": 5, "match": "^fin-5$"},
-    ])  # fmt: skip
+    gateway.admin.set_faults(
+        [  # type: ignore[union-attr]
+            {"kind": "outcome", "status": 4, "match": "^fin-4$"},
+            {"kind": "outcome", "status": 5, "match": "^fin-5$"},
+        ]
+    )
     stack = full_stack(make_stack, gateway)
     for i in ("fin-4", "fin-5"):
         enqueue_payout(**data(i), runtime=stack.rt)

@@ -7,16 +7,13 @@ from typing import Any
 import pytest
 
 from sandbox.process import SandboxProcess
-from tests.conftest import TEST_KEY, TEST_TOKEN
-from tests.integration.conftest import Stack, sandbox_config
+from tests.helpers import TEST_KEY, TEST_TOKEN, Stack, sandbox_config
 from worker import keys
-from worker.app import app
-from worker.embedded import free_port, wait_for
+from worker.celery_app import app
 from worker.errors import DuplicatePayout, InvalidPayout
+from worker.harness.processes import free_port, wait_for
 from worker.producer import enqueue_payout, get_payout
 from worker.states import State
-
-pytestmark = pytest.mark.integration
 
 ACCOUNT = "8800112233445566"
 
@@ -44,8 +41,7 @@ def test_accepted_then_final_with_verified_signature(stack: Stack, gateway: Sand
     assert entry is not None and entry["sign_type"] == "HMAC-SHA256" and entry["status"] == 3
     assert entry["payout_id"] == final.payout_id
     assert creates(gateway, "acc-1") == {"before": 1, "after": 0, "total": 1}
-    assert [h["to"] for h in final.history] == [
-        "received", "submitting", "accepted", "succeeded"]  # fmt: skip
+    assert [h["to"] for h in final.history] == ["received", "submitting", "accepted", "succeeded"]
 
 
 def test_md5_mode(make_stack: Any, gateway: SandboxProcess) -> None:
@@ -110,8 +106,9 @@ def test_5xx_before_create_unconfirmed_then_review_after_grace(
 
 def test_not_found_policy_resubmit(make_stack: Any, gateway: SandboxProcess) -> None:
     """NOT_FOUND_POLICY=resubmit: after the grace the same payout_cl_id is sent again, once."""
-    stack = make_stack(gateway.url, UNCONFIRMED_GRACE="1.5", NOT_FOUND_POLICY="resubmit",
-                       SUBMIT_REDRIVE_AFTER="0.2")  # fmt: skip
+    stack = make_stack(
+        gateway.url, UNCONFIRMED_GRACE="1.5", NOT_FOUND_POLICY="resubmit", SUBMIT_REDRIVE_AFTER="0.2"
+    )
     stack.start_callbacks()
     stack.start_worker()
     stack.start_beat()
@@ -177,9 +174,16 @@ def test_invalid_payout_is_neither_stored_nor_sent(stack: Stack, gateway: Sandbo
 
 def test_create_task_by_name(stack: Stack, gateway: SandboxProcess) -> None:
     """A web app without this package enqueues with send_task('payouts.create', kwargs=...)."""
-    app.send_task("payouts.create", kwargs={
-        "payout_cl_id": "byname-1", "amount": 7_000_000, "bank_name": "BNI",
-        "name": "Agus", "number": "1234567890"})  # fmt: skip
+    app.send_task(
+        "payouts.create",
+        kwargs={
+            "payout_cl_id": "byname-1",
+            "amount": 7_000_000,
+            "bank_name": "BNI",
+            "name": "Agus",
+            "number": "1234567890",
+        },
+    )
     stack.wait_state("byname-1", State.SUCCEEDED)
     assert gateway.admin.order("byname-1")["amount"] in (7_000_000, "7000000")  # type: ignore[index,union-attr]
 

@@ -15,8 +15,6 @@ from worker.payout import Payout
 from worker.states import FINAL, OPEN, State, is_allowed
 from worker.store import REMOVE, OrderStore
 
-pytestmark = pytest.mark.store
-
 
 def payout(i: str = "ORD-1", amount: int = 5_000_000) -> Payout:
     return Payout(i, amount, "BCA", "Budi", "1234567890")
@@ -88,8 +86,9 @@ def test_unknown_order_raises(store: OrderStore) -> None:
 
 def test_field_update_without_state_change(store: OrderStore) -> None:
     store.create(payout(), due_at=1.0)
-    prev = store.transition("ORD-1", None, sources={State.RECEIVED}, reason="r", due=42.0,
-                            fields={"checks": 3, "gone": None})  # fmt: skip
+    prev = store.transition(
+        "ORD-1", None, sources={State.RECEIVED}, reason="r", due=42.0, fields={"checks": 3, "gone": None}
+    )
     assert prev is State.RECEIVED
     order = store.require("ORD-1")
     assert order.fields["checks"] == "3" and order.due_at == 42.0

@@ -8,8 +8,6 @@ import pytest
 
 from worker.gateway import NOT_CREATED, Outcome, classify_create
 
-pytestmark = pytest.mark.unit
-
 
 def body(**doc: object) -> bytes:
     return json.dumps(doc).encode()
@@ -29,12 +27,20 @@ def test_documented_not_created_codes_reject(code: str) -> None:
 @pytest.mark.parametrize(
     ("status", "raw"),
     [
-        (500, b""), (502, body(error_code="0018")), (503, b"<html>"), (200, b""),
-        (200, b"   "), (200, b"{garbled"), (200, b"[1,2]"), (200, body(error_code="0014")),
-        (200, body(error_code="0001")), (200, body(error_code="9999")), (200, body()),
+        (500, b""),
+        (502, body(error_code="0018")),
+        (503, b"<html>"),
+        (200, b""),
+        (200, b"   "),
+        (200, b"{garbled"),
+        (200, b"[1,2]"),
+        (200, body(error_code="0014")),
+        (200, body(error_code="0001")),
+        (200, body(error_code="9999")),
+        (200, body()),
         (404, b"not json"),
     ],
-)  # fmt: skip
+)
 def test_unknown_outcomes_never_fail(status: int, raw: bytes) -> None:
     """Timeouts, 5xx, empty/garbled bodies, 0014 and unknown codes are unknown, never final."""
     assert classify_create(status, raw).outcome is Outcome.UNKNOWN

@@ -9,8 +9,6 @@ import pytest
 from worker.errors import InvalidPayout
 from worker.payout import Payout, mask_number, validate_payout
 
-pytestmark = pytest.mark.unit
-
 GOOD: dict[str, Any] = {
     "payout_cl_id": "ORD-2026-0001",
     "amount": 5_000_000,

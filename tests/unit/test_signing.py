@@ -7,9 +7,6 @@ import pytest
 from tests.vectors import SPEC_EXAMPLE, SPEC_KEY, SPEC_SIGN
 from worker import signing
 
-pytestmark = pytest.mark.unit
-
-
 
 def test_spec_worked_example_md5() -> None:
     """SPEC §4.4: the published MD5 signature is reproduced exactly."""

@@ -8,18 +8,28 @@ import pytest
 
 from worker.states import FINAL, OPEN, TRANSITIONS, State, is_allowed, sources_of
 
-pytestmark = pytest.mark.unit
-
 EXPECTED_EDGES = {
-    ("received", "submitting"), ("received", "review"),
-    ("submitting", "accepted"), ("submitting", "rejected"), ("submitting", "unconfirmed"),
+    ("received", "submitting"),
+    ("received", "review"),
+    ("submitting", "accepted"),
+    ("submitting", "rejected"),
+    ("submitting", "unconfirmed"),
     ("submitting", "received"),
-    ("accepted", "succeeded"), ("accepted", "failed"), ("accepted", "review"),
-    ("unconfirmed", "accepted"), ("unconfirmed", "succeeded"), ("unconfirmed", "failed"),
-    ("unconfirmed", "review"), ("unconfirmed", "received"),
-    ("succeeded", "review"), ("failed", "review"), ("rejected", "received"),
-    ("review", "succeeded"), ("review", "failed"), ("review", "received"),
-}  # fmt: skip
+    ("accepted", "succeeded"),
+    ("accepted", "failed"),
+    ("accepted", "review"),
+    ("unconfirmed", "accepted"),
+    ("unconfirmed", "succeeded"),
+    ("unconfirmed", "failed"),
+    ("unconfirmed", "review"),
+    ("unconfirmed", "received"),
+    ("succeeded", "review"),
+    ("failed", "review"),
+    ("rejected", "received"),
+    ("review", "succeeded"),
+    ("review", "failed"),
+    ("review", "received"),
+}
 
 
 @pytest.mark.parametrize(("src", "dst"), list(itertools.product(State, State)))
@@ -30,9 +40,15 @@ def test_every_pair(src: State, dst: State) -> None:
 
 def test_names_match_design() -> None:
     assert [s.value for s in State] == [
-        "received", "submitting", "accepted", "unconfirmed",
-        "succeeded", "failed", "rejected", "review",
-    ]  # fmt: skip
+        "received",
+        "submitting",
+        "accepted",
+        "unconfirmed",
+        "succeeded",
+        "failed",
+        "rejected",
+        "review",
+    ]
 
 
 def test_groups() -> None:

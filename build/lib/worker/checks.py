@@ -1,0 +1,158 @@
+"""Checks: query the gateway about open orders and apply what it says.
+
+A check is one order (:func:`check_order`) or a time window of the list query
+(:func:`check_window`); "not found" waits out the grace period and then follows
+``NOT_FOUND_POLICY`` (:func:`handle_not_found`).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Iterable
+from enum import StrEnum
+
+from worker.gateway import QueryKind, QueryResult
+from worker.logs import get_logger
+from worker.reports import ReportResult, apply_report, next_check_delay_s, send_to_review
+from worker.runtime import Runtime
+from worker.states import State
+from worker.store import Order
+
+log = get_logger("payouts.checks")
+
+
+class CheckStatus(StrEnum):
+    """What one check did."""
+
+    #: the order record does not exist (expired or never stored)
+    MISSING = "missing"
+    #: the order is not in a state that is checked
+    SKIPPED = "skipped"
+    #: the query failed (error, rate limit): rescheduled
+    QUERY_FAILED = "query_failed"
+    #: the gateway does not know it yet: rescheduled within the grace period
+    NOT_FOUND = "not_found"
+    #: not found after the grace, NOT_FOUND_POLICY=resubmit: back to received
+    RESUBMIT = "resubmit"
+    #: sent to review
+    REVIEW = "review"
+    #: the gateway's report was applied
+    APPLIED = "applied"
+
+
+def _reschedule(rt: Runtime, order: Order, delay_s: float, **fields: object) -> None:
+    rt.store.transition(
+        order.payout_cl_id,
+        None,
+        sources={order.state},
+        reason="reschedule",
+        due=time.time() + delay_s,
+        fields={"checks": order.field_int("checks") + 1, **fields},
+    )
+
+
+def handle_not_found(rt: Runtime, order: Order, reason: str) -> CheckStatus:
+    """The gateway does not know the order: wait out the grace, then apply the policy."""
+    s = rt.settings
+    sent_at = order.submitted_at or order.created_at
+    if time.time() - sent_at < s.unconfirmed_grace_s:
+        _reschedule(
+            rt,
+            order,
+            min(next_check_delay_s(rt, order.field_int("checks")), s.unconfirmed_grace_s / 4),
+            last_query=reason,
+        )
+        return CheckStatus.NOT_FOUND
+    if order.state is State.UNCONFIRMED and s.not_found_policy == "resubmit":
+        prev = rt.store.transition(
+            order.payout_cl_id,
+            State.RECEIVED,
+            sources={State.UNCONFIRMED},
+            reason="not found at the gateway after the grace period: resubmit",
+            due=time.time() + s.submit_redrive_s,
+            fields={"resubmitted": 1},
+        )
+        if prev is not None:
+            log.warning(
+                "payout.transition",
+                **{"from": "unconfirmed", "to": "received"},
+                reason="not found after grace: resubmit",
+            )
+            return CheckStatus.RESUBMIT
+        return CheckStatus.SKIPPED
+    send_to_review(rt, order, f"not found at the gateway {int(time.time() - sent_at)}s after sending")
+    return CheckStatus.REVIEW
+
+
+def check_order(rt: Runtime, payout_cl_id: str) -> CheckStatus:
+    """Query the gateway for one open order and apply what it says."""
+    order = rt.store.get(payout_cl_id, with_history=False)
+    if order is None:
+        return CheckStatus.MISSING
+    if order.state not in (State.ACCEPTED, State.UNCONFIRMED):
+        return CheckStatus.SKIPPED
+    if time.time() - order.created_at > rt.settings.max_order_age_s:
+        send_to_review(rt, order, "open longer than MAX_ORDER_AGE")
+        return CheckStatus.REVIEW
+    gateway = rt.gateway
+    if not rt.limiter.acquire(max_wait_s=2.0):
+        _reschedule(rt, order, 1.0 + random.random())
+        return CheckStatus.QUERY_FAILED
+    result = gateway.query_order(payout_cl_id)
+    return apply_query(rt, order, result)
+
+
+def apply_query(rt: Runtime, order: Order, result: QueryResult) -> CheckStatus:
+    if result.kind is QueryKind.ERROR:
+        if result.rate_limited:
+            rt.limiter.pause(1.0)
+        log.info("payout.check.failed", reason=result.reason)
+        _reschedule(rt, order, next_check_delay_s(rt, order.field_int("checks")), last_query=result.reason)
+        return CheckStatus.QUERY_FAILED
+    if result.kind is QueryKind.NOT_FOUND:
+        return handle_not_found(rt, order, result.reason)
+    applied = apply_report(
+        rt, order, status=result.status, payout_id=result.payout_id, amount=result.amount, source="query"
+    )
+    if applied is ReportResult.STILL_OPEN:
+        fresh = rt.store.get(order.payout_cl_id, with_history=False)
+        if fresh is not None and fresh.state is State.ACCEPTED and order.state is State.ACCEPTED:
+            _reschedule(rt, fresh, next_check_delay_s(rt, fresh.field_int("checks")))
+    return CheckStatus.APPLIED
+
+
+def check_window(rt: Runtime, ids: Iterable[str]) -> list[str]:
+    """Check many orders with the list query's time window (limit 500 per page).
+
+    Returns the ids the window did not settle (not found there, or the query
+    failed), which the caller checks one by one.
+    """
+    orders = {
+        i: o for i, o in rt.store.get_many(ids).items() if o.state in (State.ACCEPTED, State.UNCONFIRMED)
+    }
+    if not orders:
+        return []
+    times = [int(o.submitted_at or o.created_at) for o in orders.values()]
+    lo, hi = min(times) - 120, max(times) + 120
+    seen: set[str] = set()
+    offset = 0
+    gateway = rt.gateway
+    while offset < 100_000:
+        if not rt.limiter.acquire(max_wait_s=5.0):
+            break
+        page = gateway.query_window(created_gte=lo, created_lte=hi, offset=offset)
+        if page is None:
+            break
+        results, total = page
+        for res in results:
+            pid = str(res.record.get("payout_cl_id", ""))
+            order = orders.get(pid)
+            if order is None or pid in seen:
+                continue
+            seen.add(pid)
+            apply_query(rt, order, res)
+        offset += len(results)
+        if not results or offset >= total:
+            break
+    return [i for i in orders if i not in seen]

@@ -1,0 +1,71 @@
+"""Exceptions, shaped by what the caller does next.
+
+Gateway answers are values, not exceptions: :class:`worker.gateway.Outcome` says
+whether a create was not sent, refused, accepted or has an unknown outcome, and the
+submission code branches on it. Only what a caller must stop for is raised here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from worker.settings import ConfigError
+
+
+class PayoutError(Exception):
+    """Base of every error this package raises on purpose."""
+
+
+class FieldError(PayoutError):
+    """One field broke one rule."""
+
+    def __init__(self, field: str, rule: str) -> None:
+        super().__init__(f"{field}: {rule}")
+        self.field = field
+        self.rule = rule
+
+
+class InvalidPayout(PayoutError):
+    """The payout's data broke one or more rules; nothing was stored or sent."""
+
+    def __init__(self, problems: Sequence[FieldError]) -> None:
+        self.problems = list(problems)
+        text = "; ".join(str(p) for p in self.problems)
+        super().__init__(f"invalid payout: {text}")
+
+    @property
+    def fields(self) -> list[str]:
+        return [p.field for p in self.problems]
+
+
+class DuplicatePayout(PayoutError):
+    """The payout_cl_id already names an order with different data."""
+
+    def __init__(self, payout_cl_id: str) -> None:
+        super().__init__(f"payout_cl_id {payout_cl_id!r} already exists with different data")
+        self.payout_cl_id = payout_cl_id
+
+
+class OrderNotFound(PayoutError):
+    """No order is stored under that payout_cl_id."""
+
+
+class InvalidTransition(PayoutError):
+    """The order is not in a state that allows the requested move."""
+
+    def __init__(self, payout_cl_id: str, current: str | None, target: str) -> None:
+        super().__init__(f"order {payout_cl_id!r} is {current}, cannot move to {target}")
+        self.payout_cl_id = payout_cl_id
+        self.current = current
+        self.target = target
+
+
+__all__ = [
+    "ConfigError",
+    "DuplicatePayout",
+    "FieldError",
+    "InvalidPayout",
+    "InvalidTransition",
+    "OrderNotFound",
+    "PayoutError",
+]

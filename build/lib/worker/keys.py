@@ -1,0 +1,34 @@
+"""Every Redis key name the project uses, in one place."""
+
+from __future__ import annotations
+
+from typing import Final
+
+PREFIX: Final = "payouts"
+
+#: sorted set: open order id -> unix time it is next due (the scheduler)
+DUE: Final = f"{PREFIX}:due"
+#: hash: state -> number of orders in it
+COUNTS: Final = f"{PREFIX}:counts"
+#: stream: one entry per state change, for the web app
+EVENTS: Final = f"{PREFIX}:events"
+#: sorted set: review order id -> time it entered review
+REVIEW: Final = f"{PREFIX}:review"
+#: string: unix time of the last completed sweep (liveness)
+SWEEP_LAST: Final = f"{PREFIX}:sweep:last"
+#: hash: token bucket for the gateway rate limit
+RATE: Final = f"{PREFIX}:ratelimit"
+#: string: set while the gateway asked us to back off (429)
+BACKOFF: Final = f"{PREFIX}:ratelimit:backoff"
+#: hash: sha256 of an imported file -> JSON {at, file, rows}, for `payouts enqueue`
+IMPORTS: Final = f"{PREFIX}:imports"
+
+
+def order(payout_cl_id: str) -> str:
+    """Hash holding one order's record."""
+    return f"{PREFIX}:order:{payout_cl_id}"
+
+
+def history(payout_cl_id: str) -> str:
+    """List of one order's state changes (JSON entries, oldest first)."""
+    return f"{PREFIX}:history:{payout_cl_id}"

@@ -1,0 +1,34 @@
+-- create.lua: store a new order in state "received", unless the id exists.
+--
+-- KEYS[1] order hash       payouts:order:{id}
+-- KEYS[2] history list     payouts:history:{id}
+-- KEYS[3] due-index zset   payouts:due
+-- KEYS[4] counts hash      payouts:counts
+-- KEYS[5] events stream    payouts:events
+-- ARGV[1] payout_cl_id     string
+-- ARGV[2] fingerprint      string, digest of the order's data (duplicate detection)
+-- ARGV[3] now              unix seconds, decimal string
+-- ARGV[4] due_at           unix seconds: when the sweep re-drives it if no worker claimed it
+-- ARGV[5] events maxlen    integer, approximate cap of the events stream
+-- ARGV[6..] field, value   pairs stored in the order hash
+--
+-- Returns {1, "received"} when created,
+--         {0, existing fingerprint, existing state} when the id already exists.
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  local cur = redis.call('HMGET', KEYS[1], 'fp', 'state')
+  return {0, cur[1] or '', cur[2] or ''}
+end
+local id, now = ARGV[1], ARGV[3]
+-- short names and no updated_at until the first change: bytes per order add up
+local fields = {'state', 'received', 'fp', ARGV[2], 'created_at', now}
+for i = 6, #ARGV, 2 do
+  fields[#fields + 1] = ARGV[i]
+  fields[#fields + 1] = ARGV[i + 1]
+end
+redis.call('HSET', KEYS[1], unpack(fields))
+redis.call('ZADD', KEYS[3], ARGV[4], id)
+redis.call('HINCRBY', KEYS[4], 'received', 1)
+redis.call('RPUSH', KEYS[2], cjson.encode({at = tonumber(now), from = '', to = 'received', reason = 'enqueued'}))
+redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[5], '*',
+  'payout_cl_id', id, 'from', '', 'to', 'received', 'reason', 'enqueued', 'at', now, 'payout_id', '')
+return {1, 'received'}

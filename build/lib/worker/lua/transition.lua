@@ -1,0 +1,83 @@
+-- transition.lua: the one compare-and-set through which every order changes.
+--
+-- "If the state is one of FROM, move to TO, set these fields, update the
+-- due-index, the counts, the history and the events stream" -- atomically.
+--
+-- KEYS[1] order hash       payouts:order:{id}
+-- KEYS[2] history list     payouts:history:{id}
+-- KEYS[3] due-index zset   payouts:due
+-- KEYS[4] counts hash      payouts:counts
+-- KEYS[5] events stream    payouts:events
+-- KEYS[6] review zset      payouts:review
+-- ARGV[1] payout_cl_id     string
+-- ARGV[2] from             comma-separated states allowed now (",a,b," form)
+-- ARGV[3] to               target state; "" = keep the state (update fields/due only)
+-- ARGV[4] now              unix seconds, decimal string
+-- ARGV[5] due              "" = leave the due-index alone, "-" = remove, else unix seconds
+-- ARGV[6] reason           short text for the history and the event
+-- ARGV[7] events maxlen    integer
+-- ARGV[8] retention        seconds the keys live once final ("0" = forever)
+-- ARGV[9] expect field     "" = none; else the CAS also requires HGET(field) == ARGV[10]
+-- ARGV[10] expect value    string
+-- ARGV[11..] field, value  pairs set on the order; value "\0" deletes the field
+--
+-- Returns {1, previous state}  applied
+--         {0, current state}   refused: state (or expect field) does not match
+--         {-1, ""}             no such order
+local id, to, now, due, reason = ARGV[1], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local cur = redis.call('HGET', KEYS[1], 'state')
+if not cur then
+  return {-1, ''}
+end
+if not string.find(ARGV[2], ',' .. cur .. ',', 1, true) then
+  return {0, cur}
+end
+if ARGV[9] ~= '' and redis.call('HGET', KEYS[1], ARGV[9]) ~= ARGV[10] then
+  return {0, cur}
+end
+local set, del = {'updated_at', now}, {}
+for i = 11, #ARGV, 2 do
+  if ARGV[i + 1] == '\0' then
+    del[#del + 1] = ARGV[i]
+  else
+    set[#set + 1] = ARGV[i]
+    set[#set + 1] = ARGV[i + 1]
+  end
+end
+if to ~= '' and to ~= cur then
+  set[#set + 1] = 'state'
+  set[#set + 1] = to
+  set[#set + 1] = 'reason'
+  set[#set + 1] = reason
+end
+redis.call('HSET', KEYS[1], unpack(set))
+if #del > 0 then
+  redis.call('HDEL', KEYS[1], unpack(del))
+end
+if due == '-' then
+  redis.call('ZREM', KEYS[3], id)
+elseif due ~= '' then
+  redis.call('ZADD', KEYS[3], due, id)
+end
+if to ~= '' and to ~= cur then
+  redis.call('HINCRBY', KEYS[4], cur, -1)
+  redis.call('HINCRBY', KEYS[4], to, 1)
+  redis.call('RPUSH', KEYS[2], cjson.encode({at = tonumber(now), from = cur, to = to, reason = reason}))
+  local payout_id = redis.call('HGET', KEYS[1], 'payout_id') or ''
+  redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[7], '*',
+    'payout_cl_id', id, 'from', cur, 'to', to, 'reason', reason, 'at', now, 'payout_id', payout_id)
+  if to == 'review' then
+    redis.call('ZADD', KEYS[6], now, id)
+  elseif cur == 'review' then
+    redis.call('ZREM', KEYS[6], id)
+  end
+  local retention = tonumber(ARGV[8])
+  if (to == 'succeeded' or to == 'failed' or to == 'rejected') and retention > 0 then
+    redis.call('EXPIRE', KEYS[1], retention)
+    redis.call('EXPIRE', KEYS[2], retention)
+  else
+    redis.call('PERSIST', KEYS[1])
+    redis.call('PERSIST', KEYS[2])
+  end
+end
+return {1, cur}

@@ -1,0 +1,169 @@
+"""The ``payouts`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from worker.errors import PayoutError
+from worker.settings import ConfigError, get_settings
+from worker.states import State
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+
+
+def _runtime() -> Any:
+    from worker.logs import configure_logging
+    from worker.runtime import get_runtime
+
+    s = get_settings()
+    configure_logging(s.log_format, "WARNING")
+    return get_runtime()
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    order = _runtime().store.get(args.payout_cl_id)
+    if order is None:
+        print(f"no order {args.payout_cl_id!r}", file=sys.stderr)
+        return 1
+    view = order.public()
+    if view.get("due_at"):
+        view["due_in_s"] = round(float(view["due_at"]) - time.time(), 1)
+    _print_json(view)
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from worker.ops.commands import list_orders
+
+    state = State(args.state) if args.state else None
+    rows = list_orders(_runtime(), state, args.limit)
+    for r in rows:
+        print(f"{r['payout_cl_id']:<34} {r['state']:<12} {r['amount']:>14} {r['age_s']:>9}s  {r['reason']}")
+    print(f"{len(rows)} order(s)", file=sys.stderr)
+    return 0
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    from worker.ops.commands import stats
+
+    _print_json(stats(_runtime()))
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from worker.ops.commands import check_now
+
+    rt = _runtime()
+    status = check_now(rt, args.payout_cl_id)
+    order = rt.store.get(args.payout_cl_id, with_history=False)
+    print(f"{status.value}: now {order.state.value if order else 'missing'}")
+    return 0
+
+
+def cmd_resolve(args: argparse.Namespace) -> int:
+    from worker.ops.commands import resolve
+
+    resolve(_runtime(), args.payout_cl_id, State(args.state), args.note)
+    print(f"{args.payout_cl_id}: {args.state}")
+    return 0
+
+
+def cmd_resubmit(args: argparse.Namespace) -> int:
+    from worker.ops.commands import resubmit
+
+    resubmit(_runtime(), args.payout_cl_id)
+    print(f"{args.payout_cl_id}: resubmitted")
+    return 0
+
+
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    from worker.ops.commands import reconcile
+
+    rows = reconcile(_runtime(), args.ids or None)
+    bad = 0
+    for r in rows:
+        print(f"{r.verdict:<9} {r.payout_cl_id:<34} ours={r.ours:<12} gateway={r.gateway}")
+        bad += r.verdict != "match"
+    print(f"{len(rows)} compared, {len(rows) - bad} match, {bad} not matching", file=sys.stderr)
+    return 1 if bad else 0
+
+
+def cmd_delegate(module: str, rest: list[str]) -> int:
+    """Run a command that has its own parser (and, for some, an optional extra)."""
+    import importlib
+
+    mod = importlib.import_module(module)
+    return int(mod.main(rest) or 0)
+
+
+#: commands with their own parser, imported only when used: the harness needs the
+#: ``sandbox`` extra, and a core install must not import it for ``payouts doctor``
+DELEGATED: dict[str, tuple[str, str]] = {
+    "sandbox": ("sandbox.__main__", "run the sandbox gateway (see --help)"),
+    "demo": ("worker.harness.demo", "end-to-end demo with an embedded Redis and the sandbox"),
+    "bench": ("worker.harness.bench.cli", "benchmarks, printed as a table and ratios"),
+    "doctor": ("worker.ops.doctor", "check settings, Redis, the gateway and the clock"),
+    "health": ("worker.ops.health", "progress-based liveness check (exit 1 when stuck)"),
+    "enqueue": ("worker.ops.enqueue", "enqueue one payout from flags, or many from a CSV/JSONL file"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="payouts", description="Operate the payout worker.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    s = sub.add_parser("show", help="one order: state, history, next due, last gateway answer")
+    s.add_argument("payout_cl_id")
+    s.set_defaults(func=cmd_show)
+    s = sub.add_parser("list", help="open (or review) orders, optionally of one state")
+    s.add_argument("--state", choices=[x.value for x in State])
+    s.add_argument("--limit", type=int, default=100)
+    s.set_defaults(func=cmd_list)
+    s = sub.add_parser("stats", help="counts per state, oldest open order, due backlog")
+    s.set_defaults(func=cmd_stats)
+    s = sub.add_parser("check", help="query the gateway for one order now")
+    s.add_argument("payout_cl_id")
+    s.set_defaults(func=cmd_check)
+    s = sub.add_parser("resolve", help="close an order in review (operator decision)")
+    s.add_argument("payout_cl_id")
+    s.add_argument("--state", required=True, choices=["succeeded", "failed"])
+    s.add_argument("--note", required=True)
+    s.set_defaults(func=cmd_resolve)
+    s = sub.add_parser("resubmit", help="send a review/rejected order again (after a query)")
+    s.add_argument("payout_cl_id")
+    s.set_defaults(func=cmd_resubmit)
+    s = sub.add_parser("reconcile", help="compare orders with the gateway; exit 1 on any mismatch")
+    s.add_argument("ids", nargs="*")
+    s.set_defaults(func=cmd_reconcile)
+    for name, (_, helptext) in DELEGATED.items():
+        sub.add_parser(name, help=helptext, add_help=False)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in DELEGATED:
+        try:
+            return cmd_delegate(DELEGATED[argv[0]][0], argv[1:])
+        except ConfigError as exc:
+            print(f"configuration error: {exc}", file=sys.stderr)
+            return 2
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    except PayoutError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,157 @@
+"""Operator actions behind the ``payouts`` command: inspect, check, resolve, resubmit, reconcile."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from worker import keys
+from worker.celery_app import app
+from worker.celeryconf import SUBMIT_TASK
+from worker.checks import CheckStatus, check_order
+from worker.errors import InvalidTransition, OrderNotFound, PayoutError
+from worker.gateway import QueryKind
+from worker.reports import FINAL_STATUS, OPEN_STATUS, amount_matches
+from worker.runtime import Runtime
+from worker.states import State
+
+
+def stats(rt: Runtime) -> dict[str, Any]:
+    """Counts per state, the oldest open order's age, the due backlog, the last sweep."""
+    store, now = rt.store, time.time()
+    oldest = store.oldest_due()
+    last = rt.redis.get(keys.SWEEP_LAST)
+    return {
+        "counts": store.counts(),
+        "open": int(rt.redis.zcard(keys.DUE)),
+        "due_backlog": store.due_backlog(now),
+        "oldest_due": oldest[0] if oldest else None,
+        "oldest_due_late_s": round(max(0.0, now - oldest[1]), 3) if oldest else 0.0,
+        "review": int(rt.redis.zcard(keys.REVIEW)),
+        "last_sweep_age_s": round(now - float(last), 3) if last else None,
+    }
+
+
+def list_orders(rt: Runtime, state: State | None, limit: int = 100) -> list[dict[str, Any]]:
+    """Open or review orders by state (finished orders are read with ``show``)."""
+    if state is State.REVIEW:
+        ids = rt.store.review_ids(limit)
+    else:
+        ids = [str(i) for i in rt.redis.zrange(keys.DUE, 0, -1)]
+    orders = rt.store.get_many(ids)
+    rows = []
+    for i in ids:
+        o = orders.get(i)
+        if o is None or (state is not None and o.state is not state):
+            continue
+        rows.append(
+            {
+                "payout_cl_id": i,
+                "state": o.state.value,
+                "amount": o.amount,
+                "payout_id": o.payout_id,
+                "reason": o.reason,
+                "age_s": round(time.time() - o.created_at, 1),
+            }
+        )
+        if len(rows) >= limit:
+            break
+    return rows
+
+
+def resolve(rt: Runtime, payout_cl_id: str, state: State, note: str) -> None:
+    """Close an order in review as succeeded or failed, with the operator's note."""
+    if state not in (State.SUCCEEDED, State.FAILED):
+        raise PayoutError("resolve takes --state succeeded or failed")
+    if not note.strip():
+        raise PayoutError("resolve needs --note saying why")
+    rt.store.transition_or_raise(
+        payout_cl_id,
+        state,
+        sources={State.REVIEW},
+        reason=f"operator: {note.strip()[:150]}",
+        fields={"resolved_by": "operator", "resolution_note": note.strip()[:500]},
+    )
+
+
+def resubmit(rt: Runtime, payout_cl_id: str) -> None:
+    """Send a review/rejected order again, only after a query confirms the gateway lacks it."""
+    order = rt.store.get(payout_cl_id, with_history=False)
+    if order is None:
+        raise OrderNotFound(payout_cl_id)
+    if order.state not in (State.REVIEW, State.REJECTED):
+        raise InvalidTransition(payout_cl_id, order.state.value, "received (resubmit)")
+    result = rt.gateway.query_order(payout_cl_id)
+    if result.kind is QueryKind.ERROR:
+        raise PayoutError(f"the gateway query failed ({result.reason}); not resubmitted")
+    if result.kind is QueryKind.FOUND:
+        raise PayoutError(
+            f"the gateway knows this order (status {result.status}); not resubmitted — use `payouts resolve`"
+        )
+    rt.store.transition_or_raise(
+        payout_cl_id,
+        State.RECEIVED,
+        sources={order.state},
+        reason="operator resubmit: gateway confirmed it does not know the order",
+        due=time.time() + rt.settings.submit_redrive_s,
+        fields={"resubmitted": 1},
+    )
+    app.send_task(SUBMIT_TASK, args=[payout_cl_id])
+
+
+def check_now(rt: Runtime, payout_cl_id: str) -> CheckStatus:
+    return check_order(rt, payout_cl_id)
+
+
+@dataclass(frozen=True)
+class ReconcileRow:
+    payout_cl_id: str
+    ours: str
+    gateway: str
+    verdict: str  # match | mismatch | missing | pending
+
+
+def reconcile(rt: Runtime, ids: list[str] | None = None) -> list[ReconcileRow]:
+    """Compare open, review and recently finished orders with the gateway, one query each."""
+    if ids is None:
+        ids = [str(i) for i in rt.redis.zrange(keys.DUE, 0, -1)]
+        ids += rt.store.review_ids(100_000)
+        # recently finished orders: read from the events stream (last 24h, bounded)
+        since_ms = int((time.time() - 86400) * 1000)
+        entries: Any = rt.redis.xrange(keys.EVENTS, min=f"{since_ms}-0", count=100_000)
+        for _, entry in entries or []:
+            if entry.get("to") in ("succeeded", "failed", "rejected"):
+                ids.append(str(entry["payout_cl_id"]))
+        ids = list(dict.fromkeys(ids))
+    rows: list[ReconcileRow] = []
+    orders = rt.store.get_many(ids)
+    for i in ids:
+        order = orders.get(i)
+        if order is None:
+            continue
+        rt.limiter.acquire(max_wait_s=10.0)
+        q = rt.gateway.query_order(i)
+        ours = order.state.value
+        if q.kind is QueryKind.ERROR:
+            rows.append(ReconcileRow(i, ours, f"error: {q.reason}", "mismatch"))
+            continue
+        if q.kind is QueryKind.NOT_FOUND:
+            ok = order.state in (State.REJECTED, State.RECEIVED)
+            rows.append(ReconcileRow(i, ours, "not found", "match" if ok else "missing"))
+            continue
+        status = q.status or ""
+        gw = f"status {status}"
+        if not amount_matches(q.amount, order.amount):
+            rows.append(ReconcileRow(i, ours, f"{gw}, amount {q.amount}", "mismatch"))
+        elif status in FINAL_STATUS:
+            verdict = "match" if FINAL_STATUS[status] is order.state else "mismatch"
+            if order.state in (State.ACCEPTED, State.UNCONFIRMED):
+                verdict = "pending"  # final at the gateway, the next check will apply it
+            rows.append(ReconcileRow(i, ours, gw, verdict))
+        elif status in OPEN_STATUS:
+            ok = order.state in (State.ACCEPTED, State.UNCONFIRMED, State.SUBMITTING)
+            rows.append(ReconcileRow(i, ours, gw, "match" if ok else "mismatch"))
+        else:
+            rows.append(ReconcileRow(i, ours, gw, "mismatch"))
+    return rows

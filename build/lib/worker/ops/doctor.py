@@ -1,0 +1,195 @@
+"""``payouts doctor``: a checklist before going live.
+
+``doctor`` checks, in order: the settings, Redis (reachable, no eviction, AOF), the
+clock against Redis ``TIME``, and the gateway (a query for an order that does not
+exist must come back "not found": that proves the URL, the route and the
+Authorization token). It prints one line per check and exits 1 on any error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import secrets
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from worker.settings import ConfigError, Settings, load_settings
+
+#: local clock vs Redis TIME: above this the check warns (request_time skew, SPEC §10)
+CLOCK_SKEW_WARN_S = 2.0
+
+#: gateway hosts for which plain http is expected (the sandbox)
+LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "sandbox"})
+
+#: query error codes that mean our configuration is wrong (SPEC §3, §7)
+CREDENTIAL_CODES = {
+    "0004": "signature verification failed: check GATEWAY_PLATFORM_KEY and GATEWAY_SIGN_TYPE",
+    "0005": "Authorization header missing: set GATEWAY_AUTHORIZATION",
+    "0006": "invalid Authorization: check GATEWAY_AUTHORIZATION",
+    "0027": "host not allowed: register this server's egress IP with the gateway",
+    "0020": "wrong API version: check GATEWAY_BASE_URL",
+}
+
+
+@dataclass
+class Checklist:
+    """Check results, printed as they come: ok, warn or FAIL."""
+
+    quiet: bool = False
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def _line(self, mark: str, what: str, detail: str) -> None:
+        if not self.quiet:
+            print(f"[{mark:<4}] {what:<22} {detail}".rstrip(), flush=True)
+
+    def ok(self, what: str, detail: str = "") -> None:
+        self._line("ok", what, detail)
+
+    def warn(self, what: str, detail: str) -> None:
+        self.warnings.append(f"{what}: {detail}")
+        self._line("warn", what, detail)
+
+    def fail(self, what: str, detail: str) -> None:
+        self.errors.append(f"{what}: {detail}")
+        self._line("FAIL", what, detail)
+
+
+# ------------------------------------------------------------------ doctor
+
+
+def check_settings(report: Checklist) -> Settings | None:
+    try:
+        s = load_settings()
+    except ConfigError as exc:
+        report.fail("settings", str(exc))
+        return None
+    if s.gateway is None:
+        report.fail("settings", "missing required setting(s): " + ", ".join(s.gateway_missing))
+    else:
+        report.ok(
+            "settings",
+            f"gateway {s.gateway.base_url}, platform {s.gateway.platform_id}, "
+            f"sign {s.gateway.sign_type}, query form {s.gateway.query_form}",
+        )
+    if not s.bank_list:
+        report.warn(
+            "settings",
+            "PAYOUT_BANK_LIST is empty: any bank code is accepted here and "
+            "unknown ones are rejected by the gateway (0012)",
+        )
+    if s.notify_url is None:
+        report.warn(
+            "settings",
+            "PAYOUT_NOTIFY_URL is not set: no callbacks, outcomes are learned by polling only (slower)",
+        )
+    if s.gateway is not None and s.gateway.sign_type == "MD5":
+        report.warn(
+            "settings",
+            "GATEWAY_SIGN_TYPE=MD5 is being retired by the gateway (SPEC §4.2); prefer HMAC-SHA256",
+        )
+    return s
+
+
+def check_redis(report: Checklist, s: Settings) -> bool:
+    from worker.connection import check_redis_persistence, make_redis
+
+    client = make_redis(s.redis_url, pool_size=2)
+    try:
+        client.ping()
+        info = client.info("server")
+        version = info.get("redis_version", "?")
+        local = time.time()
+        secs, micros = client.time()
+        after = time.time()
+    except Exception as exc:
+        report.fail("redis", f"no answer from REDIS_URL ({type(exc).__name__}: {exc})")
+        return False
+    finally:
+        client.close()
+    report.ok("redis", f"answers (version {version})")
+    problems, warnings = check_redis_persistence(s.redis_url)
+    for p in problems:
+        report.fail("redis persistence", p)
+    for w in warnings:
+        report.warn("redis persistence", w)
+    if not problems and not warnings:
+        report.ok("redis persistence", "maxmemory-policy noeviction, AOF on")
+    skew = abs((secs + micros / 1e6) - (local + after) / 2)
+    if skew > CLOCK_SKEW_WARN_S:
+        report.warn(
+            "clock",
+            f"local clock differs from Redis TIME by {skew:.1f}s: "
+            "keep every host NTP-synced (due times and request_time)",
+        )
+    else:
+        report.ok("clock", f"within {skew:.3f}s of Redis TIME")
+    return True
+
+
+def check_gateway(report: Checklist, s: Settings) -> None:
+    from worker.gateway import GatewayClient, QueryKind
+
+    if s.gateway is None:
+        report.fail("gateway", "not checked: settings incomplete")
+        return
+    client = GatewayClient(s.gateway, pool_size=1)
+    probe = f"doctor-{secrets.token_hex(6)}"
+    try:
+        result = client.query_order(probe)
+    finally:
+        client.close()
+    host = urlsplit(s.gateway.base_url).hostname or ""
+    if s.gateway.base_url.startswith("http://") and host not in LOCAL_HOSTS:
+        report.warn("gateway", "GATEWAY_BASE_URL is plain http: the Authorization token travels unencrypted")
+    if result.kind is QueryKind.NOT_FOUND:
+        report.ok("gateway", f"reachable, Authorization accepted ({result.reason} for a probe id)")
+        return
+    if result.kind is QueryKind.FOUND:
+        report.warn(
+            "gateway",
+            f"a probe id {probe!r} was reported as existing (status "
+            f"{result.status}): is GATEWAY_BASE_URL the real gateway?",
+        )
+        return
+    found = re.search(r"'(\d{4})'", result.reason)
+    code = found.group(1) if found else ""
+    hint = CREDENTIAL_CODES.get(code)
+    if hint:
+        report.fail("gateway", f"{code}: {hint}")
+    else:
+        report.fail("gateway", f"no usable answer from {s.gateway.base_url} ({result.reason})")
+
+
+def run_doctor(*, skip_gateway: bool = False) -> int:
+    report = Checklist()
+    s = check_settings(report)
+    if s is not None:
+        check_redis(report, s)
+        if not skip_gateway:
+            check_gateway(report, s)
+    n_err, n_warn = len(report.errors), len(report.warnings)
+    verdict = "FAIL" if n_err else "ok"
+    print(f"doctor: {verdict}: {n_err} error(s), {n_warn} warning(s)", flush=True)
+    return 1 if n_err else 0
+
+
+def build_parser(prog: str = "payouts doctor") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=prog,
+        description="Check settings, Redis, the clock and the gateway (exit 1 on any error).",
+    )
+    p.add_argument("--skip-gateway", action="store_true", help="doctor: do not query the gateway")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run_doctor(skip_gateway=args.skip_gateway)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,96 @@
+"""Per-process wiring: settings, one Redis client, the store, the gateway client.
+
+Created lazily on first use in each process (after a prefork fork too), so no
+socket is shared between processes.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from worker.celery_app import app
+from worker.connection import make_redis
+from worker.gateway import GatewayClient
+from worker.ratelimit import RateLimiter
+from worker.settings import Settings, get_settings
+from worker.store import OrderStore
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    redis: redis.Redis
+    store: OrderStore
+    limiter: RateLimiter
+    #: called with (task name, payload) to send a Celery message by name
+    send_task: Callable[[str, dict[str, Any]], None] | None = None
+    _gateway: GatewayClient | None = field(default=None, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def gateway(self) -> GatewayClient:
+        if self._gateway is None:
+            with self._lock:
+                if self._gateway is None:
+                    cfg = self.settings.require_gateway()
+                    self._gateway = GatewayClient(cfg, pool_size=self.settings.worker_concurrency + 4)
+        return self._gateway
+
+    def close(self) -> None:
+        if self._gateway is not None:
+            self._gateway.close()
+        self.redis.close()
+
+
+def _sender(settings: Settings) -> Callable[[str, dict[str, Any]], None]:
+    def send(name: str, payload: dict[str, Any]) -> None:
+        app.send_task(name, kwargs=payload, queue=settings.result_queue)
+
+    return send
+
+
+def build_runtime(settings: Settings, **kw: Any) -> Runtime:
+    client = make_redis(settings.redis_url, pool_size=settings.worker_concurrency + 16)
+    store = OrderStore(
+        client,
+        events_maxlen=settings.events_maxlen,
+        retention_s=settings.order_retention_days * 86400.0,
+    )
+    rps = settings.gateway.max_rps if settings.gateway else 0.0
+    kw.setdefault("send_task", _sender(settings))
+    return Runtime(settings, client, store, RateLimiter(client, rps), **kw)
+
+
+_runtime: Runtime | None = None
+_runtime_lock = threading.Lock()
+
+
+def get_runtime() -> Runtime:
+    """The process's runtime, built on first use."""
+    global _runtime
+    if _runtime is None:
+        with _runtime_lock:
+            if _runtime is None:
+                _runtime = build_runtime(get_settings())
+    return _runtime
+
+
+def set_runtime(rt: Runtime | None) -> None:
+    """Replace the process's runtime (tests, CLI)."""
+    global _runtime
+    _runtime = rt
+
+
+def _after_fork() -> None:
+    global _runtime, _runtime_lock
+    _runtime = None
+    _runtime_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork)

@@ -1,0 +1,68 @@
+"""The order state machine (DESIGN: "The order state machine").
+
+The table :data:`TRANSITIONS` is the single source of truth: the Lua
+compare-and-set receives its allowed "from" states from :func:`sources_of`.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Final
+
+
+class State(StrEnum):
+    #: stored, not yet sent
+    RECEIVED = "received"
+    #: one worker has claimed it; the create request may be in flight
+    SUBMITTING = "submitting"
+    #: the gateway answered 0000 with a payout_id; waiting for the final status
+    ACCEPTED = "accepted"
+    #: the create's outcome is unknown; learned from a query or callback, never by resending
+    UNCONFIRMED = "unconfirmed"
+    #: final: the gateway reports the transfer done
+    SUCCEEDED = "succeeded"
+    #: final: the gateway reports it cancelled or failed; no money left
+    FAILED = "failed"
+    #: final: the gateway definitively refused the create
+    REJECTED = "rejected"
+    #: needs a person; left only by an operator command
+    REVIEW = "review"
+
+
+S = State
+
+#: allowed moves: from-state -> the states it may go to
+TRANSITIONS: Final[dict[State, frozenset[State]]] = {
+    S.RECEIVED: frozenset({S.SUBMITTING, S.REVIEW}),
+    S.SUBMITTING: frozenset({S.ACCEPTED, S.REJECTED, S.UNCONFIRMED, S.RECEIVED}),
+    S.ACCEPTED: frozenset({S.SUCCEEDED, S.FAILED, S.REVIEW}),
+    S.UNCONFIRMED: frozenset({S.ACCEPTED, S.SUCCEEDED, S.FAILED, S.REVIEW, S.RECEIVED}),
+    S.SUCCEEDED: frozenset({S.REVIEW}),
+    S.FAILED: frozenset({S.REVIEW}),
+    S.REJECTED: frozenset({S.RECEIVED}),
+    S.REVIEW: frozenset({S.SUCCEEDED, S.FAILED, S.RECEIVED}),
+}
+# Notes on the less obvious edges:
+# - unconfirmed -> received: only NOT_FOUND_POLICY=resubmit, after the gateway confirmed
+#   (past the grace period) it does not know the order.
+# - succeeded/failed -> review: a later, conflicting final report (never overwritten).
+# - rejected/review -> received: the operator's `payouts resubmit`, after a query confirms
+#   the gateway does not know the order.
+# - review -> succeeded/failed: the operator's `payouts resolve`.
+
+#: the gateway reported the outcome; nothing more will happen by itself
+FINAL: Final = frozenset({S.SUCCEEDED, S.FAILED, S.REJECTED})
+#: the worker still owes this order work: each has a due time in the due-index
+OPEN: Final = frozenset({S.RECEIVED, S.SUBMITTING, S.ACCEPTED, S.UNCONFIRMED})
+#: states that say the gateway may hold the order
+AT_GATEWAY: Final = frozenset({S.ACCEPTED, S.UNCONFIRMED, S.SUCCEEDED, S.FAILED})
+
+
+def sources_of(target: State) -> frozenset[State]:
+    """Every state that may move to ``target``."""
+    return frozenset(src for src, dsts in TRANSITIONS.items() if target in dsts)
+
+
+def is_allowed(source: State, target: State) -> bool:
+    """Whether the table allows ``source -> target``."""
+    return target in TRANSITIONS[source]

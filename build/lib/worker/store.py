@@ -1,0 +1,310 @@
+"""The Redis order store: records, the due-index, counts, history and events.
+
+Every state change goes through ``transition.lua`` (one atomic compare-and-set);
+nothing here reads a state in Python and writes it back.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from importlib import resources
+from typing import Any, Final
+
+import redis
+
+from worker import keys
+from worker.errors import InvalidTransition, OrderNotFound
+from worker.payout import Payout, mask_number
+from worker.states import FINAL, OPEN, State, sources_of
+
+#: sentinel for ``due``: take the order out of the due-index
+REMOVE: Final = "-"
+#: sentinel for a field value: delete the field
+DELETE: Final = "\0"
+
+
+def stamp(t: float) -> str:
+    """A unix time as stored: millisecond precision is plenty and saves bytes per order."""
+    return f"{t:.3f}"
+
+
+def _script(name: str) -> str:
+    return resources.files("worker").joinpath(f"lua/{name}.lua").read_text(encoding="utf-8")
+
+
+@dataclass(frozen=True)
+class Order:
+    """One order as stored; ``number`` and ``name`` are personal data: never log them."""
+
+    payout_cl_id: str
+    state: State
+    amount: int
+    bank_name: str
+    name: str
+    number: str
+    notify_url: str | None
+    created_at: float
+    updated_at: float
+    payout_id: str | None = None
+    sign_type: str | None = None
+    submitted_at: float | None = None
+    reason: str = ""
+    fields: Mapping[str, str] = field(default_factory=dict, repr=False)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    due_at: float | None = None
+
+    @property
+    def is_final(self) -> bool:
+        return self.state in FINAL
+
+    def as_payout(self) -> Payout:
+        return Payout(
+            payout_cl_id=self.payout_cl_id,
+            amount=self.amount,
+            bank_name=self.bank_name,
+            name=self.name,
+            number=self.number,
+            notify_url=self.notify_url,
+        )
+
+    def field_float(self, name: str, default: float = 0.0) -> float:
+        raw = self.fields.get(name)
+        return float(raw) if raw not in (None, "") else default
+
+    def field_int(self, name: str, default: int = 0) -> int:
+        raw = self.fields.get(name)
+        return int(raw) if raw not in (None, "") else default
+
+    def public(self) -> dict[str, Any]:
+        """A view safe to print or log: no name, the account number masked."""
+        out: dict[str, Any] = {k: v for k, v in self.fields.items() if k not in ("name", "number", "fp")}
+        out["payout_cl_id"] = self.payout_cl_id
+        out["number"] = mask_number(self.number)
+        out["name"] = "***"
+        out["history"] = self.history
+        out["due_at"] = self.due_at
+        return out
+
+    def __repr__(self) -> str:
+        return (
+            f"Order(payout_cl_id={self.payout_cl_id!r}, state={self.state.value!r}, "
+            f"amount={self.amount}, payout_id={self.payout_id!r})"
+        )
+
+
+@dataclass(frozen=True)
+class Created:
+    """What :meth:`OrderStore.create` did."""
+
+    created: bool
+    fingerprint: str
+    state: str
+    #: the order as just stored (only when ``created``), so the producer need not read it back
+    order: Order | None = None
+
+    @property
+    def needs_submit(self) -> bool:
+        """New, or stored earlier but never claimed: a (repeated) submit message is due."""
+        return self.created or self.state == State.RECEIVED.value
+
+
+def _order_from(payout_cl_id: str, data: Mapping[str, str]) -> Order:
+    def opt_float(name: str) -> float | None:
+        raw = data.get(name)
+        return float(raw) if raw else None
+
+    return Order(
+        payout_cl_id=payout_cl_id,
+        state=State(data["state"]),
+        amount=int(data["amount"]),
+        bank_name=data.get("bank_name", ""),
+        name=data.get("name", ""),
+        number=data.get("number", ""),
+        notify_url=data.get("notify_url") or None,
+        created_at=float(data.get("created_at", 0)),
+        updated_at=float(data.get("updated_at") or data.get("created_at") or 0),
+        payout_id=data.get("payout_id") or None,
+        sign_type=data.get("sign_type") or None,
+        submitted_at=opt_float("submitted_at"),
+        reason=data.get("reason", ""),
+        fields=dict(data),
+    )
+
+
+class OrderStore:
+    """All reads and atomic writes of orders in Redis."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        events_maxlen: int = 1_000_000,
+        retention_s: float = 30 * 86400.0,
+    ) -> None:
+        self.redis = client
+        self.events_maxlen = events_maxlen
+        self.retention_s = retention_s
+        # registered once per client: EVALSHA, falling back to EVAL on NOSCRIPT
+        self._create = client.register_script(_script("create"))
+        self._transition = client.register_script(_script("transition"))
+        self._lease = client.register_script(_script("lease"))
+
+    # -- writes ---------------------------------------------------------------
+
+    def create(self, payout: Payout, *, due_at: float, now: float | None = None) -> Created:
+        """Store ``payout`` as ``received`` unless its id exists (then report that one)."""
+        now = time.time() if now is None else now
+        fp = payout.fingerprint()
+        # the id is the key's suffix and an absent notify_url is not stored: every byte
+        # here is paid once per order for ORDER_RETENTION_DAYS (docs/performance.md)
+        pairs: list[str] = [
+            "amount",
+            str(payout.amount),
+            "bank_name",
+            payout.bank_name,
+            "name",
+            payout.name,
+            "number",
+            payout.number,
+        ]
+        if payout.notify_url:
+            pairs += ["notify_url", payout.notify_url]
+        i = payout.payout_cl_id
+        res = self._create(
+            keys=[keys.order(i), keys.history(i), keys.DUE, keys.COUNTS, keys.EVENTS],
+            args=[i, fp, stamp(now), repr(due_at), self.events_maxlen, *pairs],
+        )
+        if int(res[0]) == 1:
+            stored = {
+                "state": State.RECEIVED.value,
+                "fp": fp,
+                "created_at": stamp(now),
+                **dict(zip(pairs[::2], pairs[1::2], strict=True)),
+            }
+            # the entry create.lua wrote (millisecond stamp, as cjson encodes it)
+            entry = {"at": float(stamp(now)), "from": "", "to": State.RECEIVED.value, "reason": "enqueued"}
+            order = _order_from(i, stored)
+            order = replace(order, history=[entry], due_at=float(repr(due_at)))
+            return Created(True, fp, State.RECEIVED.value, order)
+        return Created(False, str(res[1]), str(res[2]))
+
+    def transition(
+        self,
+        payout_cl_id: str,
+        target: State | None,
+        *,
+        reason: str,
+        sources: Iterable[State] | None = None,
+        due: float | str | None = None,
+        fields: Mapping[str, Any] | None = None,
+        expect: tuple[str, str] | None = None,
+        now: float | None = None,
+    ) -> State | None:
+        """Atomically move an order to ``target`` if its state is in ``sources``.
+
+        ``target=None`` keeps the state and only sets fields and the due time (then
+        ``sources`` is required). ``sources`` defaults to every state the table lets
+        reach ``target``. ``due``: None leaves the due-index alone, :data:`REMOVE`
+        takes the order out, a number is the next due time. ``expect=(field, value)``
+        adds a condition on a field. Returns the previous state when applied, None
+        when refused; raises OrderNotFound for an unknown id.
+        """
+        now = time.time() if now is None else now
+        if target is None:
+            if sources is None:
+                raise ValueError("sources is required when the state is kept")
+            allowed = frozenset(sources)
+        else:
+            table = sources_of(target)
+            allowed = table if sources is None else frozenset(sources) & table
+        src = "," + ",".join(sorted(s.value for s in allowed)) + ","
+        pairs: list[str] = []
+        for k, v in (fields or {}).items():
+            pairs.extend((k, DELETE if v is None else str(v)))
+        due_arg = "" if due is None else (REMOVE if due == REMOVE else repr(float(due)))
+        if target is not None and target not in OPEN and due is None:
+            due_arg = REMOVE  # only open orders are scheduled
+        i = payout_cl_id
+        res = self._transition(
+            keys=[keys.order(i), keys.history(i), keys.DUE, keys.COUNTS, keys.EVENTS, keys.REVIEW],
+            args=[
+                i,
+                src,
+                "" if target is None else target.value,
+                stamp(now),
+                due_arg,
+                reason[:200],
+                self.events_maxlen,
+                int(self.retention_s),
+                *(expect or ("", "")),
+                *pairs,
+            ],
+        )
+        code = int(res[0])
+        if code == -1:
+            raise OrderNotFound(payout_cl_id)
+        return State(str(res[1])) if code == 1 else None
+
+    def transition_or_raise(self, payout_cl_id: str, target: State, **kw: Any) -> State:
+        """Like :meth:`transition`, raising InvalidTransition when refused."""
+        prev = self.transition(payout_cl_id, target, **kw)
+        if prev is None:
+            current = self.state_of(payout_cl_id)
+            raise InvalidTransition(payout_cl_id, current.value if current else None, target)
+        return prev
+
+    def lease_due(self, *, now: float, batch: int, lease_s: float) -> list[str]:
+        """Take up to ``batch`` due ids and push their due time to ``now + lease_s``."""
+        res = self._lease(keys=[keys.DUE], args=[repr(now), batch, repr(now + lease_s)])
+        return [str(x) for x in res]
+
+    # -- reads ----------------------------------------------------------------
+
+    def get(self, payout_cl_id: str, *, with_history: bool = True) -> Order | None:
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hgetall(keys.order(payout_cl_id))
+        pipe.zscore(keys.DUE, payout_cl_id)
+        if with_history:
+            pipe.lrange(keys.history(payout_cl_id), 0, -1)
+        res = pipe.execute()
+        if not res[0]:
+            return None
+        order = _order_from(payout_cl_id, res[0])
+        history = [json.loads(h) for h in res[2]] if with_history else []
+        return replace(order, history=history, due_at=res[1])
+
+    def require(self, payout_cl_id: str) -> Order:
+        order = self.get(payout_cl_id)
+        if order is None:
+            raise OrderNotFound(payout_cl_id)
+        return order
+
+    def state_of(self, payout_cl_id: str) -> State | None:
+        raw = self.redis.hget(keys.order(payout_cl_id), "state")
+        return State(str(raw)) if raw else None
+
+    def get_many(self, ids: Iterable[str]) -> dict[str, Order]:
+        """Orders by id (missing ids are left out), in one round trip, without history."""
+        ids = list(ids)
+        pipe = self.redis.pipeline(transaction=False)
+        for i in ids:
+            pipe.hgetall(keys.order(i))
+        return {i: _order_from(i, d) for i, d in zip(ids, pipe.execute(), strict=True) if d}
+
+    def counts(self) -> dict[str, int]:
+        raw = self.redis.hgetall(keys.COUNTS)
+        return {s.value: int(raw.get(s.value, 0)) for s in State}
+
+    def due_backlog(self, now: float | None = None) -> int:
+        now = time.time() if now is None else now
+        return int(self.redis.zcount(keys.DUE, "-inf", repr(now)))
+
+    def oldest_due(self) -> tuple[str, float] | None:
+        res = self.redis.zrange(keys.DUE, 0, 0, withscores=True)
+        return (str(res[0][0]), float(res[0][1])) if res else None
+
+    def review_ids(self, limit: int = 1000) -> list[str]:
+        return [str(x) for x in self.redis.zrange(keys.REVIEW, 0, limit - 1)]

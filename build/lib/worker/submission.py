@@ -1,0 +1,158 @@
+"""Submitting an order: claim, sign, send once, classify, record.
+
+The claim ``received -> submitting`` is the only way to the create request, so
+exactly one worker ever sends it; a duplicate or redelivered message finds the
+order claimed and does nothing.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from enum import StrEnum
+
+from worker.crashpoints import crash_point
+from worker.gateway import Outcome
+from worker.logs import get_logger
+from worker.runtime import Runtime
+from worker.states import State
+from worker.store import stamp
+
+log = get_logger("payouts.submit")
+
+
+class SubmitStatus(StrEnum):
+    MISSING = "missing"
+    NOT_RECEIVED = "not_received"
+    CLAIM_LOST = "claim_lost"
+    RATE_LIMITED = "rate_limited"
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+    UNCONFIRMED = "unconfirmed"
+    NOT_SENT = "not_sent"
+
+
+def retry_delay_s(attempt: int, *, base_s: float = 1.0, cap_s: float = 300.0) -> float:
+    """Capped exponential backoff with +-20% jitter (attempt 1 -> ~base)."""
+    raw: float = min(cap_s, base_s * 2 ** max(0, attempt - 1))
+    return raw * random.uniform(0.8, 1.2)
+
+
+def submit_order(rt: Runtime, payout_cl_id: str) -> SubmitStatus:
+    """Claim ``payout_cl_id`` and send its create request at most once."""
+    store, settings = rt.store, rt.settings
+    order = store.get(payout_cl_id, with_history=False)
+    if order is None:
+        log.warning("payout.submit.missing")
+        return SubmitStatus.MISSING
+    if order.state is not State.RECEIVED:
+        log.info("payout.submit.skipped", state=order.state.value)
+        return SubmitStatus.NOT_RECEIVED
+    gateway = rt.gateway
+    if not rt.limiter.acquire(max_wait_s=2.0):
+        store.transition(
+            payout_cl_id,
+            None,
+            sources={State.RECEIVED},
+            reason="rate limited",
+            due=time.time() + retry_delay_s(1, cap_s=settings.submit_retry_max_s),
+        )
+        log.info("payout.submit.rate_limited")
+        return SubmitStatus.RATE_LIMITED
+
+    # claim: the only way to the create request
+    cfg = gateway.cfg
+    attempts = order.field_int("submit_attempts") + 1
+    now = time.time()
+    crash_point("before_claim")
+    claimed = store.transition(
+        payout_cl_id,
+        State.SUBMITTING,
+        sources={State.RECEIVED},
+        reason=f"claimed (attempt {attempts})",
+        due=now + cfg.connect_timeout_s + cfg.read_timeout_s + settings.submitting_margin_s,
+        fields={"submitted_at": stamp(now), "sign_type": cfg.sign_type, "submit_attempts": attempts},
+        now=now,
+    )
+    if claimed is None:
+        log.info("payout.submit.claim_lost")
+        return SubmitStatus.CLAIM_LOST
+    log.info("payout.transition", **{"from": "received", "to": "submitting"}, attempt=attempts)
+
+    notify_url = order.notify_url or settings.notify_url
+    crash_point("after_claim")
+    result = gateway.create_payout(order.as_payout(), sign_type=cfg.sign_type, notify_url=notify_url)
+    now = time.time()
+    fields: dict[str, object] = {"last_gateway": result.reason, "answered_at": stamp(now)}
+    if result.outcome is Outcome.ACCEPTED:
+        target, status = State.ACCEPTED, SubmitStatus.ACCEPTED
+        fields["payout_id"] = result.payout_id
+        due: float = now + settings.check_interval_min_s
+    elif result.outcome is Outcome.REJECTED:
+        target, status, due = State.REJECTED, SubmitStatus.REJECTED, 0.0
+        fields["reject_code"] = result.code
+    elif result.outcome is Outcome.UNKNOWN:
+        target, status = State.UNCONFIRMED, SubmitStatus.UNCONFIRMED
+        due = now + settings.unconfirmed_first_check_s
+    else:  # NOT_SENT or RATE_LIMITED: provably never processed -> may be sent again
+        target, status = State.RECEIVED, SubmitStatus.NOT_SENT
+        if result.outcome is Outcome.RATE_LIMITED:
+            rt.limiter.pause(retry_delay_s(1))
+            status = SubmitStatus.RATE_LIMITED
+        due = now + retry_delay_s(attempts, cap_s=settings.submit_retry_max_s)
+    reason = f"{result.code} {result.reason}".strip() if result.code else result.reason
+    crash_point("after_response")
+    applied = store.transition(
+        payout_cl_id,
+        target,
+        sources={State.SUBMITTING},
+        reason=reason,
+        due=due if target is not State.REJECTED else None,
+        fields=fields,
+        now=now,
+        expect=("submit_attempts", str(attempts)),
+    )
+    crash_point("after_state_write")
+    if applied is None:
+        # Only the sweep moves a submitting order (to unconfirmed, after the deadline);
+        # record the answer so the next query has it, without changing the state.
+        log.warning("payout.submit.answer_late", outcome=result.outcome.value, reason=reason)
+        if result.payout_id:
+            store.transition(
+                payout_cl_id,
+                None,
+                sources={State.UNCONFIRMED},
+                reason="late answer",
+                fields={"payout_id": result.payout_id, "last_gateway": reason},
+            )
+        return status
+    log.info(
+        "payout.transition",
+        **{"from": "submitting", "to": target.value},
+        reason=reason,
+        outcome=result.outcome.value,
+        payout_id=result.payout_id,
+    )
+    if target is State.REJECTED:
+        notify_final(rt, payout_cl_id)
+    return status
+
+
+def notify_final(rt: Runtime, payout_cl_id: str) -> None:
+    """Send the optional RESULT_TASK message for an order that just became final."""
+    name = rt.settings.result_task
+    if not name or rt.send_task is None:
+        return
+    order = rt.store.get(payout_cl_id, with_history=False)
+    if order is None:
+        return
+    rt.send_task(
+        name,
+        {
+            "payout_cl_id": order.payout_cl_id,
+            "state": order.state.value,
+            "payout_id": order.payout_id,
+            "amount": order.amount,
+            "reason": order.reason or order.fields.get("last_gateway", ""),
+        },
+    )

@@ -1,0 +1,180 @@
+"""`payouts doctor` (checklist, exit 1 on any error) and `payouts health` (progress-based)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import redis
+
+from sandbox.process import SandboxProcess
+from worker import keys
+from worker.harness.processes import free_port
+from worker.ops.cli import main as cli
+from worker.payout import Payout
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+    code = cli(list(argv))
+    out = capsys.readouterr()
+    return code, out.out + out.err
+
+
+# ------------------------------------------------------------------ doctor
+
+
+def test_doctor_good_config(
+    use_env: Callable[..., Any],
+    ops_sandbox: SandboxProcess,
+    redis_client: redis.Redis,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Settings complete, Redis persistent, clock in step, gateway answers "not found": exit 0."""
+    # given
+    use_env(ops_sandbox.url, PAYOUT_NOTIFY_URL="http://127.0.0.1:9/payouts/notify")
+    # when
+    code, out = run(capsys, "doctor")
+    # then
+    assert code == 0, out
+    for what in ("settings", "redis", "redis persistence", "clock", "gateway"):
+        assert f"[ok  ] {what} " in out, out
+    assert "doctor: ok: 0 error(s)" in out
+
+
+def test_doctor_refuses_an_evicting_redis(
+    use_env: Callable[..., Any],
+    ops_sandbox: SandboxProcess,
+    redis_client: redis.Redis,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """maxmemory-policy other than noeviction is an error: keys could vanish."""
+    # given
+    use_env(ops_sandbox.url)
+    redis_client.config_set("maxmemory-policy", "allkeys-lru")
+    try:
+        # when
+        code, out = run(capsys, "doctor")
+    finally:
+        redis_client.config_set("maxmemory-policy", "noeviction")
+    # then
+    assert code == 1
+    assert "[FAIL] redis persistence" in out and "allkeys-lru" in out
+
+
+def test_doctor_names_bad_credentials_and_settings(
+    use_env: Callable[..., Any],
+    ops_sandbox: SandboxProcess,
+    redis_client: redis.Redis,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A wrong Authorization token is reported with its code and the variable to fix."""
+    use_env(ops_sandbox.url, GATEWAY_AUTHORIZATION="not-the-token")
+    code, out = run(capsys, "doctor")
+    assert code == 1
+    assert "[FAIL] gateway" in out and "0006" in out and "GATEWAY_AUTHORIZATION" in out
+    # a malformed value names its variable; a missing one is listed
+    use_env(ops_sandbox.url, SWEEP_INTERVAL="often")
+    code, out = run(capsys, "doctor")
+    assert code == 1 and "SWEEP_INTERVAL" in out
+    use_env(ops_sandbox.url)
+    monkeypatch.delenv("GATEWAY_PLATFORM_KEY")
+    code, out = run(capsys, "doctor")
+    assert code == 1 and "GATEWAY_PLATFORM_KEY" in out
+
+
+def test_doctor_reports_an_unreachable_gateway(
+    use_env: Callable[..., Any], redis_client: redis.Redis, capsys: pytest.CaptureFixture[str]
+) -> None:
+    use_env(f"http://127.0.0.1:{free_port()}")
+    code, out = run(capsys, "doctor")
+    assert code == 1
+    assert "[FAIL] gateway" in out and "no usable answer" in out
+
+
+# ------------------------------------------------------------------ health
+
+
+def add_order(r: redis.Redis, pid: str, due_at: float) -> None:
+    from worker.store import OrderStore
+
+    OrderStore(r).create(Payout(pid, 5_000_000, "BCA", "Dewi", "1234567890"), due_at=due_at)
+
+
+def test_health_fresh_system_is_healthy(
+    use_env: Callable[..., Any], redis_client: redis.Redis, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Nothing stored, no sweep yet: healthy, one line."""
+    use_env()
+    code, out = run(capsys, "health")
+    assert code == 0, out
+    assert out.startswith("healthy:") and out.count("\n") == 1
+
+
+def test_health_recent_sweep_and_due_orders_are_healthy(
+    use_env: Callable[..., Any],
+    redis_client: redis.Redis,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Orders due a few seconds ago and a sweep that just ran: healthy."""
+    use_env(SWEEP_INTERVAL="10")
+    add_order(redis_client, "h-ok", time.time() - 5)
+    redis_client.set(keys.SWEEP_LAST, repr(time.time() - 2))
+    code, out = run(capsys, "health")
+    assert code == 0, out
+    assert "open=1" in out
+
+
+def test_health_fails_when_an_order_is_long_overdue(
+    use_env: Callable[..., Any],
+    redis_client: redis.Redis,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A due order 10 minutes late means nobody picks work up: exit 1, naming the order."""
+    use_env(SWEEP_INTERVAL="10")
+    add_order(redis_client, "h-late", time.time() - 600)
+    redis_client.set(keys.SWEEP_LAST, repr(time.time() - 1))
+    code, out = run(capsys, "health")
+    assert code == 1
+    assert out.startswith("unhealthy:") and "h-late" in out
+    # a larger allowance accepts it
+    code, _ = run(capsys, "health", "--max-late", "900")
+    assert code == 0
+
+
+def test_health_fails_when_the_sweep_is_stale(
+    use_env: Callable[..., Any],
+    redis_client: redis.Redis,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """No sweep for more than 3 intervals: beat or the workers are stuck."""
+    use_env(SWEEP_INTERVAL="10")
+    redis_client.set(keys.SWEEP_LAST, repr(time.time() - 31))
+    code, out = run(capsys, "health")
+    assert code == 1 and "no sweep for" in out
+
+
+def test_health_fails_when_redis_is_down(
+    use_env: Callable[..., Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    use_env(REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
+    code, out = run(capsys, "health")
+    assert code == 1 and "Redis does not answer" in out
+
+
+def test_health_after_a_real_sweep(
+    use_env: Callable[..., Any],
+    redis_client: redis.Redis,
+    make_runtime: Any,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The sweep stamps payouts:sweep:last, which health reads."""
+    from worker.sweep import sweep_due
+
+    use_env()
+    sweep_due(make_runtime())
+    assert redis_client.get(keys.SWEEP_LAST)
+    code, out = run(capsys, "health")
+    assert code == 0 and "last_sweep=0." in out

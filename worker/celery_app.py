@@ -1,0 +1,54 @@
+"""The Celery application: ``celery -A worker.celery_app worker`` / ``beat``.
+
+Configuration is built lazily from the environment on first use, so importing
+this module never needs the gateway's secrets; a worker checks them at start.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery, signals
+
+from worker.celeryconf import celery_config
+from worker.connection import check_redis_persistence
+from worker.logs import configure_logging, get_logger
+from worker.settings import get_settings
+
+app = Celery("payouts", include=["tasks.payouts"])
+app.add_defaults(lambda: celery_config(get_settings()))
+
+
+@signals.setup_logging.connect
+def _setup_logging(**_: Any) -> None:
+    """Celery's own log output goes through our structlog configuration."""
+    s = get_settings()
+    configure_logging(s.log_format, s.log_level)
+
+
+@signals.worker_init.connect
+def _check_worker(**_: Any) -> None:
+    """Refuse to start without gateway settings or with a Redis that evicts keys."""
+    s = get_settings()
+    s.require_gateway()
+    problems, warnings = check_redis_persistence(s.redis_url)
+    log = get_logger("payouts.worker")
+    for w in warnings:
+        log.warning("redis.warning", detail=w)
+    if problems:
+        raise SystemExit("refusing to start: " + "; ".join(problems))
+
+
+@signals.task_prerun.connect
+def _bind_task_context(task_id: str | None = None, task: Any = None, **_: Any) -> None:
+    import structlog
+
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(task_id=task_id, task=getattr(task, "name", None))
+
+
+@signals.task_postrun.connect
+def _clear_task_context(**_: Any) -> None:
+    import structlog
+
+    structlog.contextvars.clear_contextvars()

@@ -1,0 +1,293 @@
+"""``payouts enqueue``: one payout from flags, or many from a CSV or JSON-lines file.
+
+Every row is validated first (the same :func:`worker.payout.validate_payout` the
+producer uses, with the configured banks and limits), and checked against orders
+already stored. If any row is bad -- a broken field, an id repeated in the file,
+or an id already stored with different data -- each problem is printed with its
+line number and **nothing** is enqueued. Otherwise every row goes through
+:func:`worker.producer.enqueue_payout`, which is idempotent per ``payout_cl_id``:
+running the same file again enqueues nothing twice. The file's digest is recorded
+in ``payouts:imports`` so a repeat is reported as "already imported".
+
+CSV: a header row naming the payout fields (``payout_cl_id,amount,bank_name,name,
+number[,notify_url]``); ``amount`` in minor units (IDR x 100) as digits.
+JSON lines: one object per line with the same fields; ``amount`` a JSON integer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import io
+import json
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from worker import keys
+from worker.errors import DuplicatePayout, InvalidPayout
+from worker.payout import FIELDS, Payout, validate_payout
+from worker.settings import Settings, get_settings
+
+FORMATS = ("csv", "jsonl")
+
+
+@dataclass(frozen=True)
+class Row:
+    line: int
+    data: dict[str, Any]
+
+
+@dataclass
+class Problem:
+    line: int
+    field: str
+    rule: str
+
+    def __str__(self) -> str:
+        where = f"line {self.line}: " if self.line else ""
+        return f"{where}{self.field}: {self.rule}"
+
+
+@dataclass
+class Plan:
+    """Validated rows and what enqueueing them would do."""
+
+    payouts: list[tuple[int, Payout]] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    present: set[str] = field(default_factory=set)
+
+
+def _csv_value(name: str, raw: str | None) -> Any:
+    if raw is None:
+        return None
+    if name == "notify_url" and raw == "":
+        return None
+    if name == "amount" and raw.isascii() and raw.isdigit():
+        return int(raw)
+    return raw
+
+
+def read_csv(text: str) -> Iterator[Row | Problem]:
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header: list[str] | None = None
+    start = 1
+    for values in reader:
+        line, start = start, reader.line_num + 1
+        if not values or all(not v.strip() for v in values):
+            continue
+        if header is None:
+            header = [h.strip() for h in values]
+            header[0] = header[0].lstrip("\ufeff")
+            unknown = [h for h in header if h not in FIELDS]
+            for h in unknown:
+                yield Problem(line, h[:40] or "(empty)", "is not a payout field (header row)")
+            if unknown:
+                return
+            continue
+        if len(values) != len(header):
+            yield Problem(line, "row", f"has {len(values)} values, the header names {len(header)}")
+            continue
+        yield Row(line, {h: _csv_value(h, v) for h, v in zip(header, values, strict=True)})
+    if header is None:
+        yield Problem(1, "file", "is empty: expected a header row naming the payout fields")
+
+
+def read_jsonl(text: str) -> Iterator[Row | Problem]:
+    for n, raw in enumerate(text.splitlines(), start=1):
+        if not raw.strip():
+            continue
+        try:
+            doc = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            yield Problem(n, "line", f"is not valid JSON ({exc.msg})")
+            continue
+        if not isinstance(doc, dict):
+            yield Problem(n, "line", "must be a JSON object")
+            continue
+        yield Row(n, doc)
+
+
+def plan_rows(rows: Sequence[Row | Problem], s: Settings, store: Any | None) -> Plan:
+    """Validate every row; find repeats in the file and conflicts with stored orders."""
+    plan = Plan()
+    first_line: dict[str, int] = {}
+    for item in rows:
+        if isinstance(item, Problem):
+            plan.problems.append(item)
+            continue
+        try:
+            payout = validate_payout(
+                item.data,
+                banks=s.bank_list,
+                amount_min=s.amount_min_minor,
+                amount_max=s.amount_max_minor,
+            )
+        except InvalidPayout as exc:
+            plan.problems.extend(Problem(item.line, p.field, p.rule) for p in exc.problems)
+            continue
+        pid = payout.payout_cl_id
+        if pid in first_line:
+            plan.problems.append(
+                Problem(item.line, "payout_cl_id", f"repeats the id of line {first_line[pid]}")
+            )
+            continue
+        first_line[pid] = item.line
+        plan.payouts.append((item.line, payout))
+    if store is not None and plan.payouts:
+        existing = store.get_many(p.payout_cl_id for _, p in plan.payouts)
+        for line, payout in plan.payouts:
+            order = existing.get(payout.payout_cl_id)
+            if order is None:
+                continue
+            if order.fields.get("fp") == payout.fingerprint():
+                plan.present.add(payout.payout_cl_id)
+            else:
+                plan.problems.append(
+                    Problem(line, "payout_cl_id", "already stored with different data (conflict)")
+                )
+    plan.problems.sort(key=lambda p: p.line)
+    return plan
+
+
+def _rows_from_flags(args: argparse.Namespace) -> list[Row | Problem]:
+    missing = [f"--{n}" for n in ("id", "amount", "bank", "name", "number") if getattr(args, n) is None]
+    if missing:
+        return [Problem(0, "flags", f"missing {', '.join(missing)} (or use --file)")]
+    amount: Any = args.amount
+    if amount.isascii() and amount.isdigit():
+        amount = int(amount)
+    return [
+        Row(
+            0,
+            {
+                "payout_cl_id": args.id,
+                "amount": amount,
+                "bank_name": args.bank,
+                "name": args.name,
+                "number": args.number,
+                "notify_url": args.notify_url,
+            },
+        )
+    ]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="payouts enqueue",
+        description="Enqueue one payout from flags, or many from a CSV / JSON-lines file. "
+        "Every row is validated first; one bad row enqueues nothing.",
+    )
+    p.add_argument("--file", type=Path, help="CSV (header row) or JSON-lines file of payouts")
+    p.add_argument("--format", choices=FORMATS, help="file format (default: by extension)")
+    p.add_argument("--id", help="payout_cl_id")
+    p.add_argument("--amount", help="amount in minor units (IDR x 100), digits")
+    p.add_argument("--bank", help="bank_name (a code from PAYOUT_BANK_LIST)")
+    p.add_argument("--name", help="beneficiary account name (max 16 characters)")
+    p.add_argument("--number", help="beneficiary account number (digits)")
+    p.add_argument("--notify-url", help="callback URL (default PAYOUT_NOTIFY_URL)")
+    p.add_argument("--dry-run", action="store_true", help="validate and report; enqueue nothing")
+    return p
+
+
+def _detect_format(path: Path, given: str | None) -> str | None:
+    if given:
+        return given
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        return "csv"
+    if suffix in (".jsonl", ".ndjson", ".json"):
+        return "jsonl"
+    return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    s = get_settings()
+    digest: str | None = None
+    if args.file is not None:
+        if any(getattr(args, n) is not None for n in ("id", "amount", "bank", "name", "number")):
+            print("error: use either --file or the single-payout flags", file=sys.stderr)
+            return 2
+        fmt = _detect_format(args.file, args.format)
+        if fmt is None:
+            print(f"error: cannot tell the format of {args.file}: use --format csv|jsonl", file=sys.stderr)
+            return 2
+        try:
+            raw = args.file.read_bytes()
+            text = raw.decode("utf-8")
+        except OSError as exc:
+            print(f"error: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
+            return 2
+        except UnicodeDecodeError:
+            print(f"error: {args.file} is not UTF-8 text", file=sys.stderr)
+            return 2
+        digest = hashlib.sha256(raw).hexdigest()
+        rows = list(read_csv(text) if fmt == "csv" else read_jsonl(text))
+    else:
+        rows = _rows_from_flags(args)
+
+    from worker.logs import configure_logging
+    from worker.runtime import get_runtime
+
+    configure_logging(s.log_format, "WARNING")
+    rt = get_runtime()
+    plan = plan_rows(rows, s, rt.store)
+    source = str(args.file) if args.file else "flags"
+    if plan.problems:
+        for problem in plan.problems:
+            print(f"{source}: {problem}", file=sys.stderr)
+        lines = len({p.line for p in plan.problems})
+        print(f"{len(plan.problems)} problem(s) in {lines} row(s); nothing enqueued", file=sys.stderr)
+        return 1
+    if not plan.payouts:
+        print(f"{source}: no payouts found; nothing enqueued", file=sys.stderr)
+        return 1
+    previous = rt.redis.hget(keys.IMPORTS, digest) if digest else None
+    if previous:
+        info = json.loads(previous)
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(float(info.get("at", 0))))
+        print(
+            f"{source}: already imported at {when} UTC ({info.get('rows')} rows); "
+            "enqueueing only what is missing"
+        )
+    if args.dry_run:
+        new = len(plan.payouts) - len(plan.present)
+        print(
+            f"dry run: {len(plan.payouts)} valid row(s): {new} new, "
+            f"{len(plan.present)} already present; nothing enqueued"
+        )
+        return 0
+
+    from worker.producer import enqueue_payout
+
+    new = present = conflicts = 0
+    for line, p in plan.payouts:
+        try:
+            enqueue_payout(p.payout_cl_id, p.amount, p.bank_name, p.name, p.number, p.notify_url, runtime=rt)
+        except DuplicatePayout:  # stored by someone else between the check and now
+            conflicts += 1
+            print(
+                f"{source}: line {line}: payout_cl_id: stored meanwhile with different data", file=sys.stderr
+            )
+            continue
+        if p.payout_cl_id in plan.present:
+            present += 1
+        else:
+            new += 1
+    if digest is not None and not conflicts:
+        rt.redis.hsetnx(
+            keys.IMPORTS,
+            digest,
+            json.dumps({"at": time.time(), "file": Path(source).name, "rows": len(plan.payouts)}),
+        )
+    print(f"enqueued {new} new, {present} already present, {conflicts} conflict(s)")
+    return 1 if conflicts else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

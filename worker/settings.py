@@ -1,0 +1,297 @@
+"""Typed settings, read once from the environment.
+
+Every setting is an environment variable; secrets may instead be read from a file
+named by ``<NAME>_FILE``. A missing or malformed value raises :class:`ConfigError`
+naming the variable. Secrets are wrapped in :class:`Secret`, whose ``repr`` and
+``str`` never show the value.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Final
+from urllib.parse import urlsplit
+
+SIGN_TYPES: Final = ("HMAC-SHA256", "MD5")
+QUERY_FORMS: Final = ("list", "single")
+NOT_FOUND_POLICIES: Final = ("review", "resubmit")
+
+
+class ConfigError(Exception):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+class Secret:
+    """A string that never shows itself in ``repr``, ``str`` or logs."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        """The secret text, for signing or a header, never for output."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    """Where and how to reach the payment gateway."""
+
+    base_url: str
+    platform_id: str
+    platform_key: Secret
+    authorization: Secret
+    sign_type: str = "HMAC-SHA256"
+    #: algorithms accepted on callbacks and query records; never wider than needed
+    accepted_sign_types: frozenset[str] = frozenset({"HMAC-SHA256"})
+    connect_timeout_s: float = 3.0
+    read_timeout_s: float = 15.0
+    query_form: str = "list"
+    max_rps: float = 50.0
+    service_id: str = "SVC0004"
+    currency: str = "idr"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the worker, producer, callbacks and CLI need."""
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    broker_url: str = ""
+    gateway: GatewaySettings | None = None
+    gateway_missing: tuple[str, ...] = ()
+    notify_url: str | None = None
+    log_format: str = "json"
+    log_level: str = "INFO"
+    bank_list: frozenset[str] = frozenset()
+    amount_min_minor: int = 1
+    amount_max_minor: int = 9_999_999_999
+    sweep_interval_s: float = 10.0
+    sweep_batch: int = 500
+    check_interval_min_s: float = 30.0
+    check_interval_max_s: float = 600.0
+    submit_redrive_s: float = 60.0
+    submitting_margin_s: float = 30.0
+    unconfirmed_first_check_s: float = 5.0
+    unconfirmed_grace_s: float = 600.0
+    not_found_policy: str = "review"
+    max_order_age_s: float = 3 * 86400.0
+    unknown_status_review_after: int = 5
+    submit_retry_max_s: float = 300.0
+    order_retention_days: float = 30.0
+    events_maxlen: int = 1_000_000
+    result_task: str | None = None
+    result_queue: str = "payouts.results"
+    worker_concurrency: int = 64
+    task_time_limit_s: float = 120.0
+    visibility_timeout_s: float = 3600.0
+    extra: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    @property
+    def effective_broker_url(self) -> str:
+        """The broker: ``CELERY_BROKER_URL`` when set, else ``REDIS_URL``."""
+        return self.broker_url or self.redis_url
+
+    def require_gateway(self) -> GatewaySettings:
+        """The gateway settings, or a ConfigError naming what is missing."""
+        if self.gateway is None:
+            names = ", ".join(self.gateway_missing)
+            raise ConfigError(f"missing required setting(s): {names}")
+        return self.gateway
+
+
+def _read(env: Mapping[str, str], name: str) -> str | None:
+    value = env.get(name)
+    if value is None or value.strip() == "":
+        return None
+    return value.strip()
+
+
+def _secret(env: Mapping[str, str], name: str) -> Secret | None:
+    direct = _read(env, name)
+    path = _read(env, f"{name}_FILE")
+    if direct is not None and path is not None:
+        raise ConfigError(f"{name} and {name}_FILE are both set; set one")
+    if path is not None:
+        try:
+            text = Path(path).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"{name}_FILE: cannot read the file ({exc.strerror})") from None
+        if not text:
+            raise ConfigError(f"{name}_FILE: the file is empty")
+        return Secret(text)
+    return Secret(direct) if direct is not None else None
+
+
+def _float(env: Mapping[str, str], name: str, default: float, *, minimum: float = 0.0) -> float:
+    raw = _read(env, name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from None
+    if not value >= minimum or value != value or value == float("inf"):
+        raise ConfigError(f"{name} must be a finite number >= {minimum}, got {raw!r}")
+    return value
+
+
+def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0) -> int:
+    raw = _read(env, name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be >= {minimum}, got {raw!r}")
+    return value
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    raw = _read(env, name)
+    if raw is None:
+        return default
+    if raw not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {raw!r}")
+    return raw
+
+
+def _url(env: Mapping[str, str], name: str, schemes: tuple[str, ...]) -> str | None:
+    raw = _read(env, name)
+    if raw is None:
+        return None
+    parts = urlsplit(raw)
+    if parts.scheme not in schemes or not parts.hostname:
+        raise ConfigError(f"{name} must be a {'/'.join(schemes)} URL with a host")
+    return raw
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Parse the environment into :class:`Settings`; raise ConfigError on a bad value."""
+    env = os.environ if env is None else env
+    redis_url = _url(env, "REDIS_URL", ("redis", "rediss", "unix")) or Settings.redis_url
+    broker_url = _read(env, "CELERY_BROKER_URL") or ""
+
+    sign_type = _choice(env, "GATEWAY_SIGN_TYPE", "HMAC-SHA256", SIGN_TYPES)
+    accepted_raw = _read(env, "GATEWAY_ACCEPTED_SIGN_TYPES")
+    if accepted_raw is None:
+        accepted = frozenset({sign_type})
+    else:
+        accepted = frozenset(p.strip() for p in accepted_raw.split(",") if p.strip())
+        bad = accepted - set(SIGN_TYPES)
+        if bad or not accepted:
+            raise ConfigError(f"GATEWAY_ACCEPTED_SIGN_TYPES must list {' and/or '.join(SIGN_TYPES)}")
+        if sign_type not in accepted:
+            raise ConfigError("GATEWAY_ACCEPTED_SIGN_TYPES must include GATEWAY_SIGN_TYPE")
+
+    base_url = _url(env, "GATEWAY_BASE_URL", ("http", "https"))
+    platform_id = _read(env, "GATEWAY_PLATFORM_ID")
+    key = _secret(env, "GATEWAY_PLATFORM_KEY")
+    token = _secret(env, "GATEWAY_AUTHORIZATION")
+    missing = tuple(
+        name
+        for name, value in (
+            ("GATEWAY_BASE_URL", base_url),
+            ("GATEWAY_PLATFORM_ID", platform_id),
+            ("GATEWAY_PLATFORM_KEY", key),
+            ("GATEWAY_AUTHORIZATION", token),
+        )
+        if value is None
+    )
+    connect_s = _float(env, "GATEWAY_CONNECT_TIMEOUT", 3.0, minimum=0.001)
+    read_s = _float(env, "GATEWAY_READ_TIMEOUT", 15.0, minimum=0.001)
+    gateway = None
+    if not missing:
+        assert base_url and platform_id and key and token
+        gateway = GatewaySettings(
+            base_url=base_url.rstrip("/"),
+            platform_id=platform_id,
+            platform_key=key,
+            authorization=token,
+            sign_type=sign_type,
+            accepted_sign_types=accepted,
+            connect_timeout_s=connect_s,
+            read_timeout_s=read_s,
+            query_form=_choice(env, "GATEWAY_QUERY_FORM", "list", QUERY_FORMS),
+            max_rps=_float(env, "GATEWAY_MAX_RPS", 50.0),
+            service_id=_read(env, "GATEWAY_SERVICE_ID") or "SVC0004",
+        )
+
+    log_default = "console" if sys.stdout.isatty() else "json"
+    banks_raw = _read(env, "PAYOUT_BANK_LIST")
+    banks = frozenset(b.strip() for b in (banks_raw or "").split(",") if b.strip())
+    task_limit = _float(env, "TASK_TIME_LIMIT", max(120.0, 4 * (connect_s + read_s)), minimum=1)
+    visibility = _float(env, "BROKER_VISIBILITY_TIMEOUT", 3600.0, minimum=1)
+    if task_limit * 2 > visibility:
+        raise ConfigError(
+            "TASK_TIME_LIMIT must be at most half of BROKER_VISIBILITY_TIMEOUT "
+            "(a task that outlives the visibility timeout is delivered twice)"
+        )
+    if connect_s + read_s >= task_limit:
+        raise ConfigError("GATEWAY_CONNECT_TIMEOUT + GATEWAY_READ_TIMEOUT must be below TASK_TIME_LIMIT")
+    amount_min = _int(env, "PAYOUT_AMOUNT_MIN", 1, minimum=1)
+    amount_max = _int(env, "PAYOUT_AMOUNT_MAX", 9_999_999_999, minimum=1)
+    if amount_max > 9_999_999_999 or amount_min > amount_max:
+        raise ConfigError("PAYOUT_AMOUNT_MIN/MAX must satisfy 1 <= MIN <= MAX <= 9999999999")
+    check_min = _float(env, "CHECK_INTERVAL_MIN", 30.0, minimum=0.01)
+    return Settings(
+        redis_url=redis_url,
+        broker_url=broker_url,
+        gateway=gateway,
+        gateway_missing=missing,
+        notify_url=_url(env, "PAYOUT_NOTIFY_URL", ("http", "https")),
+        log_format=_choice(env, "LOG_FORMAT", log_default, ("json", "console")),
+        log_level=_choice(env, "LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")),
+        bank_list=banks,
+        amount_min_minor=amount_min,
+        amount_max_minor=amount_max,
+        sweep_interval_s=_float(env, "SWEEP_INTERVAL", 10.0, minimum=0.01),
+        sweep_batch=_int(env, "SWEEP_BATCH", 500, minimum=1),
+        check_interval_min_s=check_min,
+        check_interval_max_s=max(check_min, _float(env, "CHECK_INTERVAL_MAX", 600.0)),
+        submit_redrive_s=_float(env, "SUBMIT_REDRIVE_AFTER", 60.0, minimum=0.01),
+        submitting_margin_s=_float(env, "SUBMITTING_MARGIN", 30.0),
+        unconfirmed_first_check_s=_float(env, "UNCONFIRMED_FIRST_CHECK", 5.0),
+        unconfirmed_grace_s=_float(env, "UNCONFIRMED_GRACE", 600.0),
+        not_found_policy=_choice(env, "NOT_FOUND_POLICY", "review", NOT_FOUND_POLICIES),
+        max_order_age_s=_float(env, "MAX_ORDER_AGE", 3 * 86400.0, minimum=1),
+        unknown_status_review_after=_int(env, "UNKNOWN_STATUS_REVIEW_AFTER", 5, minimum=1),
+        submit_retry_max_s=_float(env, "SUBMIT_RETRY_MAX", 300.0, minimum=0.01),
+        order_retention_days=_float(env, "ORDER_RETENTION_DAYS", 30.0, minimum=0.0001),
+        events_maxlen=_int(env, "EVENTS_MAXLEN", 1_000_000, minimum=100),
+        result_task=_read(env, "RESULT_TASK"),
+        result_queue=_read(env, "RESULT_QUEUE") or "payouts.results",
+        worker_concurrency=_int(env, "WORKER_CONCURRENCY", 64, minimum=1),
+        task_time_limit_s=task_limit,
+        visibility_timeout_s=visibility,
+    )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, parsed on first use."""
+    return load_settings()
+
+
+def reset_settings() -> None:
+    """Forget the cached settings (tests and the CLI's --env handling)."""
+    get_settings.cache_clear()

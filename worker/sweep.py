@@ -1,0 +1,95 @@
+"""The sweep: lease due orders in bounded batches and route each to its next step."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from worker import keys
+from worker.logs import get_logger
+from worker.reports import send_to_review
+from worker.runtime import Runtime
+from worker.states import State
+from worker.store import REMOVE, Order
+
+log = get_logger("payouts.sweep")
+
+
+@dataclass
+class SweepResult:
+    """What one sweep leased and what it asks the caller to dispatch."""
+
+    leased: int = 0
+    submit: list[str] = field(default_factory=list)
+    check: list[str] = field(default_factory=list)
+    unconfirmed: list[str] = field(default_factory=list)
+    dropped: int = 0
+
+
+def sweep_due(rt: Runtime, *, now: float | None = None, max_batches: int = 20) -> SweepResult:
+    """Lease due orders in bounded batches and say what to dispatch for each.
+
+    ``received`` orders past their re-drive time get a new submit message (their
+    first one was lost or is stuck); ``submitting`` orders past the call deadline
+    become ``unconfirmed`` (the worker died mid-call); ``accepted`` and
+    ``unconfirmed`` orders get a check.
+    """
+    s, store = rt.settings, rt.store
+    now = time.time() if now is None else now
+    gw = s.gateway
+    call_s = (gw.connect_timeout_s + gw.read_timeout_s) if gw else 20.0
+    # a leased order comes back after this long if its task never reschedules it
+    lease_s = max(2 * s.sweep_interval_s, call_s + 5.0)
+    out = SweepResult()
+    for _ in range(max_batches):
+        ids = store.lease_due(now=now, batch=s.sweep_batch, lease_s=lease_s)
+        if not ids:
+            break
+        out.leased += len(ids)
+        orders = store.get_many(ids)
+        for i in ids:
+            order = orders.get(i)
+            if order is None:
+                store.redis.zrem(keys.DUE, i)  # expired record: nothing left to do
+                out.dropped += 1
+                continue
+            _route(rt, order, now, call_s, out)
+        if len(ids) < s.sweep_batch:
+            break
+    store.redis.set(keys.SWEEP_LAST, repr(time.time()))
+    return out
+
+
+def _route(rt: Runtime, order: Order, now: float, call_s: float, out: SweepResult) -> None:
+    s = rt.settings
+    if order.state is State.RECEIVED:
+        if now - order.created_at > s.max_order_age_s:
+            send_to_review(rt, order, "never sent within MAX_ORDER_AGE")
+            return
+        out.submit.append(order.payout_cl_id)
+    elif order.state is State.SUBMITTING:
+        started = order.submitted_at or order.updated_at
+        if now - started > call_s + s.submitting_margin_s:
+            prev = rt.store.transition(
+                order.payout_cl_id,
+                State.UNCONFIRMED,
+                sources={State.SUBMITTING},
+                reason="no answer recorded by the call deadline (worker lost mid-call)",
+                due=now + s.unconfirmed_first_check_s,
+                expect=("submit_attempts", order.fields.get("submit_attempts", "")),
+            )
+            if prev is not None:
+                log.warning(
+                    "payout.transition",
+                    payout_cl_id=order.payout_cl_id,
+                    **{"from": "submitting", "to": "unconfirmed"},
+                    reason="worker lost mid-call",
+                )
+                out.unconfirmed.append(order.payout_cl_id)
+    elif order.state in (State.ACCEPTED, State.UNCONFIRMED):
+        out.check.append(order.payout_cl_id)
+    else:
+        # final or review: not scheduled. Conditional on the state, so an operator's
+        # concurrent resubmit (which schedules it again) is never undone.
+        rt.store.transition(order.payout_cl_id, None, sources={order.state}, reason="unschedule", due=REMOVE)
+        out.dropped += 1
