@@ -17,7 +17,7 @@ gateway: an amount below its minimum or a bank it does not support) and, at seed
 SIGKILLs a worker (a replacement starts at once) and SIGKILLs Redis (it restarts from its AOF
 after 1-3 s). A supervisor restarts any process that dies on its own (counted: it should be 0).
 When every order is final or in review, it waits for the gateway's callbacks to stop, reads the
-store and the sandbox ledger, checks the invariants (:mod:`tests.chaos.invariants`) and the
+store and the sandbox ledger, checks the invariants (:mod:`worker.harness.invariants`) and the
 logs, prints the figures, and exits 0 only when nothing is violated.
 
 Every random choice (orders, fault draws, kill and restart moments, victims) comes from
@@ -51,9 +51,9 @@ import requests
 
 from sandbox.config import SandboxConfig
 from sandbox.process import SandboxProcess
-from tests.chaos.invariants import Expected, Verdict, check_logs, check_orders, check_store, read_orders
 from worker import keys
 from worker.celeryconf import celery_config
+from worker.harness.invariants import Expected, Verdict, check_logs, check_orders, check_store, read_orders
 from worker.harness.processes import CeleryProcess, RedisServer, free_port, wait_for
 from worker.producer import SUBMIT_TASK, store_payout
 from worker.runtime import Runtime, build_runtime

@@ -27,10 +27,10 @@ from hypothesis import strategies as st
 
 from sandbox.process import SandboxProcess
 from tests.helpers import TEST_KEY, TEST_PLATFORM
-from tests.store.invariants import check_invariants
 from worker import signing
 from worker.callbacks import handle_notice
 from worker.checks import check_order
+from worker.harness.invariants import check_invariants
 from worker.producer import store_payout
 from worker.reports import apply_report
 from worker.runtime import Runtime

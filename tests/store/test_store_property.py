@@ -17,7 +17,7 @@ import redis
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.store.invariants import check_invariants
+from worker.harness.invariants import check_invariants
 from worker.payout import Payout
 from worker.states import OPEN, State, is_allowed
 from worker.store import OrderStore

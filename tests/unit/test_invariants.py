@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.chaos.invariants import Expected, check_logs, check_orders, check_store
+from worker.harness.invariants import Expected, check_logs, check_orders, check_store
 
 
 def _ledger(*entries: dict[str, Any], after: dict[str, int] | None = None) -> dict[str, Any]:
