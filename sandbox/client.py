@@ -77,9 +77,7 @@ class SandboxAdmin:
         """Replace every rule."""
         return self._call("PUT", "faults", list(rules))["rules"]  # type: ignore[no-any-return]
 
-    def add_fault(
-        self, rule: Mapping[str, Any] | Iterable[Mapping[str, Any]]
-    ) -> list[dict[str, Any]]:
+    def add_fault(self, rule: Mapping[str, Any] | Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
         """Append one rule (or several)."""
         body = dict(rule) if isinstance(rule, Mapping) else list(rule)
         return self._call("POST", "faults", body)["rules"]  # type: ignore[no-any-return]
@@ -91,9 +89,7 @@ class SandboxAdmin:
         """Forget orders, ledger, stats and (unless ``keep_faults``) the fault rules."""
         self._call("POST", "reset", {"keep_faults": keep_faults})
 
-    def force_status(
-        self, payout_cl_id: str, status: int, error_msg: str | None = None
-    ) -> dict[str, Any]:
+    def force_status(self, payout_cl_id: str, status: int, error_msg: str | None = None) -> dict[str, Any]:
         """Set an order's status now; a final status sends its callback."""
         body: dict[str, Any] = {"status": status}
         if error_msg is not None:
@@ -133,7 +129,5 @@ class SandboxAdmin:
             except (requests.RequestException, ValueError) as exc:
                 last_error = exc
             if time.monotonic() >= deadline:
-                raise TimeoutError(
-                    f"timed out after {timeout_s}s waiting for {what}"
-                ) from last_error
+                raise TimeoutError(f"timed out after {timeout_s}s waiting for {what}") from last_error
             time.sleep(0.02)

@@ -65,9 +65,7 @@ class SandboxProcess:
         env["SANDBOX_AUTHORIZATION"] = self.config.authorization
         env.pop("SANDBOX_PLATFORM_KEY_FILE", None)
         env.pop("SANDBOX_AUTHORIZATION_FILE", None)
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (str(_PROJECT_ROOT), env.get("PYTHONPATH", "")) if p
-        )
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_PROJECT_ROOT), env.get("PYTHONPATH", "")) if p)
         env["PYTHONUNBUFFERED"] = "1"
         self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
             [sys.executable, "-m", "sandbox", "--config", json.dumps(settings)],

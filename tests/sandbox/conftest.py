@@ -18,7 +18,7 @@ import pytest
 import requests
 
 from sandbox.process import SandboxProcess, start_sandbox
-from worker.signing import HMAC_SHA256, MD5, sign
+from sandbox.signature import HMAC_SHA256, MD5, sign
 
 KEY = "sandbox-secret-key"
 TOKEN = "sandbox-token"
@@ -101,9 +101,7 @@ class GatewayApi:
             timeout=timeout,
         )
 
-    def create(
-        self, payout_cl_id: str, /, timeout: float = 5.0, **kwargs: Any
-    ) -> requests.Response:
+    def create(self, payout_cl_id: str, /, timeout: float = 5.0, **kwargs: Any) -> requests.Response:
         body = payout_body(payout_cl_id, **kwargs)
         return self.post_raw(json.dumps(body, ensure_ascii=False).encode(), timeout=timeout)
 
@@ -113,27 +111,17 @@ class GatewayApi:
         assert answer["error_code"] == "0000", answer
         return str(answer["data"]["payout_id"])
 
-    def list(
-        self, token: str | None = TOKEN, timeout: float = 5.0, **params: Any
-    ) -> requests.Response:
+    def list(self, token: str | None = TOKEN, timeout: float = 5.0, **params: Any) -> requests.Response:
         headers = {"Authorization": token} if token is not None else {}
-        return self.http.get(
-            self.url + CREATE_PATH, params=params, headers=headers, timeout=timeout
-        )
+        return self.http.get(self.url + CREATE_PATH, params=params, headers=headers, timeout=timeout)
 
-    def single(
-        self, payout_cl_id: str, token: str | None = TOKEN, timeout: float = 5.0
-    ) -> requests.Response:
+    def single(self, payout_cl_id: str, token: str | None = TOKEN, timeout: float = 5.0) -> requests.Response:
         headers = {"Authorization": token} if token is not None else {}
-        return self.http.get(
-            f"{self.url}{CREATE_PATH}/{payout_cl_id}", headers=headers, timeout=timeout
-        )
+        return self.http.get(f"{self.url}{CREATE_PATH}/{payout_cl_id}", headers=headers, timeout=timeout)
 
     def balance(self, token: str | None = TOKEN) -> requests.Response:
         headers = {"Authorization": token} if token is not None else {}
-        return self.http.get(
-            self.url + "/gateway/api/v2/platforms/balance", headers=headers, timeout=5
-        )
+        return self.http.get(self.url + "/gateway/api/v2/platforms/balance", headers=headers, timeout=5)
 
 
 @pytest.fixture(scope="module")

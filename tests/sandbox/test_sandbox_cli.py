@@ -171,9 +171,7 @@ def test_serve_in_process_thread(make_body):
         assert ready, "in-process sandbox did not start"
         admin = SandboxAdmin(ready[0])
         admin.wait_ready(5)
-        answer = requests.post(
-            ready[0] + "/gateway/api/v2/payouts", json=make_body("in-1"), timeout=5
-        ).json()
+        answer = requests.post(ready[0] + "/gateway/api/v2/payouts", json=make_body("in-1"), timeout=5).json()
         assert answer["error_code"] == "0000"
         admin.wait_order_status("in-1", [3, 4, 5], timeout_s=5)
         admin.close()

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from sandbox.process import SandboxProcess, start_sandbox
-from worker.signing import HMAC_SHA256, MD5, verify
+from sandbox.signature import HMAC_SHA256, MD5, verify
 
 pytestmark = pytest.mark.sandbox
 
@@ -83,17 +83,13 @@ def test_failure_ratio_is_seeded_per_id(failing_half, api_for):
     ids = [f"f-{i}" for i in range(30)]
     for cl_id in ids:
         api.create_ok(cl_id)
-    ends = {
-        cl_id: failing_half.admin.wait_order_status(cl_id, [3, 4, 5])["status"] for cl_id in ids
-    }
+    ends = {cl_id: failing_half.admin.wait_order_status(cl_id, [3, 4, 5])["status"] for cl_id in ids}
     assert set(ends.values()) == {3, 4, 5}
     # replay: same seed, same ids -> same outcomes
     failing_half.admin.reset()
     for cl_id in reversed(ids):
         api.create_ok(cl_id)
-    again = {
-        cl_id: failing_half.admin.wait_order_status(cl_id, [3, 4, 5])["status"] for cl_id in ids
-    }
+    again = {cl_id: failing_half.admin.wait_order_status(cl_id, [3, 4, 5])["status"] for cl_id in ids}
     assert again == ends
 
 
