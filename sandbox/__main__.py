@@ -83,6 +83,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="send notifications at all (default on)",
     )
     add(
+        "--callback-statuses",
+        type=lambda text: [int(part) for part in _names(text)],
+        help="final statuses that are notified, e.g. 3 (default 3,4,5)",
+    )
+    add(
+        "--sign-zero-values",
+        type=_on_off,
+        metavar="on|off",
+        help="sign fields whose value is 0 (default on; off drops them, as PHP empty())",
+    )
+    add(
         "--duplicate-check",
         type=_on_off,
         metavar="on|off",

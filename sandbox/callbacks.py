@@ -6,7 +6,8 @@ fault rules change what is sent: ``delay``, ``never``, ``duplicate``, ``out_of_o
 ``wrong_key`` (see :mod:`sandbox.faults`).
 
 Settings (changeable at runtime): ``callbacks`` false sends nothing at all (checked before
-every attempt, so pending retries stop too); ``callback_framing`` ``chunked`` sends the body
+every attempt, so pending retries stop too); ``callback_statuses`` names the final statuses
+that are notified at all (``[3]``: successes only); ``callback_framing`` ``chunked`` sends the body
 with ``Transfer-Encoding: chunked`` and no ``Content-Length``, in three chunks cut at byte
 offsets (a multi-byte UTF-8 character may straddle two chunks). Every notification carries
 the ``X-Payout-Sandbox: 1`` header.
@@ -76,7 +77,8 @@ class Notifier:
         self.sandbox.spawn(self._notify(order, {rule.mode or "": rule for rule in rules}))
 
     async def _notify(self, order: Order, rules: dict[str, FaultRule]) -> None:
-        if not self.sandbox.config.callbacks:
+        config = self.sandbox.config
+        if not config.callbacks or order.status not in config.callback_statuses:
             self.stats["suppressed"] += 1
             return
         if "never" in rules:

@@ -56,7 +56,9 @@ RUNTIME_SETTINGS: Final = (
     "list_order",
     "callbacks",
     "callback_framing",
+    "callback_statuses",
     "callback_format",
+    "sign_zero_values",
     "sign_types",
     "banks",
     "min_amount_minor",
@@ -118,6 +120,13 @@ class SandboxConfig:
     callbacks: bool = True
     #: See :data:`CALLBACK_FRAMINGS`.
     callback_framing: str = "content-length"
+    #: Final statuses that are notified: ``(3,)`` is a gateway that notifies successes only
+    #: (SPEC §5, K-NTF-old: "do not rely on receiving failure callbacks").
+    callback_statuses: tuple[int, ...] = (3, 4, 5)
+    #: Sign fields whose value is ``0`` / ``"0"`` (SPEC §4.1 step 3, recommended). False:
+    #: they are left out of every signature the sandbox makes (callbacks, list records) and
+    #: checks (creates), as PHP's ``empty()`` would (SPEC §11.5, UNCONFIRMED).
+    sign_zero_values: bool = True
     #: A second listener serving the same API over TLS with a self-signed certificate:
     #: ``None`` = none, ``0`` = a free port.
     tls_port: int | None = None
@@ -134,6 +143,7 @@ class SandboxConfig:
         self.sign_types = tuple(self.sign_types)
         self.banks = tuple(self.banks)
         self.callback_delays_s = tuple(float(d) for d in self.callback_delays_s)
+        self.callback_statuses = tuple(self.callback_statuses)
         self.faults = list(self.faults)
         self.validate()
 
@@ -169,7 +179,12 @@ class SandboxConfig:
         ):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
-        for name in ("duplicate_check", "callbacks"):
+        if any(
+            isinstance(s, bool) or not isinstance(s, int) or s not in (3, 4, 5)
+            for s in self.callback_statuses
+        ):
+            raise ValueError("callback_statuses must be final statuses among 3, 4 and 5")
+        for name in ("duplicate_check", "callbacks", "sign_zero_values"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false")
         if self.tls_port is not None and not 0 <= self.tls_port <= 65535:
@@ -218,6 +233,7 @@ class SandboxConfig:
         data["sign_types"] = list(self.sign_types)
         data["banks"] = list(self.banks)
         data["callback_delays_s"] = list(self.callback_delays_s)
+        data["callback_statuses"] = list(self.callback_statuses)
         if not secrets:
             data.pop("platform_key")
             data.pop("authorization")

@@ -107,6 +107,8 @@ class OrderBook:
         self.style = style
         #: How list records are signed (``SandboxConfig.record_signature``).
         self.record_signature = "order"
+        #: ``SandboxConfig.sign_zero_values`` false: 0 and "0" are left out of signatures.
+        self.drop_zero = False
         self.clear()
 
     def clear(self) -> None:
@@ -183,7 +185,9 @@ class OrderBook:
         body = dict(fields)
         if sign_type == HMAC_SHA256:
             body["sign_type"] = HMAC_SHA256
-        body["sign"] = sign(fields, key if key is not None else self._key, sign_type)
+        body["sign"] = sign(
+            fields, key if key is not None else self._key, sign_type, drop_zero=self.drop_zero
+        )
         return body
 
     def list_record(self, order: Order) -> dict[str, Any]:
@@ -205,9 +209,9 @@ class OrderBook:
         if mode == "order":
             return self.signed(fields, order.sign_type)
         if mode == "spec":
-            return {**fields, "sign": sign(fields, self._key, order.sign_type)}
+            return {**fields, "sign": sign(fields, self._key, order.sign_type, drop_zero=self.drop_zero)}
         if mode == "spec_md5":
-            return {**fields, "sign": sign(fields, self._key, MD5)}
+            return {**fields, "sign": sign(fields, self._key, MD5, drop_zero=self.drop_zero)}
         # "unverifiable": 32 hex characters that depend on the record but on no merchant key
         text = "|".join(f"{k}={v}" for k, v in sorted(fields.items()))
         length = 64 if order.sign_type == HMAC_SHA256 else 32

@@ -104,7 +104,7 @@ class Sandbox:
             channel_id=config.platform_channel_id,
             style=config.number_style,
         )
-        self.book.record_signature = config.record_signature
+        self._configure_book()
         self.notifier = Notifier(self)
         #: TLS listener: connections, handshakes, handshake_failed, faults by ``mode:how``.
         self.tls_stats: Counter[str] = Counter()
@@ -168,8 +168,13 @@ class Sandbox:
     def apply_settings(self, changes: dict[str, Any]) -> None:
         """Change runtime settings (validated first: a bad change changes nothing)."""
         self.config = self.config.with_runtime_changes(changes)
+        self._configure_book()
+
+    def _configure_book(self) -> None:
+        """Hand the settings the order book renders with to it."""
         self.book.record_signature = self.config.record_signature
         self.book.style = self.config.number_style
+        self.book.drop_zero = not self.config.sign_zero_values
 
     def reset_stats(self) -> None:
         self.tls_stats.clear()
@@ -184,8 +189,7 @@ class Sandbox:
         start settings and balance (unless ``keep_settings``)."""
         if not keep_settings:
             self.config = self.start_config
-            self.book.record_signature = self.config.record_signature
-            self.book.style = self.config.number_style
+            self._configure_book()
         self.cancel_tasks()
         self.book.clear()
         if keep_faults:
@@ -373,7 +377,8 @@ class Sandbox:
                 return gateway_error("0002", f"Missing parameter: {name}")
         if params["platform_id"] != cfg.platform_id:
             return gateway_error("0002", "Invalid parameter: platform_id is not a known merchant")
-        if not verify(params, cfg.platform_key, allowed=frozenset(cfg.sign_types)):
+        allowed = frozenset(cfg.sign_types)
+        if not verify(params, cfg.platform_key, allowed=allowed, drop_zero=not cfg.sign_zero_values):
             return gateway_error("0004", "Signature verification failed!")
         for name in REQUIRED:
             value = params.get(name)

@@ -9,7 +9,9 @@ The string to sign (SPEC §4.1), for MD5 and HMAC-SHA256 alike:
 1. every parameter sent (for callbacks and query records: every field received);
 2. without ``sign`` and ``sign_type``;
 3. without empty values: ``None`` (JSON ``null``) and ``""``. Numeric ``0`` is **kept**:
-   it is not an empty value (SPEC §4.1 step 3 recommends it; UNCONFIRMED, SPEC §11.5);
+   it is not an empty value (SPEC §4.1 step 3 recommends it; UNCONFIRMED, SPEC §11.5).
+   ``drop_zero=True`` is the other reading (PHP's ``empty()``, seen at one integrator):
+   ``0`` and ``"0"`` are empty too;
 4. sorted by name, ASCII ascending (code-point order; ``"B" < "a"``);
 5. joined as ``name=value`` with ``&``; values raw (no URL-encoding, UTF-8 text as is);
    integers as plain digits; lists and objects as compact JSON (``["1","2"]``); JSON
@@ -54,22 +56,27 @@ def sign_value(value: Any) -> str:
     raise TypeError(f"cannot sign a value of type {type(value).__name__}: {value!r}")
 
 
-def is_empty(value: Any) -> bool:
-    """Empty values are left out of the string to sign: ``None`` and ``""`` (not ``0``)."""
-    return value is None or value == ""
+def is_empty(value: Any, *, drop_zero: bool = False) -> bool:
+    """Empty values are left out of the string to sign: ``None`` and ``""``; with
+    ``drop_zero`` also ``0`` and ``"0"`` (never ``False``)."""
+    if value is None or value == "":
+        return True
+    return drop_zero and not isinstance(value, bool) and value in (0, "0")
 
 
-def sign_string(params: Mapping[str, Any]) -> str:
+def sign_string(params: Mapping[str, Any], *, drop_zero: bool = False) -> str:
     """The string to sign: non-empty fields but ``sign``/``sign_type``, sorted, ``k=v&...``."""
     names = sorted(
-        name for name, value in params.items() if name not in UNSIGNED_FIELDS and not is_empty(value)
+        name
+        for name, value in params.items()
+        if name not in UNSIGNED_FIELDS and not is_empty(value, drop_zero=drop_zero)
     )
     return "&".join(f"{name}={sign_value(params[name])}" for name in names)
 
 
-def sign(params: Mapping[str, Any], key: str, sign_type: str = MD5) -> str:
+def sign(params: Mapping[str, Any], key: str, sign_type: str = MD5, *, drop_zero: bool = False) -> str:
     """The lowercase hex signature of ``params`` with ``key`` (SPEC §4.2 / §4.3)."""
-    text = sign_string(params)
+    text = sign_string(params, drop_zero=drop_zero)
     if sign_type == MD5:
         return hashlib.md5(f"{text}&{key}".encode(), usedforsecurity=False).hexdigest()
     if sign_type == HMAC_SHA256:
@@ -89,6 +96,7 @@ def verify(
     *,
     allowed: Collection[str] = SIGN_TYPES,
     expected_type: str | None = None,
+    drop_zero: bool = False,
 ) -> bool:
     """True when ``params["sign"]`` is the signature of ``params`` under the algorithm it
     names (absent: MD5), that algorithm is in ``allowed`` and, if given, is
@@ -102,7 +110,7 @@ def verify(
     if expected_type is not None and sign_type != expected_type:
         return False
     try:
-        wanted = sign(params, key, sign_type)
+        wanted = sign(params, key, sign_type, drop_zero=drop_zero)
     except (TypeError, ValueError):
         return False
     return hmac.compare_digest(given.encode(), wanted.encode())

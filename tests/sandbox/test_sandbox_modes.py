@@ -45,6 +45,8 @@ DEFAULT_SETTINGS = {
     "list_order": "oldest_first",
     "callbacks": True,
     "callback_framing": "content-length",
+    "callback_statuses": [3, 4, 5],
+    "sign_zero_values": True,
 }
 
 
@@ -63,6 +65,7 @@ def disagreeing() -> Iterator[SandboxProcess]:
         list_filter="ignore",
         list_order="newest_first",
         callback_framing="chunked",
+        callback_statuses=[3],
     ) as process:
         yield process
 
@@ -150,6 +153,10 @@ def test_cli_flags_set_every_mode():
             "0",
             "--tls-dir",
             "/tmp/x",
+            "--callback-statuses",
+            "3",
+            "--sign-zero-values",
+            "off",
         ]
     )
     config = config_from_args(args)
@@ -160,6 +167,8 @@ def test_cli_flags_set_every_mode():
     assert config.callbacks is False
     assert config.callback_framing == "chunked"
     assert (config.tls_port, config.tls_dir) == (0, "/tmp/x")
+    assert config.callback_statuses == (3,)
+    assert config.sign_zero_values is False
     assert config_from_args(build_parser().parse_args([])).duplicate_check is True
 
 
@@ -470,7 +479,7 @@ def test_callbacks_off_stops_pending_retries(api, gw, receiver, poll):
 
 @pytest.fixture(scope="module")
 def silent() -> Iterator[SandboxProcess]:
-    with start_sandbox(**FAST, callbacks=False) as process:
+    with start_sandbox(**FAST, callbacks=False, sign_zero_values=False) as process:
         yield process
 
 
@@ -614,3 +623,74 @@ def test_bad_balance_requests_are_400(gw, path, body):
     method = "PUT" if path == "balance" else "POST"
     with pytest.raises(SandboxAdminError, match="400"):
         gw.admin._call(method, path, body)
+
+
+# ------------------------------------------------------------------ success-only callbacks
+
+
+def test_callback_statuses_success_only(api, gw, receiver, poll):
+    """callback_statuses=[3]: failed orders are never notified (SPEC §5: do not rely on
+    failure callbacks); successful ones are."""
+    # given
+    gw.admin.update_settings(callback_statuses=[3])
+    gw.admin.set_faults([{"kind": "outcome", "status": 4, "match": "^fail-"}])
+    # when
+    api.create_ok("fail-1", notify_url=receiver.url)
+    api.create_ok("ok-1", notify_url=receiver.url)
+    # then
+    receiver.wait_count(1, "ok-1")
+    gw.admin.wait_order_status("fail-1", [4])
+    poll(lambda: gw.admin.stats()["background_tasks"] == 0, 5, "tasks done")
+    assert receiver.bodies("fail-1") == []
+    assert gw.admin.stats()["callbacks"]["suppressed"] == 1
+
+
+def test_callback_statuses_at_start(other, api_for, receiver, poll):
+    """Started with callback_statuses=[3]: a forced failure sends nothing."""
+    api = api_for(other.url)
+    other.admin.set_faults([{"kind": "outcome", "status": 2}])
+    api.create_ok("s-f", notify_url=receiver.url)
+    other.admin.wait_order_status("s-f", [2])
+    other.admin.force_status("s-f", 5)
+    poll(lambda: other.admin.stats()["background_tasks"] == 0, 5, "tasks done")
+    assert receiver.received == []
+
+
+# ------------------------------------------------------------------ zero values in signatures
+
+
+def test_sign_zero_values_off_leaves_zero_out_of_callback_signatures(api, gw, receiver):
+    """sign_zero_values=false: a callback with fee=0 is signed without fee (PHP empty()), so
+    it fails the SPEC-recommended verification that keeps 0."""
+    # given
+    gw.admin.update_settings(sign_zero_values=False)
+    # when
+    api.create_ok("z-1", notify_url=receiver.url, sign_type=HMAC_SHA256)
+    [body] = receiver.wait_count(1)
+    # then
+    assert body["fee"] == "0"
+    assert not verify(body, KEY)
+    assert verify(body, KEY, drop_zero=True)
+    [record] = _records(api.list(payout_cl_id="z-1"))
+    assert not verify(record, KEY)
+    assert verify(record, KEY, drop_zero=True)
+
+
+def test_sign_zero_values_off_checks_creates_the_same_way(api, gw, make_body):
+    """The create check drops 0 too: a zero field signed the SPEC way is 0004."""
+    gw.admin.update_settings(sign_zero_values=False)
+    kept = make_body("z-2", extra="0")
+    assert api.post_raw(json.dumps(kept)).json()["error_code"] == "0004"
+    dropped = {k: v for k, v in kept.items() if k != "sign"}
+    dropped["sign"] = sign(dropped, KEY, MD5, drop_zero=True)
+    assert api.post_raw(json.dumps(dropped)).json()["error_code"] == "0000"
+
+
+def test_sign_zero_values_off_at_start(silent, api_for):
+    """Started with sign_zero_values=false: records with fee=0 are signed without it."""
+    api = api_for(silent.url)
+    api.create_ok("s-z")
+    [record] = _records(api.list(payout_cl_id="s-z"))
+    assert record["fee"] == "0"
+    assert verify(record, KEY, drop_zero=True)
+    assert not verify(record, KEY)

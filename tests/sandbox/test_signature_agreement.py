@@ -229,3 +229,14 @@ def test_both_sides_agree_after_a_json_round_trip(params, key, sign_type):
     tampered = {**received, "sign": ("0" if received["sign"][0] != "0" else "1") + received["sign"][1:]}
     assert not sandbox_signing.verify(tampered, key)
     assert not worker_signing.verify(tampered, key)
+
+
+def test_drop_zero_is_the_php_empty_reading():
+    """sandbox only (sign_zero_values=false): 0 and "0" are empty too; False and 0.5 are not
+    zero; the default keeps them (SPEC §4.1 step 3)."""
+    params = {"fee": 0, "real": "0", "amount": 5, "memo": "", "n": "00"}
+    assert sandbox_signing.sign_string(params) == "amount=5&fee=0&n=00&real=0"
+    assert sandbox_signing.sign_string(params, drop_zero=True) == "amount=5&n=00"
+    signed = {**params, "sign": sandbox_signing.sign(params, "k", drop_zero=True)}
+    assert sandbox_signing.verify(signed, "k", drop_zero=True)
+    assert not sandbox_signing.verify(signed, "k")
