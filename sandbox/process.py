@@ -6,7 +6,9 @@
 
 The port is chosen by the child (``--port 0``) and read from its listening line, so two
 sandboxes never race for a port. The platform key goes through the environment, never
-the command line.
+the command line. With ``tls_port`` set, ``tls_url``, ``tls_port`` and ``tls_cert_path``
+name the TLS listener and the certificate to trust; the certificate lives in a directory
+of this object (``tls_dir`` when given), so ``restart()`` keeps it.
 """
 
 from __future__ import annotations

@@ -14,6 +14,12 @@ described in :mod:`sandbox.faults`.
 Orders move 1 (pending) -> 2 (processing) after ``pending_s`` -> 3, 4 or 5 after
 ``processing_s``; the outcome is drawn from a random stream seeded by ``seed`` and the
 ``payout_cl_id``, so the same id gets the same outcome in every run.
+
+Modes that disagree with the worker's guesses (SPEC §11), set at start or through
+``PATCH /_sandbox/settings``: ``duplicate_check`` (off: a repeated ``payout_cl_id`` makes a
+second payout), ``record_signature``, ``list_filter`` / ``list_order``, ``callbacks``,
+``callback_framing``, ``callback_statuses``, ``sign_zero_values``; a TLS listener with
+handshake faults (:mod:`sandbox.tls`). Every answer carries ``X-Payout-Sandbox: 1``.
 """
 
 from __future__ import annotations
