@@ -14,6 +14,7 @@ from typing import Any
 
 from sandbox.config import (
     CALLBACK_FRAMINGS,
+    CALLBACK_SIGNATURES,
     LIST_FILTERS,
     LIST_ORDERS,
     RECORD_SIGNATURES,
@@ -86,6 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--callback-statuses",
         type=lambda text: [int(part) for part in _names(text)],
         help="final statuses that are notified, e.g. 3 (default 3,4,5)",
+    )
+    add(
+        "--callback-signature",
+        choices=CALLBACK_SIGNATURES,
+        help="how notifications are signed (default order; spec = no sign_type, as D-NTF)",
     )
     add(
         "--sign-zero-values",

@@ -153,6 +153,10 @@ class SandboxAdmin:
         """Off: no notification is sent at all (pending retries stop too)."""
         return self.update_settings(callbacks=enabled)
 
+    def set_callback_signature(self, mode: str) -> dict[str, Any]:
+        """``order`` | ``spec`` (no sign_type, as D-NTF) | ``spec_md5`` (notifications)."""
+        return self.update_settings(callback_signature=mode)
+
     def set_callback_framing(self, framing: str) -> dict[str, Any]:
         """``content-length`` | ``chunked``."""
         return self.update_settings(callback_framing=framing)

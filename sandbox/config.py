@@ -39,6 +39,11 @@ CALLBACK_FRAMINGS: Final = ("content-length", "chunked")
 #: ``unverifiable``: no ``sign_type``; a ``sign`` no merchant key reproduces (as the SPEC's
 #: doc examples, which could not be reproduced).
 RECORD_SIGNATURES: Final = ("order", "spec", "spec_md5", "unverifiable")
+#: How notifications are signed (SPEC §5): ``order`` (default): in the order's algorithm,
+#: ``sign_type`` present for HMAC orders (K-NTF); ``spec``: D-NTF's field list, no
+#: ``sign_type`` even for HMAC orders, ``sign`` in the order's algorithm over every other
+#: field; ``spec_md5``: no ``sign_type``, ``sign`` always MD5.
+CALLBACK_SIGNATURES: Final = ("order", "spec", "spec_md5")
 #: What the list query does with its ``payout_cl_id`` filter (SPEC §2a, §11):
 #: ``honour`` (default); ``ignore``: as if it was not sent (other filters, offset and limit
 #: honoured); ``ignore_all``: every filter ignored (``payout_cl_id``, ``payout_id``, the
@@ -57,6 +62,7 @@ RUNTIME_SETTINGS: Final = (
     "callbacks",
     "callback_framing",
     "callback_statuses",
+    "callback_signature",
     "callback_format",
     "sign_zero_values",
     "sign_types",
@@ -123,6 +129,8 @@ class SandboxConfig:
     #: Final statuses that are notified: ``(3,)`` is a gateway that notifies successes only
     #: (SPEC §5, K-NTF-old: "do not rely on receiving failure callbacks").
     callback_statuses: tuple[int, ...] = (3, 4, 5)
+    #: See :data:`CALLBACK_SIGNATURES`.
+    callback_signature: str = "order"
     #: Sign fields whose value is ``0`` / ``"0"`` (SPEC §4.1 step 3, recommended). False:
     #: they are left out of every signature the sandbox makes (callbacks, list records) and
     #: checks (creates), as PHP's ``empty()`` would (SPEC §11.5, UNCONFIRMED).
@@ -173,6 +181,7 @@ class SandboxConfig:
             raise ValueError(f"number_style must be one of {NUMBER_STYLES}")
         for name, allowed in (
             ("callback_framing", CALLBACK_FRAMINGS),
+            ("callback_signature", CALLBACK_SIGNATURES),
             ("record_signature", RECORD_SIGNATURES),
             ("list_filter", LIST_FILTERS),
             ("list_order", LIST_ORDERS),

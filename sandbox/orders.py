@@ -107,6 +107,8 @@ class OrderBook:
         self.style = style
         #: How list records are signed (``SandboxConfig.record_signature``).
         self.record_signature = "order"
+        #: How notifications are signed (``SandboxConfig.callback_signature``).
+        self.callback_signature = "order"
         #: ``SandboxConfig.sign_zero_values`` false: 0 and "0" are left out of signatures.
         self.drop_zero = False
         self.clear()
@@ -254,7 +256,12 @@ class OrderBook:
         }
         if status in (CANCELLED, FAILED):
             fields["error_msg"] = order.error_msg or FAILURE_MESSAGES[status]
-        return self.signed(fields, order.sign_type, key)
+        if self.callback_signature == "order":
+            return self.signed(fields, order.sign_type, key)
+        # "spec" (D-NTF's field list: no sign_type) or "spec_md5" (and always MD5)
+        algorithm = order.sign_type if self.callback_signature == "spec" else MD5
+        secret = key if key is not None else self._key
+        return {**fields, "sign": sign(fields, secret, algorithm, drop_zero=self.drop_zero)}
 
     def id_counts(self, payout_cl_id: str) -> dict[str, Any]:
         """How many payouts and create requests one ``payout_cl_id`` had (zeros if none)."""

@@ -18,7 +18,7 @@ Orders move 1 (pending) -> 2 (processing) after ``pending_s`` -> 3, 4 or 5 after
 Modes that disagree with the worker's guesses (SPEC §11), set at start or through
 ``PATCH /_sandbox/settings``: ``duplicate_check`` (off: a repeated ``payout_cl_id`` makes a
 second payout), ``record_signature``, ``list_filter`` / ``list_order``, ``callbacks``,
-``callback_framing``, ``callback_statuses``, ``sign_zero_values``; a TLS listener with
+``callback_framing``, ``callback_statuses``, ``callback_signature``, ``sign_zero_values``; a TLS listener with
 handshake faults (:mod:`sandbox.tls`). Every answer carries ``X-Payout-Sandbox: 1``.
 """
 
@@ -179,6 +179,7 @@ class Sandbox:
     def _configure_book(self) -> None:
         """Hand the settings the order book renders with to it."""
         self.book.record_signature = self.config.record_signature
+        self.book.callback_signature = self.config.callback_signature
         self.book.style = self.config.number_style
         self.book.drop_zero = not self.config.sign_zero_values
 

@@ -46,6 +46,7 @@ DEFAULT_SETTINGS = {
     "callbacks": True,
     "callback_framing": "content-length",
     "callback_statuses": [3, 4, 5],
+    "callback_signature": "order",
     "sign_zero_values": True,
 }
 
@@ -66,6 +67,7 @@ def disagreeing() -> Iterator[SandboxProcess]:
         list_order="newest_first",
         callback_framing="chunked",
         callback_statuses=[3],
+        callback_signature="spec",
     ) as process:
         yield process
 
@@ -157,6 +159,8 @@ def test_cli_flags_set_every_mode():
             "3",
             "--sign-zero-values",
             "off",
+            "--callback-signature",
+            "spec_md5",
         ]
     )
     config = config_from_args(args)
@@ -169,6 +173,7 @@ def test_cli_flags_set_every_mode():
     assert (config.tls_port, config.tls_dir) == (0, "/tmp/x")
     assert config.callback_statuses == (3,)
     assert config.sign_zero_values is False
+    assert config.callback_signature == "spec_md5"
     assert config_from_args(build_parser().parse_args([])).duplicate_check is True
 
 
@@ -435,11 +440,34 @@ def test_default_callbacks_have_content_length(api, gw, receiver):
 
 
 def test_chunked_callbacks_at_start(other, api_for, receiver):
-    """Started with callback_framing=chunked."""
+    """Started with callback_framing=chunked (and callback_signature=spec: an HMAC order's
+    notification has no sign_type)."""
     api = api_for(other.url)
-    api.create_ok("s-ch", notify_url=receiver.url)
-    receiver.wait_count(1)
+    api.create_ok("s-ch", notify_url=receiver.url, sign_type=HMAC_SHA256)
+    [body] = receiver.wait_count(1)
     assert receiver.received[0]["headers"].get("Transfer-Encoding", "").lower() == "chunked"
+    assert "sign_type" not in body
+    assert verify({**body, "sign_type": HMAC_SHA256}, KEY)
+
+
+@pytest.mark.parametrize(
+    ("mode", "sign_type", "verifies_as"),
+    [
+        ("spec", HMAC_SHA256, HMAC_SHA256),
+        ("spec", MD5, MD5),
+        ("spec_md5", HMAC_SHA256, MD5),
+        ("order", HMAC_SHA256, HMAC_SHA256),
+    ],
+)
+def test_callback_signature_modes(api, gw, receiver, mode, sign_type, verifies_as):
+    """callback_signature=spec: D-NTF's fields, no sign_type, the order's algorithm;
+    spec_md5: no sign_type, always MD5; order (default): sign_type on HMAC orders."""
+    gw.admin.set_callback_signature(mode)
+    api.create_ok("cs-1", notify_url=receiver.url, sign_type=sign_type)
+    [body] = receiver.wait_count(1)
+    assert ("sign_type" in body) == (mode == "order" and sign_type == HMAC_SHA256)
+    assert verify({**body, "sign_type": verifies_as}, KEY)
+    assert verify(body, KEY) is (verifies_as == MD5 or "sign_type" in body)
 
 
 def test_callbacks_off_sends_nothing_even_when_turned_on_again(api, gw, receiver, poll):
