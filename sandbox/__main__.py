@@ -86,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         "--callback-statuses",
         type=lambda text: [int(part) for part in _names(text)],
+        metavar="3,4,5",
         help="final statuses that are notified, e.g. 3 (default 3,4,5)",
     )
     add(

@@ -7,9 +7,9 @@ fault rules change what is sent: ``delay``, ``never``, ``duplicate``, ``out_of_o
 
 Settings (changeable at runtime): ``callbacks`` false sends nothing at all (checked before
 every attempt, so pending retries stop too); ``callback_statuses`` names the final statuses
-that are notified at all (``[3]``: successes only); ``callback_framing`` ``chunked`` sends the body
-with ``Transfer-Encoding: chunked`` and no ``Content-Length``, in three chunks cut at byte
-offsets (a multi-byte UTF-8 character may straddle two chunks). Every notification carries
+that are notified at all (``[3]``: successes only); ``callback_framing`` ``chunked`` sends
+the body with ``Transfer-Encoding: chunked`` and no ``Content-Length``, in three chunks cut
+at byte offsets (a multi-byte UTF-8 character may straddle two chunks). Every notification carries
 the ``X-Payout-Sandbox: 1`` header.
 """
 
@@ -73,14 +73,14 @@ class Notifier:
         """Schedule the notification of ``order``'s current (final) status."""
         if not order.notify_url:
             return
-        rules = self.sandbox.faults.pick_all("callback", payout_cl_id=order.payout_cl_id)
-        self.sandbox.spawn(self._notify(order, {rule.mode or "": rule for rule in rules}))
-
-    async def _notify(self, order: Order, rules: dict[str, FaultRule]) -> None:
         config = self.sandbox.config
         if not config.callbacks or order.status not in config.callback_statuses:
             self.stats["suppressed"] += 1
             return
+        rules = self.sandbox.faults.pick_all("callback", payout_cl_id=order.payout_cl_id)
+        self.sandbox.spawn(self._notify(order, {rule.mode or "": rule for rule in rules}))
+
+    async def _notify(self, order: Order, rules: dict[str, FaultRule]) -> None:
         if "never" in rules:
             log.info("callback suppressed payout_cl_id=%s (fault never)", order.payout_cl_id)
             return
