@@ -217,3 +217,31 @@ def test_handshake_faults_do_not_touch_the_plain_port(tgw, api_for):
 def test_bad_tls_rules_are_refused(gw, rule, message):
     with pytest.raises(SandboxAdminError, match=message):
         gw.admin.set_faults([rule])
+
+
+def test_python_m_sandbox_prints_the_tls_line_first_and_removes_its_certificate():
+    """`python -m sandbox --tls-port 0`: the TLS line (URL and cert path) comes before the
+    plain listening line; on SIGTERM it exits 0 and removes its temporary certificate."""
+    import subprocess
+    import sys
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sandbox", "--port", "0", "--tls-port", "0", "--quiet"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    try:
+        tls_line = process.stdout.readline()
+        plain_line = process.stdout.readline()
+        assert tls_line.startswith("sandbox tls listening on https://127.0.0.1:")
+        assert plain_line.startswith("sandbox listening on http://127.0.0.1:")
+        url, cert = tls_line.split(" on ", 1)[1].strip().split(" cert ")
+        assert requests.get(url + "/_sandbox/health", verify=cert, timeout=5).json()["status"] == "ok"
+    finally:
+        process.terminate()
+        assert process.wait(timeout=10) == 0
+        process.stdout.close()
+        process.stderr.close()
+    assert not Path(cert).exists()
