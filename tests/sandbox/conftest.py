@@ -18,7 +18,7 @@ import pytest
 import requests
 
 from sandbox.process import SandboxProcess, start_sandbox
-from worker.signing import HMAC_SHA256, MD5, sign
+from sandbox.signature import HMAC_SHA256, MD5, sign
 
 KEY = "sandbox-secret-key"
 TOKEN = "sandbox-token"
@@ -145,6 +145,20 @@ def api(gw: SandboxProcess) -> Iterator[GatewayApi]:
     client.http.close()
 
 
+def read_chunked(stream: Any, sizes: list[int]) -> bytes:
+    """Read a ``Transfer-Encoding: chunked`` body; append each chunk's size to ``sizes``."""
+    body = b""
+    while True:
+        size = int(stream.readline().split(b";")[0].strip(), 16)
+        if size == 0:
+            while stream.readline() not in (b"\r\n", b"\n", b""):
+                pass  # trailers
+            return body
+        sizes.append(size)
+        body += stream.read(size)
+        stream.readline()  # the CRLF after the chunk
+
+
 class CallbackReceiver:
     """A merchant's notify_url on 127.0.0.1 that refuses the first ``refuse_first`` calls."""
 
@@ -158,13 +172,19 @@ class CallbackReceiver:
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
-                raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                chunks: list[int] = []
+                if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+                    raw = read_chunked(self.rfile, chunks)
+                else:
+                    raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 with receiver.lock:
                     receiver.received.append(
                         {
                             "raw": raw.decode(),
                             "content_type": self.headers.get("Content-Type"),
                             "at": time.time(),
+                            "headers": dict(self.headers.items()),
+                            "chunk_sizes": chunks,
                         }
                     )
                     refuse = len(receiver.received) <= receiver.refuse_first

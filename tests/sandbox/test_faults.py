@@ -8,7 +8,7 @@ import pytest
 import requests
 
 from sandbox.client import SandboxAdminError
-from worker.signing import verify
+from sandbox.signature import verify
 
 KEY = "sandbox-secret-key"
 

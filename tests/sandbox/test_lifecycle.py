@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from sandbox.process import SandboxProcess, start_sandbox
-from worker.signing import HMAC_SHA256, MD5, verify
+from sandbox.signature import HMAC_SHA256, MD5, verify
 
 KEY = "sandbox-secret-key"
 NOTIFICATION_FIELDS = {

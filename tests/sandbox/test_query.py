@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from worker.signing import HMAC_SHA256, MD5, verify
+from sandbox.signature import HMAC_SHA256, MD5, verify
 
 KEY = "sandbox-secret-key"
 
