@@ -21,8 +21,6 @@ from sandbox import signature as sandbox_signing
 from tests.vectors import SPEC_EXAMPLE, SPEC_KEY, SPEC_SIGN
 from worker import signing as worker_signing
 
-pytestmark = pytest.mark.sandbox
-
 SIGNERS = {"sandbox": sandbox_signing, "worker": worker_signing}
 
 #: SPEC §4.3 worked example (HMAC-SHA256, the deposit request of the guide's test merchant).

@@ -20,8 +20,6 @@ from sandbox.process import SandboxProcess, start_sandbox
 from sandbox.signature import HMAC_SHA256, MD5, sign, verify
 from tests.sandbox.conftest import FAST
 
-pytestmark = pytest.mark.sandbox
-
 KEY = "sandbox-secret-key"
 #: The record fields of SPEC §2a, exactly.
 SPEC_RECORD_FIELDS = {

@@ -20,8 +20,6 @@ from sandbox.config import SANDBOX_HEADER
 from sandbox.process import SandboxProcess, start_sandbox
 from tests.sandbox.conftest import CREATE_PATH, FAST, TOKEN, payout_body
 
-pytestmark = pytest.mark.sandbox
-
 
 @pytest.fixture(scope="module")
 def tls_process() -> Iterator[SandboxProcess]:

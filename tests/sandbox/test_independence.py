@@ -5,10 +5,6 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import pytest
-
-pytestmark = pytest.mark.sandbox
-
 SANDBOX = Path(__file__).resolve().parents[2] / "sandbox"
 FORBIDDEN = ("worker", "config", "tasks")
 
