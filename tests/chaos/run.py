@@ -30,12 +30,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import random
 import re
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -47,23 +44,24 @@ from pathlib import Path
 from typing import Any
 
 import redis
-import requests
 
-from sandbox.config import SandboxConfig
 from sandbox.process import SandboxProcess
 from worker import keys
-from worker.celeryconf import celery_config
+from worker.celery_app import make_producer_app
+from worker.celeryconf import SUBMIT_TASK
 from worker.harness.invariants import Expected, Verdict, check_logs, check_orders, check_store, read_orders
 from worker.harness.processes import CeleryProcess, RedisServer, free_port, wait_for
-from worker.producer import SUBMIT_TASK, store_payout
-from worker.runtime import Runtime, build_runtime
-from worker.settings import load_settings
+from worker.harness.receiver import Receiver
+from worker.harness.stack import Credentials, LocalStack, sandbox_config
+from worker.producer import store_payout
+from worker.runtime import Runtime
 
 ROOT = Path(__file__).resolve().parents[2]
 PLATFORM_ID = "PF0001"
 #: the secrets the log check hunts for: distinctive, so a leak cannot hide
 PLATFORM_KEY = "chaos-platform-key-7Qw2Zr9Lx4"
 AUTH_TOKEN = "chaos-authorization-token-Jt6Vb3Nm8"
+CREDENTIALS = Credentials(PLATFORM_ID, PLATFORM_KEY, AUTH_TOKEN)
 BANKS = ("BCA", "BNI", "BRI", "MANDIRI", "CIMB")
 #: valid for us (no PAYOUT_BANK_LIST), refused by the gateway with 0012 -> ``rejected``
 UNSUPPORTED_BANK = "NOSUCHBANK"
@@ -203,29 +201,13 @@ class Report:
         return self.verdict.ok
 
 
-def worker_env(cfg: ChaosConfig, redis_url: str, gateway_url: str, callback_port: int) -> dict[str, str]:
-    """The settings every process of the run shares (short timeouts, fast sweeps)."""
+def chaos_settings(cfg: ChaosConfig) -> dict[str, str]:
+    """The run's settings over the local stack's defaults (short timeouts, fast sweeps)."""
     return {
-        "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p),
-        "REDIS_URL": redis_url,
-        "CELERY_BROKER_URL": redis_url,
-        "GATEWAY_BASE_URL": gateway_url,
-        "GATEWAY_PLATFORM_ID": PLATFORM_ID,
-        "GATEWAY_PLATFORM_KEY": PLATFORM_KEY,
-        "GATEWAY_AUTHORIZATION": AUTH_TOKEN,
-        "GATEWAY_CONNECT_TIMEOUT": "1",
-        "GATEWAY_READ_TIMEOUT": "2",
-        # our own limiter off: the sandbox's 429s (rate_limit fault) must really happen
-        "GATEWAY_MAX_RPS": "0",
-        "PAYOUT_NOTIFY_URL": f"http://127.0.0.1:{callback_port}/payouts/notify",
-        "LOG_FORMAT": "json",
-        "LOG_LEVEL": "INFO",
-        "SWEEP_INTERVAL": "0.5",
         "SWEEP_BATCH": "500",
         "CHECK_INTERVAL_MIN": "0.5",
         "CHECK_INTERVAL_MAX": "3",
         "SUBMIT_REDRIVE_AFTER": "8",
-        "SUBMITTING_MARGIN": "1",
         "SUBMIT_RETRY_MAX": "5",
         "UNCONFIRMED_FIRST_CHECK": "0.3",
         # far above the 3 s `invisible` window plus a query timeout: an order the gateway
@@ -233,77 +215,7 @@ def worker_env(cfg: ChaosConfig, redis_url: str, gateway_url: str, callback_port
         "UNCONFIRMED_GRACE": "15",
         "NOT_FOUND_POLICY": "review",
         "WORKER_CONCURRENCY": str(cfg.concurrency),
-        "PAYOUT_BANK_LIST": "",
-        "RESULT_TASK": "",
-        "PAYOUTS_CRASH_AT": "",
     }
-
-
-class Receiver:
-    """The callback receiver as in production: ``gunicorn worker.callbacks:app`` (gthread)."""
-
-    def __init__(self, env: dict[str, str], port: int, log_path: Path) -> None:
-        self.env = {**os.environ, **env}
-        self.port = port
-        self.log_path = log_path
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Receiver:
-        log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "worker.callbacks:app",
-                "--bind",
-                f"127.0.0.1:{self.port}",
-                "--worker-class",
-                "gthread",
-                "--workers",
-                "1",
-                "--threads",
-                "8",
-                "--timeout",
-                "30",
-                "--graceful-timeout",
-                "2",
-            ],
-            env=self.env,
-            cwd=str(ROOT),
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        log.close()
-        url = f"http://127.0.0.1:{self.port}/healthz"
-
-        def up() -> bool:
-            if not self.alive():
-                raise RuntimeError(f"the callback receiver exited: see {self.log_path}")
-            with contextlib.suppress(requests.RequestException):
-                return requests.get(url, timeout=1).status_code == 200
-            return False
-
-        wait_for(up, 30, interval_s=0.1, what="the callback receiver")
-        return self
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(5)
-        self.proc = None
 
 
 @dataclass(order=True)
@@ -327,6 +239,7 @@ class ChaosRun:
         self.rng = random.Random(f"chaos|{cfg.seed}")
         self.dir = cfg.workdir or Path(tempfile.mkdtemp(prefix="payouts-chaos-"))
         self.dir.mkdir(parents=True, exist_ok=True)
+        self.stack: LocalStack | None = None
         self.redis_server: RedisServer | None = None
         self.sandbox: SandboxProcess | None = None
         self.receiver: Receiver | None = None
@@ -375,74 +288,66 @@ class ChaosRun:
 
     def start_processes(self) -> None:
         cfg = self.cfg
-        self.redis_server = RedisServer(appendfsync=cfg.appendfsync).start()
-        self.say(f"redis-server on port {self.redis_server.port}, AOF appendfsync={cfg.appendfsync}")
         order_rate = cfg.orders / cfg.load_s
-        sandbox_cfg = SandboxConfig(
-            host="127.0.0.1",
-            port=0,
-            platform_id=PLATFORM_ID,
-            platform_key=PLATFORM_KEY,
-            authorization=AUTH_TOKEN,
+        sandbox_cfg = sandbox_config(
+            CREDENTIALS,
             pending_s=0.2,
             processing_s=0.5,
             failure_ratio=cfg.failure_ratio,
             seed=cfg.seed,
             callback_delays_s=(0.5, 1.0, 2.0, 4.0),
-            callback_timeout_s=2.0,
             min_amount_minor=GATEWAY_MIN_MINOR,
-            quiet=True,
+            # the gateway does NOT refuse a repeated payout_cl_id (SPEC §11): a second
+            # create would be a second payout, and the ledger would show it
+            duplicate_check=False,
             # requests run at ~2x the order rate (create + queries): bursts above 1.5x get 429s
             faults=fault_rules(cfg.fault_scale, rps=max(5.0, 1.5 * order_rate)),
         )
-        self.sandbox = SandboxProcess(sandbox_cfg).start()
-        self.say(f"sandbox at {self.sandbox.url} with {len(sandbox_cfg.faults)} fault rules")
-        callback_port = free_port()
-        self.env = worker_env(cfg, self.redis_server.url, self.sandbox.url, callback_port)
-        settings = load_settings(self.env)
-        self.rt = build_runtime(settings)
-        from celery import Celery
-
+        self.stack = stack = LocalStack.own(
+            self.dir,
+            sandbox=sandbox_cfg,
+            credentials=CREDENTIALS,
+            appendfsync=cfg.appendfsync,
+            bind_runtime=False,
+            overrides=chaos_settings(cfg),
+        )
+        assert stack.redis_server is not None and stack.sandbox is not None
+        self.redis_server, self.sandbox, self.rt, self.env = (
+            stack.redis_server,
+            stack.sandbox,
+            stack.rt,
+            stack.env,
+        )
+        self.workers, self.beats = stack.workers, stack.beats
+        self.say(f"redis-server on port {stack.redis_server.port}, AOF appendfsync={cfg.appendfsync}")
+        self.say(
+            f"sandbox at {stack.sandbox.url} with {len(sandbox_cfg.faults)} fault rules, duplicate check off"
+        )
         # the web app's side: our own producer bound to this run's broker (the process-wide
         # app may already be bound to another Redis, e.g. inside the pytest session)
-        self.producer = Celery("payouts-chaos-producer", set_as_current=False)
-        self.producer.conf.update(celery_config(settings))
-        self.receiver = Receiver(self.env, callback_port, self.dir / "receiver.log").start()
+        self.producer = make_producer_app(stack.settings)
+        self.receiver = stack.start_receiver(gunicorn=True)
         for _ in range(cfg.workers):
             self.start_worker()
         for _ in range(cfg.beats):
             self.start_beat()
-
-        def ready() -> bool:  # load starts once every worker consumes (not waited for later)
-            return all(w.log_path is not None and b" ready." in w.log_path.read_bytes() for w in self.workers)
-
-        wait_for(ready, 90, interval_s=0.2, what="the workers to be ready")
+        # load starts once every worker consumes (not waited for later)
+        stack.wait_workers_ready(90)
         self.say(
             f"{cfg.workers} workers (threads x{cfg.concurrency}), {cfg.beats} beats, "
-            f"callback receiver on :{callback_port}"
+            f"callback receiver on :{stack.callback_port}"
         )
 
     def start_worker(self) -> CeleryProcess:
         n = self.counters["workers_started"]
         self.counters["workers_started"] += 1
-        w = CeleryProcess(
-            "worker",
-            self.env,
-            name=f"chaos{n}-{free_port()}",
-            args=["-P", "threads", "-c", str(self.cfg.concurrency), "--loglevel", "INFO"],
-            log_path=self.dir / f"worker{n}.log",
-        ).start()
-        self.workers.append(w)
-        return w
+        assert self.stack is not None
+        return self.stack.start_worker(name=f"chaos{n}-{free_port()}", concurrency=self.cfg.concurrency)
 
     def start_beat(self) -> CeleryProcess:
-        n = self.counters["beats_started"]
         self.counters["beats_started"] += 1
-        b = CeleryProcess(
-            "beat", self.env, args=["--loglevel", "INFO"], log_path=self.dir / f"beat{n}.log"
-        ).start()
-        self.beats.append(b)
-        return b
+        assert self.stack is not None
+        return self.stack.start_beat()
 
     def schedule(self) -> list[Event]:
         cfg = self.cfg
@@ -702,21 +607,11 @@ class ChaosRun:
 
     def shutdown(self) -> None:
         self.stop.set()
-        for p in self.workers + self.beats:
-            with contextlib.suppress(Exception):
-                p.stop()
-        if self.receiver is not None:
-            self.receiver.stop()
-        if self.sandbox is not None:
-            self.sandbox.stop()
-        if self.rt is not None:
-            self.rt.close()
         if self.producer is not None:
             with contextlib.suppress(Exception):
                 self.producer.close()
-        if self.redis_server is not None:
-            self.redis_server.stop()
-            shutil.rmtree(self.redis_server.dir, ignore_errors=True)
+        if self.stack is not None:
+            self.stack.stop()
 
     def check_logs(self) -> Verdict:
         paths = sorted(self.dir.glob("*.log"))
