@@ -83,6 +83,7 @@ def history_len(stack: Stack, pid: str) -> int:
 
 
 def test_valid_notice_applies_final_status(receiver: Stack) -> None:
+    """A verified callback with status 3 moves an accepted order to succeeded; it is acknowledged."""
     order_in(receiver, "cb-1", State.ACCEPTED)
     r = post(receiver, notice("cb-1", 3))
     assert (r.status_code, r.json()) == (200, {"error_code": "0000"})
@@ -91,12 +92,14 @@ def test_valid_notice_applies_final_status(receiver: Stack) -> None:
 
 @pytest.mark.parametrize("status", [4, 5])
 def test_failed_statuses(receiver: Stack, status: int) -> None:
+    """Statuses 4 and 5 in a verified callback make the order failed."""
     order_in(receiver, "cb-f", State.UNCONFIRMED)
     assert post(receiver, notice("cb-f", status)).status_code == 200
     assert receiver.state("cb-f") is State.FAILED
 
 
 def test_duplicate_notice_acknowledged_and_changes_nothing(receiver: Stack) -> None:
+    """A repeated callback is acknowledged (0000) and adds no history entry."""
     order_in(receiver, "cb-2", State.ACCEPTED)
     assert post(receiver, notice("cb-2", 3)).status_code == 200
     before = history_len(receiver, "cb-2")
@@ -136,6 +139,7 @@ def test_conflicting_final_goes_to_review(receiver: Stack) -> None:
     ],
 )
 def test_forged_or_malformed_notices_change_nothing(receiver: Stack, desc: str, body: Any, code: int) -> None:
+    """Forged, unsigned or malformed callbacks are refused with a 4xx and change neither state nor history."""
     order_in(receiver, "cb-5", State.ACCEPTED)
     before = history_len(receiver, "cb-5")
     r = post(receiver, body())
@@ -146,6 +150,7 @@ def test_forged_or_malformed_notices_change_nothing(receiver: Stack, desc: str, 
 
 
 def test_amount_mismatch_goes_to_review(receiver: Stack) -> None:
+    """A callback whose amount differs from ours sends the order to review, never to a final state."""
     order_in(receiver, "cb-6", State.ACCEPTED)
     assert post(receiver, notice("cb-6", 3, amount=AMOUNT + 100)).status_code == 200
     order = receiver.rt.store.require("cb-6")
@@ -161,6 +166,7 @@ def test_amount_as_decimal_text_matches(receiver: Stack) -> None:
 
 
 def test_form_encoded_notice_accepted(receiver: Stack) -> None:
+    """A form-encoded callback (one integrator's format) is verified and applied like JSON."""
     order_in(receiver, "cb-8", State.ACCEPTED)
     body = {k: str(v) for k, v in notice("cb-8", 3).items()}
     r = post(receiver, body, headers={"Content-Type": "application/x-www-form-urlencoded"})
@@ -168,6 +174,7 @@ def test_form_encoded_notice_accepted(receiver: Stack) -> None:
 
 
 def test_md5_order_verified_with_md5_when_allowed(make_stack: Any) -> None:
+    """An MD5 order's callback verifies only with MD5: an HMAC-signed one is refused (no algorithm switch)."""
     stack = make_stack("http://127.0.0.1:9", GATEWAY_SIGN_TYPE="MD5").start_callbacks()
     order_in(stack, "cb-9", State.ACCEPTED, sign_type="MD5")
     assert post(stack, notice("cb-9", 3, sign_type="HMAC-SHA256")).status_code == 401
@@ -184,6 +191,7 @@ def test_notice_before_create_answer_asks_for_retry(receiver: Stack) -> None:
 
 
 def test_garbled_body_is_400(receiver: Stack) -> None:
+    """A body that is not JSON is answered 400."""
     r = post(receiver, b"{not json", headers={"Content-Type": "application/json"})
     assert r.status_code == 400
 

@@ -88,6 +88,7 @@ def test_doctor_names_bad_credentials_and_settings(
 def test_doctor_reports_an_unreachable_gateway(
     use_env: Callable[..., Any], redis_client: redis.Redis, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """`payouts doctor` fails (exit 1) when the gateway gives no usable answer."""
     use_env(f"http://127.0.0.1:{free_port()}")
     code, out = run(capsys, "doctor")
     assert code == 1
@@ -159,6 +160,7 @@ def test_health_fails_when_the_sweep_is_stale(
 def test_health_fails_when_redis_is_down(
     use_env: Callable[..., Any], capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """`payouts health` is unhealthy (exit 1) when Redis does not answer."""
     use_env(REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
     code, out = run(capsys, "health")
     assert code == 1 and "Redis does not answer" in out

@@ -41,6 +41,7 @@ def to_review(stack: Stack, pid: str) -> None:
 
 
 def test_show_masks_personal_data(ops: Stack, capsys: pytest.CaptureFixture[str]) -> None:
+    """`payouts show` prints the order with the account number masked and no name; an unknown id exits 1."""
     store_payout(ops.rt, data("op-1"))
     assert main(["show", "op-1"]) == 0
     out = json.loads(capsys.readouterr().out)
@@ -51,6 +52,7 @@ def test_show_masks_personal_data(ops: Stack, capsys: pytest.CaptureFixture[str]
 
 
 def test_list_and_stats(ops: Stack, capsys: pytest.CaptureFixture[str]) -> None:
+    """`payouts list --state` lists only that state; `payouts stats` counts per state, open and review."""
     store_payout(ops.rt, data("op-2"))
     to_review(ops, "op-3")
     assert main(["list", "--state", "review"]) == 0
@@ -63,6 +65,7 @@ def test_list_and_stats(ops: Stack, capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_resolve_only_from_review(ops: Stack, capsys: pytest.CaptureFixture[str]) -> None:
+    """`payouts resolve` refuses an order not in review and records the operator's note when it is."""
     store_payout(ops.rt, data("op-4"))
     assert main(["resolve", "op-4", "--state", "failed", "--note", "x"]) == 1
     to_review(ops, "op-5")
@@ -73,6 +76,7 @@ def test_resolve_only_from_review(ops: Stack, capsys: pytest.CaptureFixture[str]
 
 def test_resubmit_only_when_gateway_does_not_know(ops: Stack, gateway: SandboxProcess) -> None:
     # an order the gateway never saw: resubmit moves it back to received
+    """`payouts resubmit` reopens an order the gateway never saw and refuses one the gateway has."""
     to_review(ops, "op-6")
     assert main(["resubmit", "op-6"]) == 0
     assert ops.state("op-6") is State.RECEIVED
@@ -89,6 +93,7 @@ def test_resubmit_only_when_gateway_does_not_know(ops: Stack, gateway: SandboxPr
 
 
 def test_check_and_reconcile(ops: Stack, gateway: SandboxProcess, capsys: pytest.CaptureFixture[str]) -> None:
+    """`payouts check` applies the gateway's status now; `payouts reconcile` exits 1 on a mismatch."""
     ops.start_worker()
     store_payout(ops.rt, data("op-8"))
     from worker.celery_app import app

@@ -194,6 +194,7 @@ def test_429_backs_off_and_order_still_created_once(make_stack: Any, gateway: Sa
 
 
 def test_stuck_order_goes_to_review_after_max_age(make_stack: Any, gateway: SandboxProcess) -> None:
+    """An order still open after MAX_ORDER_AGE goes to review with that reason."""
     gateway.admin.set_faults([{"kind": "outcome", "status": 2, "match": "^stuck-1$"}])  # type: ignore[union-attr]
     stack = full_stack(make_stack, gateway, MAX_ORDER_AGE="3")
     enqueue_payout(**data("stuck-1"), runtime=stack.rt)
@@ -202,6 +203,7 @@ def test_stuck_order_goes_to_review_after_max_age(make_stack: Any, gateway: Sand
 
 
 def test_events_stream_has_each_transition_once(make_stack: Any, gateway: SandboxProcess) -> None:
+    """The events stream holds each transition of an order exactly once, in history order."""
     stack = full_stack(make_stack, gateway)
     enqueue_payout(**data("ev-1"), runtime=stack.rt)
     stack.wait_state("ev-1", State.SUCCEEDED)

@@ -155,6 +155,7 @@ def test_duplicate_messages_send_once(stack: Stack, gateway: SandboxProcess) -> 
 
 
 def test_enqueue_idempotent_and_duplicate_refused(stack: Stack, gateway: SandboxProcess) -> None:
+    """The same data twice returns the same order; other data under the id is refused; one create."""
     first = enqueue(stack, "idem-1")
     again = enqueue(stack, "idem-1")
     assert again.payout_cl_id == first.payout_cl_id and again.created_at == first.created_at
@@ -165,6 +166,7 @@ def test_enqueue_idempotent_and_duplicate_refused(stack: Stack, gateway: Sandbox
 
 
 def test_invalid_payout_is_neither_stored_nor_sent(stack: Stack, gateway: SandboxProcess) -> None:
+    """Bad input raises InvalidPayout naming the field; nothing is stored or queued."""
     with pytest.raises(InvalidPayout) as info:
         enqueue_payout("bad-1", 50.5, "BCA", "Siti", ACCOUNT, runtime=stack.rt)  # type: ignore[arg-type]
     assert info.value.fields == ["amount"]

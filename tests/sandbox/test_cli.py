@@ -22,6 +22,7 @@ def _config(argv: list[str]) -> SandboxConfig:
 
 
 def test_defaults_are_the_demo_settings(monkeypatch):
+    """With no flags or environment, the sandbox runs with the documented demo settings."""
     monkeypatch.delenv("SANDBOX_PLATFORM_KEY", raising=False)
     monkeypatch.delenv("SANDBOX_AUTHORIZATION", raising=False)
     config = _config([])
@@ -87,11 +88,13 @@ def test_layering_config_env_flags(tmp_path, monkeypatch):
     ],
 )
 def test_bad_settings_exit_2_with_a_message(argv, capsys):
+    """A bad flag value exits 2 with a message naming it."""
     assert main(argv) == 2
     assert "sandbox: bad" in capsys.readouterr().err
 
 
 def test_fault_book_validates_whole_lists():
+    """A fault list with one bad rule is refused whole and changes nothing."""
     book = FaultBook(seed=1)
     with pytest.raises(FaultRuleError, match="rule #1"):
         book.replace([{"kind": "latency"}, {"kind": "latency", "seconds": "slow"}])
@@ -136,6 +139,7 @@ def test_start_sandbox_passes_overrides_and_cleans_up():
 
 
 def test_restart_keeps_the_port_and_forgets_orders(make_body):
+    """A sandbox restart keeps its port and starts with an empty ledger."""
     with start_sandbox() as gw:
         port = gw.port
         body = make_body("rs-1")

@@ -105,6 +105,7 @@ def test_rate_limit_answers_429_above_the_rate(api, gw):
 
 
 def test_rate_limit_on_queries(api, gw):
+    """A query rate-limit rule answers 429 past its burst and leaves creates alone."""
     gw.admin.set_faults([{"kind": "rate_limit", "rps": 1, "burst": 2, "endpoints": ["query"]}])
     codes = [api.single("x").status_code for _ in range(6)]
     assert codes[:2] == [200, 200]
@@ -128,6 +129,7 @@ def test_latency_fixed_and_per_endpoint(api, gw):
     [{"type": "uniform", "min": 0.2, "max": 0.3}, {"type": "normal", "mean": 0.25, "stddev": 0.01}],
 )
 def test_latency_distribution(api, gw, distribution):
+    """A latency rule with a distribution delays answers within its range."""
     gw.admin.set_faults([{"kind": "latency", "distribution": distribution}])
     started = time.monotonic()
     api.balance()
@@ -195,6 +197,7 @@ def test_callback_duplicate(api, gw, receiver, poll):
 
 
 def test_callback_duplicate_concurrent(api, gw, receiver, poll):
+    """A concurrent duplicate-callback rule delivers the same body twice at once."""
     gw.admin.set_faults([{"kind": "callback", "mode": "duplicate", "concurrent": True}])
     api.create_ok("cdc-1", notify_url=receiver.url)
     first, second = receiver.wait_count(2)
@@ -319,6 +322,7 @@ def test_fault_admin_put_post_delete(gw):
     ],
 )
 def test_bad_fault_rules_are_refused_and_change_nothing(gw, rule, message):
+    """A bad fault rule is refused and the rules in force stay as they were."""
     gw.admin.set_faults([{"kind": "latency", "seconds": 0}])
     with pytest.raises(SandboxAdminError, match=message):
         gw.admin.set_faults([{"kind": "query_5xx"}, rule])
@@ -326,6 +330,7 @@ def test_bad_fault_rules_are_refused_and_change_nothing(gw, rule, message):
 
 
 def test_stats_count_requests_answers_and_faults(api, gw):
+    """The stats count requests per endpoint and answers per code."""
     gw.admin.set_faults([{"kind": "create_lost", "mode": "5xx", "match": "^s5-"}])
     api.create_ok("st-1")
     api.create("st-1")

@@ -107,6 +107,7 @@ def test_callback_is_signed_in_the_orders_algorithm(api, gw, receiver, poll, sig
 
 
 def test_failed_order_callback_has_error_msg(api, gw, receiver):
+    """A failed order's callback carries error_msg and a valid signature."""
     gw.admin.set_faults([{"kind": "outcome", "status": 4}])
     api.create_ok("cbf-1", notify_url=receiver.url)
     [body] = receiver.wait_count(1)
@@ -171,6 +172,7 @@ def test_force_status_interrupts_the_lifecycle(api, gw, poll):
 
 
 def test_force_status_errors(gw):
+    """Forcing the status of an unknown order or to an invalid status is refused."""
     from sandbox.client import SandboxAdminError
 
     with pytest.raises(SandboxAdminError, match="404"):

@@ -646,6 +646,7 @@ def test_reset_restores_the_start_balance(gw):
     ],
 )
 def test_bad_balance_requests_are_400(gw, path, body):
+    """Malformed balance admin requests are answered 400."""
     method = "PUT" if path == "balance" else "POST"
     with pytest.raises(SandboxAdminError, match="400"):
         gw.admin._call(method, path, body)

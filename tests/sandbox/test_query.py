@@ -71,6 +71,7 @@ def test_list_bad_parameters_are_0002(api, params):
 
 
 def test_list_limit_500_is_allowed(api):
+    """The list query accepts its documented maximum limit of 500."""
     assert api.list(limit=500).json()["error_code"] == "0000"
 
 

@@ -213,6 +213,7 @@ def test_handshake_faults_do_not_touch_the_plain_port(tgw, api_for):
     ],
 )
 def test_bad_tls_rules_are_refused(gw, rule, message):
+    """Invalid TLS handshake fault rules are refused with a message naming the problem."""
     with pytest.raises(SandboxAdminError, match=message):
         gw.admin.set_faults([rule])
 

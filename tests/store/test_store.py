@@ -36,6 +36,7 @@ def put_in_state(store: OrderStore, i: str, state: State) -> None:
 
 def test_create_is_idempotent_and_reports_existing(store: OrderStore) -> None:
     # given
+    """Creating an existing id stores nothing and reports the stored fingerprint."""
     first = store.create(payout(), due_at=100.0, now=50.0)
     # when
     again = store.create(payout(), due_at=100.0)
@@ -80,11 +81,13 @@ def test_every_transition_pair(store: OrderStore, src: State, dst: State) -> Non
 
 
 def test_unknown_order_raises(store: OrderStore) -> None:
+    """A transition of an unknown order raises OrderNotFound."""
     with pytest.raises(OrderNotFound):
         store.transition("nope", State.SUBMITTING, reason="x")
 
 
 def test_field_update_without_state_change(store: OrderStore) -> None:
+    """A transition without a target state updates fields and due time and writes no history."""
     store.create(payout(), due_at=1.0)
     prev = store.transition(
         "ORD-1", None, sources={State.RECEIVED}, reason="r", due=42.0, fields={"checks": 3, "gone": None}
@@ -97,6 +100,7 @@ def test_field_update_without_state_change(store: OrderStore) -> None:
 
 
 def test_expect_field_condition(store: OrderStore) -> None:
+    """A transition with an `expect` field applies only when the field has that value (the claim fence)."""
     store.create(payout(), due_at=1.0)
     store.transition("ORD-1", State.SUBMITTING, reason="claim", fields={"submit_attempts": 1})
     assert store.transition("ORD-1", State.ACCEPTED, reason="x", expect=("submit_attempts", "2")) is None
@@ -138,6 +142,7 @@ def test_lease_due_is_bounded_and_exclusive(store: OrderStore) -> None:
 
 
 def test_final_state_leaves_due_index_and_expires(store: OrderStore) -> None:
+    """A final order leaves the due-index and expires; reopening it removes the expiry."""
     store.create(payout(), due_at=1.0)
     store.transition("ORD-1", State.SUBMITTING, reason="c", due=5.0)
     store.transition("ORD-1", State.REJECTED, reason="0018")
@@ -150,6 +155,7 @@ def test_final_state_leaves_due_index_and_expires(store: OrderStore) -> None:
 
 
 def test_remove_due(store: OrderStore) -> None:
+    """REMOVE takes an order out of the due-index."""
     store.create(payout(), due_at=1.0)
     store.transition("ORD-1", None, sources={State.RECEIVED}, reason="x", due=REMOVE)
     assert store.redis.zscore(keys.DUE, "ORD-1") is None

@@ -14,6 +14,7 @@ def body(**doc: object) -> bytes:
 
 
 def test_accepted_needs_payout_id() -> None:
+    """0000 counts as accepted only with a payout_id; without one the outcome is unknown."""
     r = classify_create(200, body(error_code="0000", data={"payout_id": "POT1"}))
     assert (r.outcome, r.payout_id) == (Outcome.ACCEPTED, "POT1")
     assert classify_create(200, body(error_code="0000")).outcome is Outcome.UNKNOWN
@@ -21,6 +22,7 @@ def test_accepted_needs_payout_id() -> None:
 
 @pytest.mark.parametrize("code", sorted(NOT_CREATED))
 def test_documented_not_created_codes_reject(code: str) -> None:
+    """Each documented 'not created' code classifies as rejected."""
     assert classify_create(200, body(error_code=code, error_msg="x")).outcome is Outcome.REJECTED
 
 
@@ -47,4 +49,5 @@ def test_unknown_outcomes_never_fail(status: int, raw: bytes) -> None:
 
 
 def test_429_is_rate_limited() -> None:
+    """HTTP 429 classifies as rate limited (not sent)."""
     assert classify_create(429, b"").outcome is Outcome.RATE_LIMITED

@@ -70,6 +70,7 @@ def test_demo_fault_rules_are_valid_sandbox_rules() -> None:
 
 
 def test_percentile_nearest_rank() -> None:
+    """The demo's percentile is the nearest rank, 0 for no values."""
     values = [float(v) for v in range(1, 101)]
     assert percentile(values, 50) == 50.0
     assert percentile(values, 95) == 95.0

@@ -19,6 +19,7 @@ GOOD: dict[str, Any] = {
 
 
 def test_valid_payout() -> None:
+    """A valid payout validates to the same fields; notify_url defaults to None."""
     p = validate_payout(GOOD)
     assert p == Payout(**GOOD)
     assert p.notify_url is None
@@ -57,35 +58,41 @@ def test_bad_field_names_field_and_rule(field: str, value: Any, rule: str) -> No
 
 
 def test_all_problems_reported_at_once() -> None:
+    """Every bad or missing field is reported in one InvalidPayout."""
     with pytest.raises(InvalidPayout) as info:
         validate_payout({"payout_cl_id": "ok", "amount": 1.5, "extra": 1})
     assert set(info.value.fields) == {"extra", "amount", "bank_name", "name", "number"}
 
 
 def test_bank_list_enforced_when_configured() -> None:
+    """With a bank list configured, other banks are refused."""
     validate_payout(GOOD, banks={"BCA", "BNI"})
     with pytest.raises(InvalidPayout, match="bank_name"):
         validate_payout(GOOD, banks={"BNI"})
 
 
 def test_amount_limits_configurable() -> None:
+    """An amount below the configured minimum is refused."""
     with pytest.raises(InvalidPayout, match="amount"):
         validate_payout(GOOD, amount_min=10_000_000)
 
 
 def test_error_text_never_contains_the_account_number() -> None:
+    """A validation error never quotes the account number."""
     with pytest.raises(InvalidPayout) as info:
         validate_payout({**GOOD, "number": "9876543210x"})
     assert "9876543210" not in str(info.value)
 
 
 def test_repr_masks_personal_data() -> None:
+    """A payout's repr masks the account number and hides the name."""
     text = repr(validate_payout(GOOD))
     assert "1234567890" not in text and "Budi" not in text
     assert mask_number("1234567890") == "******7890"
 
 
 def test_fingerprint_tells_data_apart() -> None:
+    """Equal data has equal fingerprints; a different amount a different one."""
     a = validate_payout(GOOD)
     assert a.fingerprint() == validate_payout(dict(GOOD)).fingerprint()
     assert a.fingerprint() != validate_payout({**GOOD, "amount": 5_000_001}).fingerprint()

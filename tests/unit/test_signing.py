@@ -48,10 +48,12 @@ def test_empty_values_dropped_zero_kept(empty: object) -> None:
 
 
 def test_sign_and_sign_type_excluded() -> None:
+    """`sign` and `sign_type` are not part of the string to sign."""
     assert signing.string_to_sign({"sign": "abc", "sign_type": "MD5", "z": "1"}) == "z=1"
 
 
 def test_floats_and_bools_refused() -> None:
+    """Floats and booleans are refused in signed parameters (money is never a float)."""
     with pytest.raises(TypeError):
         signing.sign({"amount": 5000000.0}, "k")
     with pytest.raises(TypeError):
@@ -59,11 +61,13 @@ def test_floats_and_bools_refused() -> None:
 
 
 def test_unknown_sign_type_refused() -> None:
+    """An unknown sign_type is refused by name."""
     with pytest.raises(ValueError, match="sign_type"):
         signing.sign({"a": "1"}, "k", "SHA1")
 
 
 def test_verify_roundtrip_both_modes() -> None:
+    """Both algorithms verify their own signature and refuse another key or tampered data."""
     for mode in ("MD5", "HMAC-SHA256"):
         params = {"a": "1", "b": "x"}
         if mode == "HMAC-SHA256":
@@ -85,6 +89,7 @@ def test_verify_refuses_md5_downgrade() -> None:
 
 
 def test_verify_uppercase_hex_accepted_missing_sign_refused() -> None:
+    """An uppercase hex signature verifies; a missing sign does not."""
     params = {"a": "1"}
     params["sign"] = signing.sign(params, "key", "MD5").upper()
     assert signing.verify(params, "key")

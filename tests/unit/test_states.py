@@ -39,6 +39,7 @@ def test_every_pair(src: State, dst: State) -> None:
 
 
 def test_names_match_design() -> None:
+    """The state names are exactly DESIGN's, in its order."""
     assert [s.value for s in State] == [
         "received",
         "submitting",
@@ -52,6 +53,7 @@ def test_names_match_design() -> None:
 
 
 def test_groups() -> None:
+    """FINAL and OPEN are disjoint, review is neither; a final state is left only for review or by hand."""
     assert FINAL.isdisjoint(OPEN)
     assert State.REVIEW not in FINAL | OPEN
     assert set(TRANSITIONS) == set(State)

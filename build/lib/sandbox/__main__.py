@@ -12,7 +12,16 @@ import json
 import sys
 from typing import Any
 
-from sandbox.config import SandboxConfig, env_secret, load_json_arg
+from sandbox.config import (
+    CALLBACK_FRAMINGS,
+    CALLBACK_SIGNATURES,
+    LIST_FILTERS,
+    LIST_ORDERS,
+    RECORD_SIGNATURES,
+    SandboxConfig,
+    env_secret,
+    load_json_arg,
+)
 
 
 def _floats(text: str) -> list[float]:
@@ -21,6 +30,15 @@ def _floats(text: str) -> list[float]:
 
 def _names(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _on_off(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("on", "true", "1", "yes"):
+        return True
+    if value in ("off", "false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected on or off, got {text!r}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,6 +72,53 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add("--callback-timeout-s", type=float, help="timeout of one callback attempt")
     add("--callback-format", choices=("json", "form"), help="notification body (default json)")
+    add(
+        "--callback-framing",
+        choices=CALLBACK_FRAMINGS,
+        help="notification framing: content-length (default) or chunked",
+    )
+    add(
+        "--callbacks",
+        type=_on_off,
+        metavar="on|off",
+        help="send notifications at all (default on)",
+    )
+    add(
+        "--callback-statuses",
+        type=lambda text: [int(part) for part in _names(text)],
+        metavar="3,4,5",
+        help="final statuses that are notified, e.g. 3 (default 3,4,5)",
+    )
+    add(
+        "--callback-signature",
+        choices=CALLBACK_SIGNATURES,
+        help="how notifications are signed (default order; spec = no sign_type, as D-NTF)",
+    )
+    add(
+        "--sign-zero-values",
+        type=_on_off,
+        metavar="on|off",
+        help="sign fields whose value is 0 (default on; off drops them, as PHP empty())",
+    )
+    add(
+        "--duplicate-check",
+        type=_on_off,
+        metavar="on|off",
+        help="answer 0014 to a repeated payout_cl_id (default on; off creates a second payout)",
+    )
+    add(
+        "--record-signature",
+        choices=RECORD_SIGNATURES,
+        help="how list-query records are signed (default order; spec = SPEC 2a, no sign_type)",
+    )
+    add(
+        "--list-filter",
+        choices=LIST_FILTERS,
+        help="what the list query does with payout_cl_id (default honour)",
+    )
+    add("--list-order", choices=LIST_ORDERS, help="list records order (default oldest_first)")
+    add("--tls-port", type=int, help="also serve the API over TLS on this port (0: free port)")
+    add("--tls-dir", help="where the TLS cert.pem/key.pem are reused or generated")
     add("--faults", metavar="FILE_OR_JSON", help="JSON list of fault rules (see sandbox/README.md)")
     add("--backlog", type=int, help="listen backlog (default 4096)")
     add("--quiet", action="store_true", default=None, help="log warnings only")

@@ -2,17 +2,33 @@
 
 ==========================================  ==============================================
 ``GET  /_sandbox/health``                   ``{"status": "ok", "orders": N, ...}``
-``GET  /_sandbox/ledger``                   every order created, create requests per id,
-                                            totals
-``GET  /_sandbox/orders/{payout_cl_id}``    one ledger entry (404 when unknown)
-``POST /_sandbox/orders/{id}/status``       body ``{"status": 3, "error_msg": "..."}``:
-                                            force a status; a final one sends the callback
+``GET  /_sandbox/ledger``                   every payout created, payouts and create
+                                            requests per id, totals
+``GET  /_sandbox/ledger/{payout_cl_id}``    ``{"payout_cl_id", "payouts_created": n,
+                                            "payout_ids": [...], "create_requests":
+                                            {"before", "after", "total"}}`` (zeros if unknown)
+``GET  /_sandbox/orders/{payout_cl_id}``    the first payout's ledger entry (404 when unknown)
+``POST /_sandbox/orders/{id}/status``       body ``{"status": 3, "error_msg": "...",
+                                            "payout_id": optional}``: force a status (every
+                                            payout of the id, or the one named); a final one
+                                            sends the callback
+``GET  /_sandbox/settings``                 the runtime settings (``RUNTIME_SETTINGS``)
+``PATCH /_sandbox/settings``                change some: ``{"duplicate_check": false, ...}``
+``GET  /_sandbox/balance``                  balance, frozen, unlimited, insufficient window
+``PUT  /_sandbox/balance``                  ``{"balance_minor": 123 | null}`` (null: unlimited)
+``POST /_sandbox/balance/insufficient``     ``{"seconds": 5}`` or ``{}`` (until cleared):
+                                            every create answers 0018
+``DELETE /_sandbox/balance/insufficient``   end the window
+``GET  /_sandbox/tls``                      ``{"enabled", "url", "port", "cert_path",
+                                            "fingerprint_sha256"}``
 ``GET  /_sandbox/faults``                   ``{"rules": [... with "id" and "fired"]}``
 ``PUT  /_sandbox/faults``                   replace the rules (a list, or ``{"rules": [...]}``)
 ``POST /_sandbox/faults``                   append one rule (an object) or several (a list)
 ``DELETE /_sandbox/faults``                 remove every rule
-``POST /_sandbox/reset``                    forget orders, ledger, stats and faults
-                                            (``{"keep_faults": true}`` keeps the rules)
+``POST /_sandbox/reset``                    forget orders, ledger, stats and faults; back
+                                            to the start settings and balance
+                                            (``{"keep_faults": true}`` keeps the rules,
+                                            ``{"keep_settings": true}`` the settings)
 ``GET  /_sandbox/stats``                    requests and answers per endpoint, faults fired
                                             per kind, callback counts, orders by status
 ``GET  /_sandbox/config``                   the running configuration (no key, no token)
@@ -35,9 +51,7 @@ if TYPE_CHECKING:
 
 
 def _json(payload: Any, status: int = 200) -> web.Response:
-    return web.json_response(
-        payload, status=status, dumps=lambda o: json.dumps(o, ensure_ascii=False)
-    )
+    return web.json_response(payload, status=status, dumps=lambda o: json.dumps(o, ensure_ascii=False))
 
 
 def _bad(message: str, status: int = 400) -> web.Response:
@@ -51,6 +65,10 @@ async def _body(request: web.Request) -> Any:
     return json.loads(raw)
 
 
+def _non_negative_number(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and value >= 0
+
+
 def add_routes(app: web.Application, sandbox: Sandbox) -> None:
     """Register the ``/_sandbox/`` routes on ``app``."""
 
@@ -58,17 +76,22 @@ def add_routes(app: web.Application, sandbox: Sandbox) -> None:
         return _json(
             {
                 "status": "ok",
-                "orders": len(sandbox.book.orders),
+                "orders": len(sandbox.book),
                 "platform_id": sandbox.config.platform_id,
                 "sign_types": list(sandbox.config.sign_types),
+                "sandbox": True,
+                "tls": sandbox.tls_info,
             }
         )
 
     async def ledger(_: web.Request) -> web.Response:
         return _json(sandbox.book.ledger())
 
+    async def ledger_id(request: web.Request) -> web.Response:
+        return _json(sandbox.book.id_counts(request.match_info["payout_cl_id"]))
+
     async def order(request: web.Request) -> web.Response:
-        found = sandbox.book.orders.get(request.match_info["payout_cl_id"])
+        found = sandbox.book.first(request.match_info["payout_cl_id"])
         if found is None:
             return _bad("no such order", status=404)
         return _json(found.ledger_entry())
@@ -88,7 +111,10 @@ def add_routes(app: web.Application, sandbox: Sandbox) -> None:
         error_msg = body.get("error_msg")
         if error_msg is not None and not isinstance(error_msg, str):
             return _bad("error_msg must be a string")
-        found = sandbox.force_status(request.match_info["payout_cl_id"], status, error_msg)
+        payout_id = body.get("payout_id")
+        if payout_id is not None and not isinstance(payout_id, str):
+            return _bad("payout_id must be a string")
+        found = sandbox.force_status(request.match_info["payout_cl_id"], status, error_msg, payout_id)
         if found is None:
             return _bad("no such order", status=404)
         return _json(found.ledger_entry())
@@ -127,8 +153,11 @@ def add_routes(app: web.Application, sandbox: Sandbox) -> None:
             body = await _body(request)
         except ValueError:
             return _bad("body must be JSON")
-        keep = bool(body.get("keep_faults")) if isinstance(body, dict) else False
-        sandbox.reset(keep_faults=keep)
+        options = body if isinstance(body, dict) else {}
+        sandbox.reset(
+            keep_faults=bool(options.get("keep_faults")),
+            keep_settings=bool(options.get("keep_settings")),
+        )
         return _json({"status": "reset", "rules": sandbox.faults.describe()})
 
     async def stats(_: web.Request) -> web.Response:
@@ -137,8 +166,60 @@ def add_routes(app: web.Application, sandbox: Sandbox) -> None:
     async def config(_: web.Request) -> web.Response:
         return _json(sandbox.config.to_dict())
 
+    async def get_settings(_: web.Request) -> web.Response:
+        return _json(sandbox.config.runtime_settings())
+
+    async def change_settings(request: web.Request) -> web.Response:
+        try:
+            body = await _body(request)
+        except ValueError:
+            return _bad("body must be JSON")
+        if not isinstance(body, dict):
+            return _bad('body must be a JSON object, e.g. {"duplicate_check": false}')
+        try:
+            sandbox.apply_settings(body)
+        except ValueError as exc:
+            return _bad(str(exc))
+        return _json(sandbox.config.runtime_settings())
+
+    async def get_balance(_: web.Request) -> web.Response:
+        return _json(sandbox.balance_view())
+
+    async def set_balance(request: web.Request) -> web.Response:
+        try:
+            body = await _body(request)
+        except ValueError:
+            return _bad("body must be JSON")
+        if not isinstance(body, dict) or "balance_minor" not in body:
+            return _bad('body must be {"balance_minor": <integer >= 0> | null}')
+        value = body["balance_minor"]
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            return _bad("balance_minor must be an integer >= 0 or null (unlimited)")
+        sandbox.set_balance(value)
+        return _json(sandbox.balance_view())
+
+    async def start_insufficient(request: web.Request) -> web.Response:
+        try:
+            body = await _body(request)
+        except ValueError:
+            return _bad("body must be JSON")
+        options = body if isinstance(body, dict) else {}
+        seconds = options.get("seconds")
+        if seconds is not None and not _non_negative_number(seconds):
+            return _bad("seconds must be a number >= 0, or absent (until cleared)")
+        sandbox.insufficient_window(None if seconds is None else float(seconds))
+        return _json(sandbox.balance_view())
+
+    async def end_insufficient(_: web.Request) -> web.Response:
+        sandbox.insufficient_window(0.0)
+        return _json(sandbox.balance_view())
+
+    async def tls(_: web.Request) -> web.Response:
+        return _json(sandbox.tls_info)
+
     app.router.add_get("/_sandbox/health", health)
     app.router.add_get("/_sandbox/ledger", ledger)
+    app.router.add_get("/_sandbox/ledger/{payout_cl_id}", ledger_id)
     app.router.add_get("/_sandbox/orders/{payout_cl_id}", order)
     app.router.add_post("/_sandbox/orders/{payout_cl_id}/status", force_status)
     app.router.add_get("/_sandbox/faults", get_faults)
@@ -148,3 +229,10 @@ def add_routes(app: web.Application, sandbox: Sandbox) -> None:
     app.router.add_post("/_sandbox/reset", reset)
     app.router.add_get("/_sandbox/stats", stats)
     app.router.add_get("/_sandbox/config", config)
+    app.router.add_get("/_sandbox/settings", get_settings)
+    app.router.add_patch("/_sandbox/settings", change_settings)
+    app.router.add_get("/_sandbox/balance", get_balance)
+    app.router.add_put("/_sandbox/balance", set_balance)
+    app.router.add_post("/_sandbox/balance/insufficient", start_insufficient)
+    app.router.add_delete("/_sandbox/balance/insufficient", end_insufficient)
+    app.router.add_get("/_sandbox/tls", tls)

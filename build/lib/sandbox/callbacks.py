@@ -4,6 +4,13 @@ An attempt is acknowledged only by HTTP 200 with a JSON body whose ``error_code`
 ``"0000"``. Attempts follow ``callback_delays_s`` (the wait before each retry). Callback
 fault rules change what is sent: ``delay``, ``never``, ``duplicate``, ``out_of_order``,
 ``wrong_key`` (see :mod:`sandbox.faults`).
+
+Settings (changeable at runtime): ``callbacks`` false sends nothing at all (checked before
+every attempt, so pending retries stop too); ``callback_statuses`` names the final statuses
+that are notified at all (``[3]``: successes only); ``callback_framing`` ``chunked`` sends
+the body with ``Transfer-Encoding: chunked`` and no ``Content-Length``, in three chunks cut
+at byte offsets (a multi-byte UTF-8 character may straddle two chunks). Every notification carries
+the ``X-Payout-Sandbox: 1`` header.
 """
 
 from __future__ import annotations
@@ -12,11 +19,13 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 import aiohttp
 
+from sandbox.config import SANDBOX_HEADER
 from sandbox.faults import FaultRule
 
 if TYPE_CHECKING:
@@ -35,7 +44,14 @@ class Notifier:
     def __init__(self, sandbox: Sandbox) -> None:
         self.sandbox = sandbox
         self.session: aiohttp.ClientSession | None = None
-        self.stats = {"deliveries": 0, "attempts": 0, "acked": 0, "refused": 0, "gave_up": 0}
+        self.stats = {
+            "deliveries": 0,
+            "attempts": 0,
+            "acked": 0,
+            "refused": 0,
+            "gave_up": 0,
+            "suppressed": 0,
+        }
 
     async def open(self) -> None:
         timeout = aiohttp.ClientTimeout(total=self.sandbox.config.callback_timeout_s)
@@ -56,6 +72,10 @@ class Notifier:
     def on_final(self, order: Order) -> None:
         """Schedule the notification of ``order``'s current (final) status."""
         if not order.notify_url:
+            return
+        config = self.sandbox.config
+        if not config.callbacks or order.status not in config.callback_statuses:
+            self.stats["suppressed"] += 1
             return
         rules = self.sandbox.faults.pick_all("callback", payout_cl_id=order.payout_cl_id)
         self.sandbox.spawn(self._notify(order, {rule.mode or "": rule for rule in rules}))
@@ -102,6 +122,9 @@ class Notifier:
         for attempt, delay in enumerate(delays, start=1):
             if delay:
                 await asyncio.sleep(delay)
+            if not self.sandbox.config.callbacks:
+                self.stats["suppressed"] += 1
+                return False
             acked, http_status, error = await self._post(order.notify_url, data, content_type)
             self.stats["attempts"] += 1
             self.stats["acked" if acked else "refused"] += 1
@@ -133,14 +156,15 @@ class Notifier:
         self.stats["gave_up"] += 1
         return False
 
-    async def _post(
-        self, url: str, data: bytes, content_type: str
-    ) -> tuple[bool, int | None, str | None]:
+    async def _post(self, url: str, data: bytes, content_type: str) -> tuple[bool, int | None, str | None]:
         if self.session is None:
             return False, None, "sandbox is shutting down"
+        headers = {"Content-Type": content_type, SANDBOX_HEADER: "1"}
+        payload: bytes | AsyncIterator[bytes] = data
+        if self.sandbox.config.callback_framing == "chunked":
+            payload = _chunks(data)
         try:
-            headers = {"Content-Type": content_type}
-            async with self.session.post(url, data=data, headers=headers) as resp:
+            async with self.session.post(url, data=payload, headers=headers) as resp:
                 text = await resp.text(errors="replace")
                 status = resp.status
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
@@ -151,3 +175,12 @@ class Notifier:
             return False, status, "reply is not JSON"
         acked = status == 200 and isinstance(reply, dict) and reply.get("error_code") == "0000"
         return acked, status, None if acked else "not acknowledged"
+
+
+async def _chunks(data: bytes, pieces: int = 3) -> AsyncIterator[bytes]:
+    """``data`` in ``pieces`` chunks cut at byte offsets (aiohttp frames an async iterator
+    as ``Transfer-Encoding: chunked``, without ``Content-Length``)."""
+    size = max(1, -(-len(data) // pieces))
+    for start in range(0, len(data), size):
+        yield data[start : start + size]
+        await asyncio.sleep(0)

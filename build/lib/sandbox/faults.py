@@ -53,12 +53,19 @@ kind / mode                   effect
 ``callback`` / ``wrong_key``  the notification is signed with ``key`` (default a wrong key).
 ``outcome``                   not a fault: force the order's final ``status`` (3, 4 or 5),
                               or keep it at 1 or 2 forever ("stuck").
+``tls_handshake`` / ``stall`` TLS listener only: accept TCP, never answer the ClientHello for
+                              ``seconds`` (30), then ``then``: ``close`` (default), ``reset``
+                              or ``proceed`` (finish the handshake late). No HTTP is read.
+``tls_handshake`` / ``abort`` TLS listener only: read the ClientHello, then ``how``:
+                              ``garbage`` (default), ``alert``, ``close`` or ``reset``.
 ============================ ================================================================
 
 ``endpoints`` names: ``create``, ``query_list``, ``query_single``, ``balance``; ``query``
 means both query forms, ``all`` every gateway endpoint (never the ``/_sandbox`` admin).
 Callback, invisible and outcome rules are evaluated once per order (when it is created or
-reaches its final status); ``times`` then counts orders.
+reaches its final status); ``times`` then counts orders. ``tls_handshake`` rules are
+evaluated once per TCP connection to the TLS listener (``times`` counts connections; they
+cannot ``match``: no ``payout_cl_id`` is known before the handshake).
 """
 
 from __future__ import annotations
@@ -88,6 +95,7 @@ KINDS: Final[dict[str, tuple[str, ...]]] = {
     "invisible": (),
     "callback": ("duplicate", "out_of_order", "delay", "never", "wrong_key"),
     "outcome": (),
+    "tls_handshake": ("stall", "abort"),
 }
 
 _DEFAULT_ENDPOINTS: Final = {
@@ -109,7 +117,11 @@ _KIND_FIELDS: Final[dict[str, frozenset[str]]] = {
     "invisible": frozenset({"seconds"}),
     "callback": frozenset({"copies", "concurrent", "status", "seconds", "key"}),
     "outcome": frozenset({"status"}),
+    "tls_handshake": frozenset({"seconds", "then", "how"}),
 }
+
+TLS_STALL_THEN: Final = ("close", "reset", "proceed")
+TLS_ABORT_HOW: Final = ("garbage", "alert", "close", "reset")
 
 
 def _canonical(spec: Mapping[str, Any]) -> str:
@@ -182,9 +194,7 @@ class FaultRule:
             except re.error as exc:
                 raise FaultRuleError(f"match is not a valid regex: {exc}") from None
         times = spec.get("times")
-        if times is not None and (
-            isinstance(times, bool) or not isinstance(times, int) or times < 0
-        ):
+        if times is not None and (isinstance(times, bool) or not isinstance(times, int) or times < 0):
             raise FaultRuleError(f"times must be a non-negative integer, got {times!r}")
         endpoints: set[str] = set()
         for name in spec.get("endpoints", _DEFAULT_ENDPOINTS.get(kind, ())):
@@ -212,7 +222,9 @@ class FaultRule:
 
     def _check_own_fields(self) -> None:
         spec, kind = self.spec, self.kind
-        if kind == "latency":
+        if kind == "tls_handshake":
+            self._check_tls_fields()
+        elif kind == "latency":
             if "distribution" in spec:
                 self._check_distribution(spec["distribution"])
             else:
@@ -244,6 +256,24 @@ class FaultRule:
                 raise FaultRuleError("key must be a string")
         elif kind == "outcome":
             _integer(spec, "status", 3, 1, 5)
+
+    def _check_tls_fields(self) -> None:
+        spec = self.spec
+        if "match" in spec:
+            raise FaultRuleError(
+                "tls_handshake rules cannot match: no payout_cl_id is known before the handshake"
+            )
+        if self.mode == "stall":
+            if "how" in spec:
+                raise FaultRuleError("'how' belongs to tls_handshake/abort; stall takes 'then'")
+            _number(spec, "seconds", 30.0)
+            if spec.get("then", "close") not in TLS_STALL_THEN:
+                raise FaultRuleError(f"then must be one of {list(TLS_STALL_THEN)}, got {spec['then']!r}")
+        else:
+            if "then" in spec or "seconds" in spec:
+                raise FaultRuleError("tls_handshake/abort takes only 'how'")
+            if spec.get("how", "garbage") not in TLS_ABORT_HOW:
+                raise FaultRuleError(f"how must be one of {list(TLS_ABORT_HOW)}, got {spec['how']!r}")
 
     @staticmethod
     def _check_distribution(dist: Any) -> None:
@@ -282,9 +312,7 @@ class FaultRule:
             return float(self.spec.get("seconds", 0.0))
         if dist["type"] == "uniform":
             return self.rng.uniform(float(dist.get("min", 0.0)), float(dist.get("max", 0.0)))
-        return max(
-            0.0, self.rng.gauss(float(dist.get("mean", 0.0)), float(dist.get("stddev", 0.0)))
-        )
+        return max(0.0, self.rng.gauss(float(dist.get("mean", 0.0)), float(dist.get("stddev", 0.0))))
 
     def take_token(self) -> bool:
         """Token bucket: True when the request may pass."""
@@ -353,9 +381,7 @@ class FaultBook:
             rule.fired = 0
             rule.rng = random.Random(f"{self.seed}|rule|{rule.key}")
             if rule.kind == "rate_limit":
-                rule.tokens = float(
-                    rule.spec.get("burst", max(1.0, float(rule.spec.get("rps", 10.0))))
-                )
+                rule.tokens = float(rule.spec.get("burst", max(1.0, float(rule.spec.get("rps", 10.0)))))
                 rule.refilled_at = time.monotonic()
 
     def describe(self) -> list[dict[str, Any]]:

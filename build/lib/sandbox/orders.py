@@ -5,11 +5,12 @@ Only what a gateway would answer with is kept: no beneficiary name or account nu
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from worker.signing import HMAC_SHA256, sign
+from sandbox.signature import HMAC_SHA256, MD5, sign
 
 PENDING: Final = 1
 PROCESSING: Final = 2
@@ -47,6 +48,9 @@ class Order:
     planned_status: int | None = None
     callback_attempts: list[dict[str, Any]] = field(default_factory=list)
     callback_acked: bool = False
+    #: 1 for the first payout of its ``payout_cl_id``, 2 for a second one (only when the
+    #: duplicate check is off), ...
+    nth: int = 1
 
     @property
     def final(self) -> bool:
@@ -84,11 +88,14 @@ class Order:
             "notify_url": self.notify_url,
             "callback_acked": self.callback_acked,
             "callback_attempts": list(self.callback_attempts),
+            "nth": self.nth,
         }
 
 
 class OrderBook:
-    """All orders by ``payout_cl_id`` and the per-id create-request counts."""
+    """Every payout created (by ``payout_id``, in creation order), the payouts of each
+    ``payout_cl_id`` (several only when the duplicate check is off) and the per-id
+    create-request counts."""
 
     def __init__(
         self, platform_id: str, platform_key: str, *, prefix: str, channel_id: str, style: str
@@ -98,24 +105,46 @@ class OrderBook:
         self.prefix = prefix
         self.channel_id = channel_id
         self.style = style
+        #: How list records are signed (``SandboxConfig.record_signature``).
+        self.record_signature = "order"
+        #: How notifications are signed (``SandboxConfig.callback_signature``).
+        self.callback_signature = "order"
+        #: ``SandboxConfig.sign_zero_values`` false: 0 and "0" are left out of signatures.
+        self.drop_zero = False
         self.clear()
 
     def clear(self) -> None:
-        self.orders: dict[str, Order] = {}
+        #: payout_id -> order, in creation order: every payout the sandbox made.
         self.by_payout_id: dict[str, Order] = {}
+        #: payout_cl_id -> its payouts, oldest first.
+        self.by_cl_id: dict[str, list[Order]] = {}
         #: payout_cl_id -> {"before": n, "after": m, "total": n + m}: create requests
         #: received while no order existed with that id (whatever their answer, faults
         #: included), and received once it existed (duplicates).
         self.create_requests: dict[str, dict[str, int]] = {}
         self._seq = 0
 
+    def __len__(self) -> int:
+        return len(self.by_payout_id)
+
+    def all(self) -> list[Order]:
+        """Every payout, oldest first."""
+        return list(self.by_payout_id.values())
+
+    def first(self, payout_cl_id: str) -> Order | None:
+        """The first payout created for ``payout_cl_id`` (``None`` when there is none)."""
+        found = self.by_cl_id.get(payout_cl_id)
+        return found[0] if found else None
+
+    def of(self, payout_cl_id: str) -> list[Order]:
+        """Every payout of ``payout_cl_id``, oldest first."""
+        return list(self.by_cl_id.get(payout_cl_id, ()))
+
     # -------------------------------------------------------------- writing
 
     def count_create_request(self, payout_cl_id: str) -> None:
-        counts = self.create_requests.setdefault(
-            payout_cl_id, {"before": 0, "after": 0, "total": 0}
-        )
-        counts["after" if payout_cl_id in self.orders else "before"] += 1
+        counts = self.create_requests.setdefault(payout_cl_id, {"before": 0, "after": 0, "total": 0})
+        counts["after" if payout_cl_id in self.by_cl_id else "before"] += 1
         counts["total"] += 1
 
     def add(
@@ -127,9 +156,10 @@ class OrderBook:
         notify_url: str | None,
         bank_name: str,
     ) -> Order:
-        """Create the order (the caller has checked that the id is new)."""
+        """Create a payout (the caller has decided whether a repeated id may have one)."""
         self._seq += 1
         now = time.time()
+        same_id = self.by_cl_id.setdefault(payout_cl_id, [])
         order = Order(
             seq=self._seq,
             payout_id=f"{self.prefix}{self._seq:08d}",
@@ -141,8 +171,9 @@ class OrderBook:
             bank_name=bank_name,
             create_time=now,
             update_time=now,
+            nth=len(same_id) + 1,
         )
-        self.orders[payout_cl_id] = order
+        same_id.append(order)
         self.by_payout_id[order.payout_id] = order
         return order
 
@@ -151,14 +182,14 @@ class OrderBook:
     def _money(self, value: int) -> int | str:
         return str(value) if self.style == "string" else value
 
-    def signed(
-        self, fields: dict[str, Any], sign_type: str, key: str | None = None
-    ) -> dict[str, Any]:
+    def signed(self, fields: dict[str, Any], sign_type: str, key: str | None = None) -> dict[str, Any]:
         """``fields`` plus ``sign`` (and ``sign_type`` for HMAC orders)."""
         body = dict(fields)
         if sign_type == HMAC_SHA256:
             body["sign_type"] = HMAC_SHA256
-        body["sign"] = sign(fields, key if key is not None else self._key, sign_type)
+        body["sign"] = sign(
+            fields, key if key is not None else self._key, sign_type, drop_zero=self.drop_zero
+        )
         return body
 
     def list_record(self, order: Order) -> dict[str, Any]:
@@ -176,7 +207,18 @@ class OrderBook:
             "create_time": int(order.create_time),
             "update_time": int(order.update_time),
         }
-        return self.signed(fields, order.sign_type)
+        mode = self.record_signature
+        if mode == "order":
+            return self.signed(fields, order.sign_type)
+        if mode == "spec":
+            return {**fields, "sign": sign(fields, self._key, order.sign_type, drop_zero=self.drop_zero)}
+        if mode == "spec_md5":
+            return {**fields, "sign": sign(fields, self._key, MD5, drop_zero=self.drop_zero)}
+        # "unverifiable": 32 hex characters that depend on the record but on no merchant key
+        text = "|".join(f"{k}={v}" for k, v in sorted(fields.items()))
+        length = 64 if order.sign_type == HMAC_SHA256 else 32
+        digest = hashlib.sha256(f"unverifiable|{text}".encode()).hexdigest()
+        return {**fields, "sign": digest[:length]}
 
     def single_record(self, order: Order) -> dict[str, Any]:
         """The ``data`` of the single-order query form (SPEC §2b; unsigned)."""
@@ -214,18 +256,36 @@ class OrderBook:
         }
         if status in (CANCELLED, FAILED):
             fields["error_msg"] = order.error_msg or FAILURE_MESSAGES[status]
-        return self.signed(fields, order.sign_type, key)
+        if self.callback_signature == "order":
+            return self.signed(fields, order.sign_type, key)
+        # "spec" (D-NTF's field list: no sign_type) or "spec_md5" (and always MD5)
+        algorithm = order.sign_type if self.callback_signature == "spec" else MD5
+        secret = key if key is not None else self._key
+        return {**fields, "sign": sign(fields, secret, algorithm, drop_zero=self.drop_zero)}
+
+    def id_counts(self, payout_cl_id: str) -> dict[str, Any]:
+        """How many payouts and create requests one ``payout_cl_id`` had (zeros if none)."""
+        requests = self.create_requests.get(payout_cl_id, {"before": 0, "after": 0, "total": 0})
+        payouts = self.of(payout_cl_id)
+        return {
+            "payout_cl_id": payout_cl_id,
+            "payouts_created": len(payouts),
+            "payout_ids": [o.payout_id for o in payouts],
+            "create_requests": dict(requests),
+        }
 
     def ledger(self) -> dict[str, Any]:
-        """Every order created, the create-request counts and totals."""
-        orders = sorted(self.orders.values(), key=lambda o: o.seq)
+        """Every payout created, payouts and create requests per id, totals."""
+        orders = self.all()
         before = sum(c["before"] for c in self.create_requests.values())
         after = sum(c["after"] for c in self.create_requests.values())
         by_status: dict[str, int] = {}
         for order in orders:
             by_status[str(order.status)] = by_status.get(str(order.status), 0) + 1
+        payouts_per_id = {cl_id: len(found) for cl_id, found in self.by_cl_id.items()}
         return {
             "orders": [o.ledger_entry() for o in orders],
+            "payouts_per_id": payouts_per_id,
             "create_requests": self.create_requests,
             "totals": {
                 "orders": len(orders),
@@ -234,5 +294,7 @@ class OrderBook:
                 "before_created": before,
                 "after_created": after,
                 "ids_with_duplicates": sum(1 for c in self.create_requests.values() if c["after"]),
+                "ids_created_twice": sum(1 for n in payouts_per_id.values() if n > 1),
+                "extra_payouts": sum(n - 1 for n in payouts_per_id.values()),
             },
         }

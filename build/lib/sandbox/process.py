@@ -6,7 +6,9 @@
 
 The port is chosen by the child (``--port 0``) and read from its listening line, so two
 sandboxes never race for a port. The platform key goes through the environment, never
-the command line.
+the command line. With ``tls_port`` set, ``tls_url``, ``tls_port`` and ``tls_cert_path``
+name the TLS listener and the certificate to trust; the certificate lives in a directory
+of this object (``tls_dir`` when given), so ``restart()`` keeps it.
 """
 
 from __future__ import annotations
@@ -16,10 +18,13 @@ import json
 import os
 import queue
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -28,6 +33,7 @@ from sandbox.client import SandboxAdmin
 from sandbox.config import SandboxConfig
 
 _LISTENING = re.compile(r"sandbox listening on (http://\S+?):(\d+)")
+_TLS_LISTENING = re.compile(r"sandbox tls listening on (https://\S+?):(\d+) cert (\S.*)")
 _PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -42,6 +48,16 @@ class SandboxProcess:
         self.port = config.port
         self._admin: SandboxAdmin | None = None
         self.output: list[str] = []
+        #: The TLS listener (``config.tls_port`` not None): its URL, port and the path of
+        #: the self-signed certificate a client must trust (``verify=tls_cert_path``).
+        self.tls_url = ""
+        self.tls_port = config.tls_port
+        self.tls_cert_path = ""
+        self._tls_dir = config.tls_dir
+        if config.tls_port is not None and config.tls_dir is None:
+            # one certificate for this object's whole life, so restart() keeps it
+            self._tls_dir = tempfile.mkdtemp(prefix="sandbox-tls-")
+            weakref.finalize(self, shutil.rmtree, self._tls_dir, True)
 
     @property
     def base_url(self) -> str:
@@ -60,14 +76,14 @@ class SandboxProcess:
             raise RuntimeError("sandbox already running")
         settings = self.config.to_dict()
         settings["port"] = self.port
+        settings["tls_port"] = self.tls_port
+        settings["tls_dir"] = self._tls_dir
         env = dict(os.environ)
         env["SANDBOX_PLATFORM_KEY"] = self.config.platform_key
         env["SANDBOX_AUTHORIZATION"] = self.config.authorization
         env.pop("SANDBOX_PLATFORM_KEY_FILE", None)
         env.pop("SANDBOX_AUTHORIZATION_FILE", None)
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (str(_PROJECT_ROOT), env.get("PYTHONPATH", "")) if p
-        )
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_PROJECT_ROOT), env.get("PYTHONPATH", "")) if p)
         env["PYTHONUNBUFFERED"] = "1"
         self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
             [sys.executable, "-m", "sandbox", "--config", json.dumps(settings)],
@@ -93,6 +109,11 @@ class SandboxProcess:
             if line is None:
                 self.stop()
                 raise RuntimeError(f"sandbox exited at start: {''.join(self.output)[-2000:]}")
+            tls = _TLS_LISTENING.search(line)
+            if tls:
+                self.tls_url = f"{tls.group(1)}:{tls.group(2)}"
+                self.tls_port = int(tls.group(2))
+                self.tls_cert_path = tls.group(3).strip()
             found = _LISTENING.search(line)
             if found:
                 self.url = f"{found.group(1)}:{found.group(2)}"

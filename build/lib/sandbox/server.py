@@ -14,6 +14,12 @@ described in :mod:`sandbox.faults`.
 Orders move 1 (pending) -> 2 (processing) after ``pending_s`` -> 3, 4 or 5 after
 ``processing_s``; the outcome is drawn from a random stream seeded by ``seed`` and the
 ``payout_cl_id``, so the same id gets the same outcome in every run.
+
+Modes that disagree with the worker's guesses (SPEC §11), set at start or through
+``PATCH /_sandbox/settings``: ``duplicate_check`` (off: a repeated ``payout_cl_id`` makes a
+second payout), ``record_signature``, ``list_filter`` / ``list_order``, ``callbacks``,
+``callback_framing``, ``callback_statuses``, ``callback_signature``, ``sign_zero_values``; a TLS listener with
+handshake faults (:mod:`sandbox.tls`). Every answer carries ``X-Payout-Sandbox: 1``.
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ from typing import Any, Final
 from aiohttp import web
 
 from sandbox.callbacks import Notifier
-from sandbox.config import UNLIMITED_BALANCE_DISPLAY_MINOR, SandboxConfig
+from sandbox.config import SANDBOX_HEADER, UNLIMITED_BALANCE_DISPLAY_MINOR, SandboxConfig
 from sandbox.faults import FaultBook, FaultRule
 from sandbox.orders import (
     CANCELLED,
@@ -49,9 +55,10 @@ from sandbox.orders import (
     Order,
     OrderBook,
 )
-from worker.signing import MD5, verify
+from sandbox.signature import MD5, verify
+from sandbox.tls import TlsListener, TlsSetup, server_context
 
-__all__ = ["Sandbox", "SandboxConfig", "create_app", "run", "serve"]
+__all__ = ["SANDBOX_HEADER", "Sandbox", "SandboxConfig", "create_app", "run", "serve"]
 
 log = logging.getLogger("sandbox")
 
@@ -89,7 +96,11 @@ class Sandbox:
     """The state of one sandbox gateway: orders, ledger, faults, stats, background tasks."""
 
     def __init__(self, config: SandboxConfig) -> None:
+        #: The settings given at start; ``reset`` goes back to them.
+        self.start_config = config
         self.config = config
+        #: Creates answer 0018 until this ``time.time()`` (``inf``: until cleared).
+        self.insufficient_until = 0.0
         self.faults = FaultBook(config.seed)
         self.faults.replace(config.faults)
         self.book = OrderBook(
@@ -99,7 +110,12 @@ class Sandbox:
             channel_id=config.platform_channel_id,
             style=config.number_style,
         )
+        self._configure_book()
         self.notifier = Notifier(self)
+        #: TLS listener: connections, handshakes, handshake_failed, faults by ``mode:how``.
+        self.tls_stats: Counter[str] = Counter()
+        #: The TLS listener's URL and certificate, once started (see :mod:`sandbox.tls`).
+        self.tls_info: dict[str, Any] = {"enabled": False}
         self.tasks: set[asyncio.Task[Any]] = set()
         self.lifecycles: dict[str, asyncio.Task[Any]] = {}
         self.started_at = time.time()
@@ -122,20 +138,65 @@ class Sandbox:
         self.lifecycles.clear()
 
     def reset_money(self) -> None:
-        balance = self.config.balance_minor
-        self.available_minor = UNLIMITED_BALANCE_DISPLAY_MINOR if balance is None else balance
+        self.set_balance(self.config.balance_minor)
         self.frozen_minor = 0
+        #: payout_id -> money frozen for it until it is final.
         self.held: dict[str, int] = {}
+        self.insufficient_until = 0.0
+
+    def set_balance(self, balance_minor: int | None) -> None:
+        """Set the available balance (``total_balance``); ``None`` is unlimited (no 0018).
+        Money frozen by open orders is unchanged."""
+        self.balance_limited = balance_minor is not None
+        self.available_minor = UNLIMITED_BALANCE_DISPLAY_MINOR if balance_minor is None else balance_minor
+
+    def insufficient_window(self, seconds: float | None) -> None:
+        """Every create answers 0018 for ``seconds`` (``None``: until cleared; 0 clears)."""
+        if seconds is None:
+            self.insufficient_until = float("inf")
+        else:
+            self.insufficient_until = time.time() + seconds if seconds > 0 else 0.0
+
+    def balance_view(self) -> dict[str, Any]:
+        """The admin's view of the money: what the balance endpoint answers, and more."""
+        now = time.time()
+        until = self.insufficient_until
+        return {
+            "platform_id": self.config.platform_id,
+            "unlimited": not self.balance_limited,
+            "total_balance": self.available_minor,
+            "total_frozen_balance": self.frozen_minor,
+            "insufficient": now < until,
+            "insufficient_until": None if until in (0.0, float("inf")) else until,
+            "insufficient_remaining_s": (None if until == float("inf") else max(0.0, round(until - now, 3))),
+        }
+
+    def apply_settings(self, changes: dict[str, Any]) -> None:
+        """Change runtime settings (validated first: a bad change changes nothing)."""
+        self.config = self.config.with_runtime_changes(changes)
+        self._configure_book()
+
+    def _configure_book(self) -> None:
+        """Hand the settings the order book renders with to it."""
+        self.book.record_signature = self.config.record_signature
+        self.book.callback_signature = self.config.callback_signature
+        self.book.style = self.config.number_style
+        self.book.drop_zero = not self.config.sign_zero_values
 
     def reset_stats(self) -> None:
+        self.tls_stats.clear()
         self.requests: Counter[str] = Counter()
         self.responses: dict[str, Counter[str]] = {}
         self.in_flight = 0
         self.max_in_flight = 0
         self.notifier.reset_stats()
 
-    def reset(self, *, keep_faults: bool = False) -> None:
-        """Forget every order, count and (unless ``keep_faults``) fault rule."""
+    def reset(self, *, keep_faults: bool = False, keep_settings: bool = False) -> None:
+        """Forget every order, count and (unless ``keep_faults``) fault rule; go back to the
+        start settings and balance (unless ``keep_settings``)."""
+        if not keep_settings:
+            self.config = self.start_config
+            self._configure_book()
         self.cancel_tasks()
         self.book.clear()
         if keep_faults:
@@ -149,26 +210,27 @@ class Sandbox:
         self.responses.setdefault(endpoint, Counter())[outcome] += 1
 
     def stats(self) -> dict[str, Any]:
-        by_status: Counter[str] = Counter(str(o.status) for o in self.book.orders.values())
+        by_status: Counter[str] = Counter(str(o.status) for o in self.book.all())
         return {
             "uptime_s": round(time.time() - self.started_at, 3),
             "requests": dict(self.requests),
             "responses": {name: dict(counts) for name, counts in self.responses.items()},
             "faults_fired": dict(self.faults.fired),
             "callbacks": dict(self.notifier.stats),
-            "orders": {"total": len(self.book.orders), "by_status": dict(by_status)},
+            "orders": {"total": len(self.book), "by_status": dict(by_status)},
             "in_flight": self.in_flight,
             "max_in_flight": self.max_in_flight,
             "background_tasks": len(self.tasks),
+            "tls": dict(self.tls_stats),
         }
 
     # ------------------------------------------------------------ lifecycle
 
     def start_lifecycle(self, order: Order) -> None:
-        self.lifecycles[order.payout_cl_id] = self.spawn(self._lifecycle(order))
+        self.lifecycles[order.payout_id] = self.spawn(self._lifecycle(order))
 
-    def stop_lifecycle(self, payout_cl_id: str) -> None:
-        task = self.lifecycles.pop(payout_cl_id, None)
+    def stop_lifecycle(self, payout_id: str) -> None:
+        task = self.lifecycles.pop(payout_id, None)
         if task is not None:
             task.cancel()
 
@@ -189,13 +251,13 @@ class Sandbox:
                 return
             self.finish(order, order.planned_status or self.draw_outcome(order))
         finally:
-            if self.lifecycles.get(order.payout_cl_id) is asyncio.current_task():
-                del self.lifecycles[order.payout_cl_id]
+            if self.lifecycles.get(order.payout_id) is asyncio.current_task():
+                del self.lifecycles[order.payout_id]
 
     def finish(self, order: Order, status: int, error_msg: str | None = None) -> None:
         """Move ``order`` to a final ``status``: release its money, send its notification."""
         order.set_status(status, error_msg)
-        held = self.held.pop(order.payout_cl_id, 0)
+        held = self.held.pop(order.payout_id, 0)
         self.frozen_minor -= held
         if status != SUCCESS:
             self.available_minor += held
@@ -203,17 +265,25 @@ class Sandbox:
             log.info("order payout_cl_id=%s status=%d", order.payout_cl_id, status)
         self.notifier.on_final(order)
 
-    def force_status(self, payout_cl_id: str, status: int, error_msg: str | None) -> Order | None:
-        """Admin: set the status now; the automatic lifecycle of the order stops."""
-        order = self.book.orders.get(payout_cl_id)
-        if order is None:
-            return None
-        self.stop_lifecycle(payout_cl_id)
-        if status in FINAL_STATUSES:
-            self.finish(order, status, error_msg)
-        else:
-            order.set_status(status, error_msg)
-        return order
+    def force_status(
+        self,
+        payout_cl_id: str,
+        status: int,
+        error_msg: str | None,
+        payout_id: str | None = None,
+    ) -> Order | None:
+        """Admin: set the status now; the automatic lifecycle of the order stops.
+
+        Every payout of ``payout_cl_id`` (several only with the duplicate check off), or only
+        the one whose ``payout_id`` is given. Returns the first one changed."""
+        orders = [o for o in self.book.of(payout_cl_id) if payout_id in (None, o.payout_id)]
+        for order in orders:
+            self.stop_lifecycle(order.payout_id)
+            if status in FINAL_STATUSES:
+                self.finish(order, status, error_msg)
+            else:
+                order.set_status(status, error_msg)
+        return orders[0] if orders else None
 
     # ---------------------------------------------------------------- faults
 
@@ -314,16 +384,15 @@ class Sandbox:
                 return gateway_error("0002", f"Missing parameter: {name}")
         if params["platform_id"] != cfg.platform_id:
             return gateway_error("0002", "Invalid parameter: platform_id is not a known merchant")
-        if not verify(params, cfg.platform_key, allowed=frozenset(cfg.sign_types)):
+        allowed = frozenset(cfg.sign_types)
+        if not verify(params, cfg.platform_key, allowed=allowed, drop_zero=not cfg.sign_zero_values):
             return gateway_error("0004", "Signature verification failed!")
         for name in REQUIRED:
             value = params.get(name)
             if value is None or value == "":
                 return gateway_error("0002", f"Missing parameter: {name}")
             if not isinstance(value, str):
-                return gateway_error(
-                    "0002", f"Invalid parameter: {name} must be a string or integer"
-                )
+                return gateway_error("0002", f"Invalid parameter: {name} must be a string or integer")
         for name in ("notify_url", "sign_type"):
             if params.get(name) is not None and not isinstance(params[name], str):
                 return gateway_error("0002", f"Invalid parameter: {name} must be a string")
@@ -340,10 +409,10 @@ class Sandbox:
         if amount > cfg.max_amount_minor:
             return gateway_error("0029", "Amount above the maximum limit")
         payout_cl_id = params["payout_cl_id"]
-        if payout_cl_id in self.book.orders:
+        if cfg.duplicate_check and payout_cl_id in self.book.by_cl_id:
             return gateway_error("0014", "Duplicate order number")
         cost = amount + cfg.fee_minor
-        if cfg.balance_minor is not None and cost > self.available_minor:
+        if time.time() < self.insufficient_until or (self.balance_limited and cost > self.available_minor):
             return gateway_error("0018", "商户余额不足!")
         order = self.book.add(
             payout_cl_id,
@@ -355,7 +424,7 @@ class Sandbox:
         )
         self.available_minor -= cost
         self.frozen_minor += cost
-        self.held[payout_cl_id] = cost
+        self.held[order.payout_id] = cost
         outcome = self.faults.pick("outcome", payout_cl_id=payout_cl_id)
         if outcome is not None:
             order.planned_status = int(outcome.get("status", SUCCESS))
@@ -380,9 +449,7 @@ class Sandbox:
         if len(params["number"]) > 32:
             return "number is longer than 32 characters"
         notify_url = params.get("notify_url")
-        if notify_url and (
-            len(notify_url) > 256 or not notify_url.startswith(("http://", "https://"))
-        ):
+        if notify_url and (len(notify_url) > 256 or not notify_url.startswith(("http://", "https://"))):
             return "notify_url must be an http(s) URL of at most 256 characters"
         return None
 
@@ -450,22 +517,24 @@ class Sandbox:
         now = time.time()
         cl_id, payout_id = query.get("payout_cl_id"), query.get("payout_id")
         gte, lte = numbers["create_time__gte"], numbers["create_time__lte"]
-        if cl_id:
-            candidates = [self.book.orders[cl_id]] if cl_id in self.book.orders else []
-        elif payout_id:
-            found = self.book.by_payout_id.get(payout_id)
-            candidates = [found] if found else []
-        else:
-            candidates = list(self.book.orders.values())
+        mode = self.config.list_filter
+        if mode == "ignore_all":
+            cl_id = payout_id = None
+            gte = lte = None
+        elif mode == "ignore":
+            cl_id = None
         matches = [
             order
-            for order in candidates
+            for order in self._list_candidates(cl_id, payout_id, mode)
             if order.visible(now)
             and (not payout_id or order.payout_id == payout_id)
             and (gte is None or int(order.create_time) >= gte)
             and (lte is None or int(order.create_time) <= lte)
         ]
-        matches.sort(key=lambda o: (int(o.create_time), o.seq))
+        matches.sort(
+            key=lambda o: (int(o.create_time), o.seq),
+            reverse=self.config.list_order == "newest_first",
+        )
         page = matches[offset : offset + limit]
         return gateway_json(
             {
@@ -475,6 +544,19 @@ class Sandbox:
             }
         )
 
+    def _list_candidates(self, cl_id: str | None, payout_id: str | None, mode: str) -> list[Order]:
+        """The orders a list query looks at, before the visibility and time filters."""
+        if cl_id and mode == "prefix":
+            return [o for o in self.book.all() if o.payout_cl_id.startswith(cl_id)]
+        if cl_id and mode == "contains":
+            return [o for o in self.book.all() if cl_id in o.payout_cl_id]
+        if cl_id:
+            return self.book.of(cl_id)
+        if payout_id:
+            found = self.book.by_payout_id.get(payout_id)
+            return [found] if found else []
+        return self.book.all()
+
     async def handle_single(self, request: web.Request) -> web.StreamResponse:
         endpoint = "query_single"
         payout_cl_id = request.match_info["payout_cl_id"]
@@ -483,13 +565,13 @@ class Sandbox:
             return early
         answer = self._authorize(request)
         if answer is None:
-            order = self.book.orders.get(payout_cl_id)
-            if order is None or not order.visible(time.time()):
+            now = time.time()
+            visible = [o for o in self.book.of(payout_cl_id) if o.visible(now)]
+            order = visible[0] if visible else None
+            if order is None:
                 answer = gateway_error("0050", "查无订单!")
             else:
-                answer = gateway_json(
-                    {"error_code": "0000", "data": self.book.single_record(order)}
-                )
+                answer = gateway_json({"error_code": "0000", "data": self.book.single_record(order)})
         return await self._answer(request, endpoint, rule, answer)
 
     async def handle_balance(self, request: web.Request) -> web.StreamResponse:
@@ -543,20 +625,24 @@ async def _track_in_flight(request: web.Request, handler: Any) -> web.StreamResp
         sandbox.in_flight -= 1
 
 
+async def _identify(_: web.Request, response: web.StreamResponse) -> None:
+    """Every answer says it comes from the sandbox (see ``SANDBOX_HEADER``)."""
+    response.headers[SANDBOX_HEADER] = "1"
+
+
 def create_app(config: SandboxConfig | None = None) -> web.Application:
     """The aiohttp application of a sandbox gateway (gateway and admin routes)."""
     from sandbox import admin
 
     sandbox = Sandbox(config or SandboxConfig())
     app = web.Application(middlewares=[_track_in_flight], client_max_size=1024 * 1024)
+    app.on_response_prepare.append(_identify)
     app[SANDBOX_KEY] = sandbox
     payouts = "/gateway/api/v2/payouts"
     app.router.add_post(payouts, sandbox.handle_create)
     app.router.add_get(payouts, sandbox.handle_list, allow_head=False)
     app.router.add_get(payouts + "/{payout_cl_id}", sandbox.handle_single, allow_head=False)
-    app.router.add_get(
-        "/gateway/api/v2/platforms/balance", sandbox.handle_balance, allow_head=False
-    )
+    app.router.add_get("/gateway/api/v2/platforms/balance", sandbox.handle_balance, allow_head=False)
     for method in ("PUT", "PATCH", "DELETE"):
         app.router.add_route(method, payouts, sandbox.handle_wrong_method)
     admin.add_routes(app, sandbox)
@@ -589,28 +675,55 @@ async def serve(
     """Serve until ``stop`` is set (or SIGINT/SIGTERM in the main thread).
 
     Prints ``sandbox listening on <url>`` once connections are accepted, and passes the
-    URL to ``on_ready`` (handy to run the sandbox in a thread of a test process).
+    URL to ``on_ready`` (handy to run the sandbox in a thread of a test process). With a
+    TLS listener (``tls_port``), first prints
+    ``sandbox tls listening on https://HOST:PORT cert <path>``.
     """
     _raise_fd_limit()
     app = create_app(config)
+    sandbox = app[SANDBOX_KEY]
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, config.host, config.port, backlog=config.backlog, reuse_address=True)
     await site.start()
     port = runner.addresses[0][1]
+    listener: TlsListener | None = None
+    setup: TlsSetup | None = None
+    if config.tls_port is not None:
+        setup = TlsSetup(config.tls_dir, [config.host])
+        assert runner.server is not None  # set by runner.setup()
+        listener = TlsListener(
+            sandbox.faults,
+            runner.server,
+            server_context(setup.cert, setup.key),
+            sandbox.tls_stats,
+            quiet=config.quiet,
+        )
+        tls_port = await listener.start(config.host, config.tls_port, config.backlog)
+        tls_url = f"https://{_url_host(config.host)}:{tls_port}"
+        sandbox.tls_info = setup.info(tls_url, tls_port)
+        print(f"sandbox tls listening on {tls_url} cert {setup.cert}", flush=True)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(sig, stop.set)
-    url = f"http://{config.host}:{port}"
+    url = f"http://{_url_host(config.host)}:{port}"
     print(f"sandbox listening on {url}", flush=True)
     if on_ready is not None:
         on_ready(url)
     try:
         await stop.wait()
     finally:
+        if listener is not None:
+            await listener.close()
         await runner.cleanup()
+        if setup is not None:
+            setup.cleanup()
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
 
 
 def run(config: SandboxConfig) -> None:

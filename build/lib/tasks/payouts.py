@@ -43,7 +43,7 @@ def check(payout_cl_id: str) -> str:
 
 @app.task(name=CHECK_BATCH_TASK, ignore_result=True)
 def check_batch(payout_cl_ids: list[str]) -> int:
-    """Reconcile many due orders with windowed list queries; check the rest singly."""
+    """Check many due orders with windowed list queries; check the rest singly."""
     rest = check_window(get_runtime(), payout_cl_ids)
     _publish(check, rest)
     return len(payout_cl_ids) - len(rest)

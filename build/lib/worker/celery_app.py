@@ -13,7 +13,7 @@ from celery import Celery, signals
 from worker.celeryconf import celery_config
 from worker.connection import check_redis_persistence
 from worker.logs import configure_logging, get_logger
-from worker.settings import get_settings
+from worker.settings import Settings, get_settings
 
 app = Celery("payouts", include=["tasks.payouts"])
 app.add_defaults(lambda: celery_config(get_settings()))
@@ -52,3 +52,11 @@ def _clear_task_context(**_: Any) -> None:
     import structlog
 
     structlog.contextvars.clear_contextvars()
+
+
+def make_producer_app(settings: Settings) -> Celery:
+    """A Celery app bound to ``settings`` (not the process's app): for a harness that
+    publishes to a broker of its own while this process's app may be bound elsewhere."""
+    producer = Celery("payouts-producer", set_as_current=False)
+    producer.conf.update(celery_config(settings))
+    return producer

@@ -20,6 +20,9 @@ SWEEP_LAST: Final = f"{PREFIX}:sweep:last"
 RATE: Final = f"{PREFIX}:ratelimit"
 #: string: set while the gateway asked us to back off (429)
 BACKOFF: Final = f"{PREFIX}:ratelimit:backoff"
+#: hash: pause scope ("*" = every bank, else a bank code) -> JSON {reason, by, since, source};
+#: source is "operator" or "balance" (an automatic balance hold) or "merchant_code"
+PAUSE: Final = f"{PREFIX}:pause"
 #: hash: sha256 of an imported file -> JSON {at, file, rows}, for `payouts enqueue`
 IMPORTS: Final = f"{PREFIX}:imports"
 

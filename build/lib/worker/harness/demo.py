@@ -37,12 +37,12 @@ from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from socketserver import ThreadingMixIn
 from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from worker import keys
-from worker.harness.processes import CeleryProcess, RedisServer, free_port, redis_answers
+from worker.harness.invariants import Expected, check_orders, read_orders
+from worker.harness.processes import RedisServer, redis_answers
+from worker.harness.stack import Credentials, LocalStack, sandbox_config
 from worker.states import FINAL, State
 
 #: gateway-side timings and our read timeout: fast enough for a demo, same shape as production
@@ -66,28 +66,6 @@ NAMES = (
     "Hendra Gunawan",
     "Maya Sari",
     "Rudi Hartono",
-)
-
-#: setting names the demo sets itself; anything else from the caller's environment that
-#: configures the worker is dropped so the demo always runs the same way
-_DROP_PREFIXES = ("GATEWAY_", "PAYOUT_")
-_DROP_NAMES = frozenset(
-    {
-        "CELERY_BROKER_URL",
-        "NOT_FOUND_POLICY",
-        "RESULT_TASK",
-        "RESULT_QUEUE",
-        "MAX_ORDER_AGE",
-        "TASK_TIME_LIMIT",
-        "BROKER_VISIBILITY_TIMEOUT",
-        "EVENTS_MAXLEN",
-        "ORDER_RETENTION_DAYS",
-        "SWEEP_BATCH",
-        "SUBMIT_RETRY_MAX",
-        "UNKNOWN_STATUS_REVIEW_AFTER",
-        "LOG_LEVEL",
-        "LOG_FORMAT",
-    }
 )
 
 
@@ -179,51 +157,25 @@ def demo_payouts(n: int, seed: int, banks: Sequence[str], prefix: str) -> list[d
     return out
 
 
-def worker_env(
-    base: Mapping[str, str],
-    *,
-    redis_url: str,
-    gateway_url: str,
-    platform_id: str,
-    key: str,
-    token: str,
-    notify_url: str,
-    banks: Sequence[str],
-    amount_min: int,
-    amount_max: int,
-    concurrency: int,
+def demo_settings(
+    *, banks: Sequence[str], amount_min: int, amount_max: int, concurrency: int
 ) -> dict[str, str]:
-    """The environment of every demo process: fast timings, the sandbox's credentials."""
-    env = {k: v for k, v in base.items() if not k.startswith(_DROP_PREFIXES) and k not in _DROP_NAMES}
-    env.update(
-        {
-            "REDIS_URL": redis_url,
-            "GATEWAY_BASE_URL": gateway_url,
-            "GATEWAY_PLATFORM_ID": platform_id,
-            "GATEWAY_PLATFORM_KEY": key,
-            "GATEWAY_AUTHORIZATION": token,
-            "GATEWAY_SIGN_TYPE": "HMAC-SHA256",
-            "GATEWAY_CONNECT_TIMEOUT": "1",
-            "GATEWAY_READ_TIMEOUT": str(READ_TIMEOUT_S),
-            "GATEWAY_MAX_RPS": "0",
-            "PAYOUT_NOTIFY_URL": notify_url,
-            "PAYOUT_BANK_LIST": ",".join(banks),
-            "PAYOUT_AMOUNT_MIN": str(amount_min),
-            "PAYOUT_AMOUNT_MAX": str(amount_max),
-            "SWEEP_INTERVAL": "1",
-            "CHECK_INTERVAL_MIN": "1",
-            "CHECK_INTERVAL_MAX": "4",
-            "SUBMIT_REDRIVE_AFTER": "5",
-            "SUBMITTING_MARGIN": "2",
-            "UNCONFIRMED_FIRST_CHECK": "1",
-            "UNCONFIRMED_GRACE": str(UNCONFIRMED_GRACE_S),
-            "WORKER_CONCURRENCY": str(concurrency),
-            "LOG_FORMAT": "json",
-            "LOG_LEVEL": "INFO",
-            "PYTHONUNBUFFERED": "1",
-        }
-    )
-    return env
+    """The demo's settings over the stack's defaults: slower timers, so the progress is readable."""
+    return {
+        "GATEWAY_SIGN_TYPE": "HMAC-SHA256",
+        "GATEWAY_READ_TIMEOUT": str(READ_TIMEOUT_S),
+        "PAYOUT_BANK_LIST": ",".join(banks),
+        "PAYOUT_AMOUNT_MIN": str(amount_min),
+        "PAYOUT_AMOUNT_MAX": str(amount_max),
+        "SWEEP_INTERVAL": "1",
+        "CHECK_INTERVAL_MIN": "1",
+        "CHECK_INTERVAL_MAX": "4",
+        "SUBMIT_REDRIVE_AFTER": "5",
+        "SUBMITTING_MARGIN": "2",
+        "UNCONFIRMED_FIRST_CHECK": "1",
+        "UNCONFIRMED_GRACE": str(UNCONFIRMED_GRACE_S),
+        "WORKER_CONCURRENCY": str(concurrency),
+    }
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -237,15 +189,6 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 def idr(minor: int) -> str:
     return f"IDR {minor // 100:,}.{minor % 100:02d}"
-
-
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
-class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
-    daemon_threads = True
 
 
 @dataclass
@@ -272,23 +215,21 @@ class Outcome:
 
 
 class Demo:
-    """Everything the demo starts, so that :meth:`stop` can stop all of it."""
+    """The demo's run over one :class:`~worker.harness.stack.LocalStack`, stopped by :meth:`stop`."""
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.dir = Path(tempfile.mkdtemp(prefix="payouts-demo-"))
         self.redis_server: RedisServer | None = None
         self.sandbox: Any = None
-        self.server: WSGIServer | None = None
-        self.procs: list[CeleryProcess] = []
+        self.stack: LocalStack | None = None
         self.rt: Any = None
-        self.env: dict[str, str] = {}
         self.ids: list[str] = []
+        self.payouts: list[dict[str, Any]] = []
         self.enqueued = 0
         self.enqueue_error: BaseException | None = None
         self.started = time.monotonic()
         self.tty = sys.stdout.isatty()
-        self._saved_env: dict[str, str] | None = None
         self._log_file: Any = None
 
     # -------------------------------------------------------------- output
@@ -305,7 +246,7 @@ class Demo:
             return url
         if url:
             self.say(f"redis:     REDIS_URL ({_safe_url(url)}) does not answer; starting an embedded one")
-        self.redis_server = RedisServer().start()
+        self.redis_server = RedisServer(appendfsync="always").start()
         self.say(
             f"redis:     embedded redis-server on port {self.redis_server.port} "
             f"(AOF in {self.redis_server.dir})"
@@ -333,55 +274,44 @@ class Demo:
         return prefix
 
     def start(self) -> None:
-        from sandbox.config import DEFAULT_BANKS, SandboxConfig
+        from sandbox.config import DEFAULT_BANKS
         from sandbox.process import SandboxProcess
 
         a = self.args
         redis_url = self.start_redis()
-        key, token = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
-        cfg = SandboxConfig(
-            host="127.0.0.1",
-            port=0,
-            platform_id="PF0001",
-            platform_key=key,
-            authorization=token,
+        creds = Credentials.random()
+        cfg = sandbox_config(
+            creds,
             pending_s=0.5,
             processing_s=1.5,
             failure_ratio=0.1,
             seed=a.seed,
             callback_delays_s=(1.0, 2.0, 4.0, 8.0, 15.0),
-            callback_timeout_s=2.0,
             faults=[] if a.no_faults else demo_faults(a.seed),
-            quiet=True,
         )
         self.sandbox = SandboxProcess(cfg).start()
         faults = "no faults" if a.no_faults else f"{len(cfg.faults)} fault rules"
         self.say(f"gateway:   sandbox at {self.sandbox.url} ({faults}, ~10% failed payouts)")
 
-        callback_port = free_port()
-        self.env = worker_env(
-            os.environ,
-            redis_url=redis_url,
-            gateway_url=self.sandbox.url,
-            platform_id=cfg.platform_id,
-            key=key,
-            token=token,
-            notify_url=f"http://127.0.0.1:{callback_port}/payouts/notify",
+        settings = demo_settings(
             banks=DEFAULT_BANKS,
             amount_min=cfg.min_amount_minor,
             amount_max=cfg.max_amount_minor,
             concurrency=a.concurrency,
         )
         # this process is the producer and runs the callback receiver: same settings
-        self._saved_env = dict(os.environ)
-        os.environ.clear()
-        os.environ.update(self.env)
+        self.stack = stack = LocalStack(
+            self.dir,
+            redis_url=redis_url,
+            gateway_url=self.sandbox.url,
+            credentials=creds,
+            base_env=os.environ,
+            overrides=settings,
+        )
+        self.rt = stack.rt
+        stack.bind_this_process()
         from worker.logs import configure_logging
-        from worker.runtime import build_runtime, set_runtime
-        from worker.settings import get_settings, reset_settings
 
-        reset_settings()
-        settings = get_settings()
         configure_logging("json", "INFO", force=True)
         # this process's own log lines (callbacks) go to a file, not over the progress line
         self._log_file = open(self.dir / "demo.log", "a", encoding="utf-8")  # noqa: SIM115 - closed in stop()
@@ -395,53 +325,20 @@ class Demo:
                 "the Celery app in this process is already bound to another broker; "
                 "run the demo as its own process (`payouts demo`)"
             )
-        self.rt = build_runtime(settings)
-        set_runtime(self.rt)
         self.prefix = self.check_shared_redis(redis_url) if self.redis_server is None else f"demo-{a.seed}-"
-
-        from worker.callbacks import make_app
-
-        self.server = make_server(
-            "127.0.0.1",
-            callback_port,
-            make_app(self.rt),
-            server_class=_ThreadingWSGIServer,
-            handler_class=_QuietHandler,
-        )
-        threading.Thread(target=self.server.serve_forever, daemon=True, name="callbacks").start()
-        self.say(f"callbacks: receiver at http://127.0.0.1:{callback_port}/payouts/notify")
-
+        stack.start_receiver()
+        self.say(f"callbacks: receiver at {stack.env['PAYOUT_NOTIFY_URL']}")
         for n in range(a.workers):
-            self.procs.append(
-                CeleryProcess(
-                    "worker",
-                    self.env,
-                    name=f"demo{n}-{callback_port}",
-                    args=["-P", "threads", "-c", str(a.concurrency), "--loglevel", "INFO"],
-                    log_path=self.dir / f"worker{n}.log",
-                ).start()
-            )
-        self.procs.append(
-            CeleryProcess(
-                "beat", self.env, args=["--loglevel", "INFO"], log_path=self.dir / "beat.log"
-            ).start()
-        )
+            stack.start_worker(name=f"demo{n}-{stack.callback_port}")
+        stack.start_beat()
         self.say(
             f"workers:   {a.workers} x celery worker -P threads -c {a.concurrency}, "
             f"1 x beat (sweep every 1 s); logs in {self.dir}"
         )
-        self.wait_workers(app, a.workers)
-
-    def wait_workers(self, app: Any, n: int) -> None:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            for p in self.procs:
-                if not p.alive():
-                    raise DemoError(f"celery {p.role} exited at start:\n{self.log_tail()}")
-            with contextlib.suppress(Exception):
-                if len(app.control.ping(timeout=0.5)) >= n:
-                    return
-        raise DemoError(f"workers did not answer a ping within 60 s:\n{self.log_tail()}")
+        try:
+            stack.wait_workers_ready(60)
+        except (RuntimeError, TimeoutError) as exc:
+            raise DemoError(f"{exc}\n{self.log_tail()}") from None
 
     # -------------------------------------------------------------- run
 
@@ -483,7 +380,7 @@ class Demo:
         a = self.args
         from sandbox.config import DEFAULT_BANKS
 
-        payouts = demo_payouts(a.payouts, a.seed, DEFAULT_BANKS, self.prefix)
+        self.payouts = payouts = demo_payouts(a.payouts, a.seed, DEFAULT_BANKS, self.prefix)
         self.ids = [p["payout_cl_id"] for p in payouts]
         self.say(f"enqueue:   {len(payouts)} payouts (seed {a.seed}), ids {self.ids[0]} .. {self.ids[-1]}\n")
         t0 = time.monotonic()
@@ -495,7 +392,8 @@ class Demo:
         while True:
             if self.enqueue_error is not None:
                 raise DemoError(f"enqueue failed: {self.enqueue_error!r}")
-            for p in self.procs:
+            assert self.stack is not None
+            for p in self.stack.workers + self.stack.beats:
                 if not p.alive():
                     raise DemoError(f"celery {p.role} died:\n{self.log_tail()}")
             states = self.states()
@@ -520,73 +418,50 @@ class Demo:
     # -------------------------------------------------------------- proof
 
     def verify(self, states: dict[str, str], elapsed_s: float, *, timed_out: bool) -> Outcome:
-        orders = self.rt.store.get_many(self.ids)
+        """The proof table: the guarantees of :mod:`worker.harness.invariants`, one row each."""
+        expected = {p["payout_cl_id"]: Expected(p["amount"], p["number"], p["name"]) for p in self.payouts}
+        stored = read_orders(self.rt.redis, self.ids)
         ledger = self.sandbox.admin.ledger()
-        ours = set(self.ids)
-        gw = [o for o in ledger["orders"] if o["payout_cl_id"] in ours]
-        by_id = {o["payout_cl_id"]: o for o in gw}
-        created_twice = [i for i, n in Counter(o["payout_cl_id"] for o in gw).items() if n > 1]
-        requests = ledger["create_requests"]
-        after = {i: requests[i]["after"] for i in ours if requests.get(i, {}).get("after")}
+        verdict = check_orders(expected, stored, ledger)
         out = Outcome(elapsed_s, states, Counter(states.values()))
 
-        ok = not created_twice and not after
-        text = (
-            f"created at most once: {len(gw)} orders at the gateway, "
-            f"{sum(after.values())} create requests after creation, "
-            f"{len(created_twice)} ids created twice"
-        )
-        if after:
-            text += f" (e.g. {', '.join(sorted(after)[:5])})"
-        out.checks.append(Check(ok, text))
+        def rows(label: str) -> list[str]:
+            return [v.split(": ", 1)[1] for v in verdict.violations if v.startswith(label + ":")]
 
-        mismatches: list[str] = []
-        compared = 0
-        for i in self.ids:
-            order = orders.get(i)
-            if order is None or order.state not in FINAL:
-                continue
-            compared += 1
-            g = by_id.get(i)
-            if order.state is State.REJECTED:
-                if g is not None:
-                    mismatches.append(f"{i}: rejected here, status {g['status']} at the gateway")
-                continue
-            want = {3} if order.state is State.SUCCEEDED else {4, 5}
-            if g is None:
-                mismatches.append(f"{i}: {order.state.value} here, never created at the gateway")
-            elif g["status"] not in want:
-                mismatches.append(f"{i}: {order.state.value} here, status {g['status']} there")
-            elif int(g["amount"]) != order.amount:
-                mismatches.append(f"{i}: amount {order.amount} here, {g['amount']} there")
+        f = verdict.figures
+        twice = rows("created twice")
         text = (
-            f"final states match the gateway: {compared - len(mismatches)}/{compared} "
+            f"created at most once: {f['gateway_orders']} orders at the gateway, "
+            f"{f['create_requests_after_created'] or 0} create requests after creation, "
+            f"{f['created_twice']} ids created twice"
+        )
+        out.checks.append(Check(not twice, text + "".join(f"\n           {r}" for r in twice[:5])))
+        wrong = rows("wrong") + rows("unknown payout at the gateway")
+        final = sum(1 for r in stored.values() if r["fields"].get("state") in {s.value for s in FINAL})
+        text = (
+            f"final states match the gateway: {final - f['wrong']}/{final} "
             "(succeeded=status 3, failed=4/5, rejected=never created; amounts equal)"
         )
-        if mismatches:
-            text += "\n           " + "\n           ".join(mismatches[:10])
-        out.checks.append(Check(not mismatches, text))
-
-        ours_paid = sum(o.amount for o in orders.values() if o.state is State.SUCCEEDED)
-        gw_paid = sum(int(o["amount"]) for o in gw if o["status"] == 3)
+        out.checks.append(Check(not wrong, text + "".join(f"\n           {r}" for r in wrong[:10])))
+        ours_paid, gw_paid = f["paid_minor_ours"], f["paid_minor_gateway"]
         out.checks.append(
             Check(
-                ours_paid == gw_paid,
+                not rows("money"),
                 f"money: succeeded here {idr(ours_paid)} "
                 f"{'==' if ours_paid == gw_paid else '!='} "
                 f"gateway status 3 {idr(gw_paid)}",
             )
         )
-
+        by_id = {o["payout_cl_id"]: o for o in ledger["orders"]}
+        orders = self.rt.store.get_many(self.ids)
         for i in self.ids:
             order = orders.get(i)
             if order is None:
                 continue
             g = by_id.get(i)
             there = "never created" if g is None else f"status {g['status']}"
-            row = (i, order.reason or "", there)
             if order.state is State.REVIEW:
-                out.review.append(row)
+                out.review.append((i, order.reason or "", there))
             elif order.state not in FINAL:
                 out.open_orders.append((i, order.state.value, order.reason or ""))
             else:
@@ -598,8 +473,7 @@ class Demo:
                 f"orders in review have a reason: {len(out.review) - len(unexplained)}/{len(out.review)}",
             )
         )
-        missing = len(self.ids) - len(orders)
-        not_done = len(out.open_orders) + missing
+        not_done = len(rows("lost")) - len(unexplained)
         out.checks.append(
             Check(
                 not timed_out and not_done == 0,
@@ -607,7 +481,7 @@ class Demo:
                 + (
                     "yes"
                     if not timed_out and not_done == 0
-                    else f"no, {not_done} still open after {elapsed_s:.0f}s"
+                    else f"no, {f['lost'] - len(unexplained)} still open after {elapsed_s:.0f}s"
                 ),
             )
         )
@@ -670,22 +544,11 @@ class Demo:
     # -------------------------------------------------------------- stop
 
     def stop(self) -> None:
-        for p in reversed(self.procs):
-            with contextlib.suppress(Exception):
-                p.stop()
-        if self.server is not None:
-            with contextlib.suppress(Exception):
-                self.server.shutdown()
-                self.server.server_close()
+        if self.stack is not None:
+            self.stack.stop()  # workers, beat, receiver, runtime; this process's environment back
         if self.sandbox is not None:
             with contextlib.suppress(Exception):
                 self.sandbox.stop()
-        if self.rt is not None:
-            from worker.runtime import set_runtime
-
-            set_runtime(None)
-            with contextlib.suppress(Exception):
-                self.rt.close()
         if self.redis_server is not None:
             with contextlib.suppress(Exception):
                 self.redis_server.cleanup()
@@ -694,12 +557,6 @@ class Demo:
                 if isinstance(handler, logging.StreamHandler):
                     handler.setStream(sys.stderr)
             self._log_file.close()
-        if self._saved_env is not None:
-            os.environ.clear()
-            os.environ.update(self._saved_env)
-            from worker.settings import reset_settings
-
-            reset_settings()
 
 
 class DemoError(RuntimeError):

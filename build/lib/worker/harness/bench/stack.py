@@ -10,7 +10,6 @@ worker's ``/proc`` times over the same window.
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 import time
@@ -22,52 +21,46 @@ from typing import Any
 import psutil
 import redis
 
-from sandbox.config import SandboxConfig
 from sandbox.process import SandboxProcess
 from worker import keys
 from worker.celeryconf import SUBMIT_QUEUE
+from worker.harness import stack as local_stack
 from worker.harness.processes import CeleryProcess, RedisServer, wait_for
-from worker.runtime import Runtime, build_runtime, set_runtime
-from worker.settings import load_settings, reset_settings
+from worker.harness.stack import Credentials, LocalStack
+from worker.runtime import Runtime
 from worker.states import State
 
-PLATFORM_ID = "PF0001"
 #: bench-only credentials, shared with the bench's own sandbox and nothing else
-PLATFORM_KEY = "bench-platform-key-not-a-secret"
-AUTHORIZATION = "bench-authorization-token"
+CREDENTIALS = Credentials("PF0001", "bench-platform-key-not-a-secret", "bench-authorization-token")
 #: kombu's Redis transport keeps reserved (not yet acked) messages in this hash
 UNACKED_KEY = "unacked"
 #: states an order leaves "waiting for its create answer" into
 ANSWERED = (State.ACCEPTED, State.REJECTED, State.UNCONFIRMED, State.SUCCEEDED, State.FAILED)
 
 
+#: the bench's settings over the local stack's defaults
+BENCH_SETTINGS: dict[str, str] = {
+    "GATEWAY_CONNECT_TIMEOUT": "2",
+    "GATEWAY_READ_TIMEOUT": "5",
+    # on, but far above what one machine reaches: its Lua call is part of the cost
+    "GATEWAY_MAX_RPS": "100000",
+    "CHECK_INTERVAL_MIN": "1",
+    "CHECK_INTERVAL_MAX": "5",
+    "SUBMIT_REDRIVE_AFTER": "600",
+    "SUBMITTING_MARGIN": "30",
+    "UNCONFIRMED_FIRST_CHECK": "1",
+    "UNCONFIRMED_GRACE": "600",
+}
+
+
 def worker_env(redis_url: str, gateway_url: str, concurrency: int, **extra: Any) -> dict[str, str]:
     """Production-like worker settings, with timers short enough for a bench."""
-    env = {
-        "REDIS_URL": redis_url,
-        "GATEWAY_BASE_URL": gateway_url,
-        "GATEWAY_PLATFORM_ID": PLATFORM_ID,
-        "GATEWAY_PLATFORM_KEY": PLATFORM_KEY,
-        "GATEWAY_AUTHORIZATION": AUTHORIZATION,
-        "GATEWAY_CONNECT_TIMEOUT": "2",
-        "GATEWAY_READ_TIMEOUT": "5",
-        # on, but far above what one machine reaches: its Lua call is part of the cost
-        "GATEWAY_MAX_RPS": "100000",
-        "LOG_FORMAT": "json",
-        "LOG_LEVEL": "INFO",
-        "SWEEP_INTERVAL": "0.5",
-        "CHECK_INTERVAL_MIN": "1",
-        "CHECK_INTERVAL_MAX": "5",
-        "SUBMIT_REDRIVE_AFTER": "600",
-        "UNCONFIRMED_FIRST_CHECK": "1",
-        "WORKER_CONCURRENCY": str(concurrency),
-        # whatever the caller's environment says, the bench talks only to its own processes
-        "CELERY_BROKER_URL": "",
-        "PAYOUT_NOTIFY_URL": "",
-        "RESULT_TASK": "",
-    }
-    env.update({k: str(v) for k, v in extra.items()})
-    return env
+    return local_stack.worker_env(
+        redis_url,
+        gateway_url,
+        CREDENTIALS,
+        **{**BENCH_SETTINGS, "WORKER_CONCURRENCY": str(concurrency), **extra},
+    )
 
 
 def process_cpu_s(procs: Sequence[psutil.Process]) -> float:
@@ -109,76 +102,72 @@ class Drain:
 
 
 class BenchStack:
-    """Redis (AOF on, as in production), the sandbox, workers and beat of one run."""
+    """Redis (AOF on, as in production), the sandbox, workers and beat of one run.
+
+    The processes come from one :class:`~worker.harness.stack.LocalStack`; this class adds
+    what a measurement needs: staged queues, CPU accounting and drain sampling.
+    """
 
     def __init__(self, workdir: Path | None = None, *, log_level: str = "INFO") -> None:
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="payouts-bench-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.log_level = log_level
-        self.redis_server = RedisServer()
-        self.sandbox: SandboxProcess | None = None
-        self.workers: list[CeleryProcess] = []
+        self.stack: LocalStack | None = None
         self.beat: CeleryProcess | None = None
-        self._rt: Runtime | None = None
-        self._saved_env: dict[str, str | None] = {}
         self._stage_seq = 0
 
     # -- lifecycle ------------------------------------------------------------
 
     def start(self) -> BenchStack:
-        self.redis_server.start()
-        cfg = SandboxConfig(
-            port=0,
-            platform_id=PLATFORM_ID,
-            platform_key=PLATFORM_KEY,
-            authorization=AUTHORIZATION,
-            pending_s=0.0,
-            processing_s=0.0,
-            failure_ratio=0.0,
-            quiet=True,
-            seed=1,
+        cfg = local_stack.sandbox_config(
+            CREDENTIALS, pending_s=0.0, processing_s=0.0, failure_ratio=0.0, seed=1
         )
-        self.sandbox = SandboxProcess(cfg).start()
+        self.stack = LocalStack.own(
+            self.workdir,
+            sandbox=cfg,
+            credentials=CREDENTIALS,
+            appendfsync="everysec",
+            callbacks=False,
+            overrides={**BENCH_SETTINGS, "LOG_LEVEL": self.log_level},
+        )
         # this process is the producer: its Celery app publishes to the bench Redis
-        for name, value in (("REDIS_URL", self.redis_server.url), ("CELERY_BROKER_URL", None)):
-            self._saved_env[name] = os.environ.get(name)
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-        reset_settings()
+        self.stack.bind_this_process()
         from worker.celery_app import app
 
         app.conf.broker_url = self.redis_server.url
         if app.conf.broker_url != self.redis_server.url:  # pragma: no cover - config bug
             raise RuntimeError("the bench producer would publish to another Redis")
-        self._rt = build_runtime(load_settings(self.env(8)))
-        set_runtime(self._rt)
         return self
 
     def stop(self) -> None:
-        self.stop_workers()
-        self.stop_beat()
-        if self.sandbox is not None:
-            self.sandbox.stop()
-        set_runtime(None)
-        if self._rt is not None:
-            self._rt.close()
-        self.redis_server.cleanup()
-        for name, value in self._saved_env.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-        reset_settings()
+        self.beat = None
+        if self.stack is not None:
+            self.stack.stop()
 
     def cleanup(self) -> None:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
     @property
+    def local(self) -> LocalStack:
+        assert self.stack is not None, "start() first"
+        return self.stack
+
+    @property
+    def redis_server(self) -> RedisServer:
+        assert self.local.redis_server is not None
+        return self.local.redis_server
+
+    @property
+    def sandbox(self) -> SandboxProcess | None:
+        return self.local.sandbox
+
+    @property
+    def workers(self) -> list[CeleryProcess]:
+        return self.local.workers
+
+    @property
     def rt(self) -> Runtime:
-        assert self._rt is not None, "start() first"
-        return self._rt
+        return self.local.rt
 
     @property
     def redis(self) -> redis.Redis:
@@ -201,24 +190,15 @@ class BenchStack:
 
     def start_worker(self, pool: str, concurrency: int, **extra_env: Any) -> CeleryProcess:
         n = len(self.workers)
-        w = CeleryProcess(
-            "worker",
-            self.env(concurrency, **extra_env),
+        return self.local.start_worker(
+            "--include",
+            "tasks.bench",
+            pool=pool,
+            concurrency=concurrency,
+            log_level=self.log_level,
             name=f"bench{n}-{pool}{concurrency}",
-            args=[
-                "-P",
-                pool,
-                "-c",
-                str(concurrency),
-                "--loglevel",
-                self.log_level,
-                "--include",
-                "tasks.bench",
-            ],
-            log_path=self.workdir / f"worker-{n}-{pool}{concurrency}.log",
-        ).start()
-        self.workers.append(w)
-        return w
+            env={"WORKER_CONCURRENCY": str(concurrency), **extra_env},
+        )
 
     def wait_workers_ready(self, timeout_s: float = 60.0) -> None:
         """Until every running worker answers a remote-control ping."""
@@ -242,13 +222,12 @@ class BenchStack:
         self.workers.clear()
 
     def start_beat(self) -> None:
-        self.beat = CeleryProcess(
-            "beat", self.env(8), args=["--loglevel", "WARNING"], log_path=self.workdir / "beat.log"
-        ).start()
+        self.beat = self.local.start_beat(log_level="WARNING")
 
     def stop_beat(self) -> None:
         if self.beat is not None:
             self.beat.stop()
+            self.local.beats.remove(self.beat)
             self.beat = None
 
     def worker_procs(self) -> list[psutil.Process]:
