@@ -30,4 +30,4 @@ def test_no_hand_layout_markers() -> None:
     marked = [
         str(p.relative_to(ROOT)) for p in SOURCES if "# fmt: " + "skip" in p.read_text(encoding="utf-8")
     ]
-    assert not marked, f"# fmt: skip in {marked}"
+    assert not marked, f"fmt-skip markers in {marked}"
