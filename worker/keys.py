@@ -23,6 +23,9 @@ BACKOFF: Final = f"{PREFIX}:ratelimit:backoff"
 #: hash: pause scope ("*" = every bank, else a bank code) -> JSON {reason, by, since, source};
 #: source is "operator" or "balance" (an automatic balance hold) or "merchant_code"
 PAUSE: Final = f"{PREFIX}:pause"
+#: hash: every payout_cl_id ever stored -> unix seconds it was first stored. Never expires
+#: and holds no personal data: an id is used once, forever (an expired order's id is refused)
+IDS: Final = f"{PREFIX}:ids"
 #: hash: sha256 of an imported file -> JSON {at, file, rows}, for `payouts enqueue`
 IMPORTS: Final = f"{PREFIX}:imports"
 

@@ -3,7 +3,14 @@
 ``enqueue_payout`` validates, stores the order (``received``) and then sends
 ``payouts.submit`` with only the order id. Repeating the call with the same data
 returns the existing order; the same id with different data raises
-:class:`DuplicatePayout`.
+:class:`DuplicatePayout`, and so does any id whose order has expired (ids are never
+reused: a tombstone per id outlives ``ORDER_RETENTION_DAYS``).
+
+Once the order is stored, ``enqueue_payout`` never raises: if publishing the submit
+message fails (a broker blip), the failure is logged and the order is returned; the
+sweep re-drives it after ``SUBMIT_REDRIVE_AFTER``. A caller must never treat an
+exception raised *after* the store as "not created" and retry under a new id: it
+cannot get one.
 """
 
 from __future__ import annotations
@@ -15,9 +22,12 @@ from typing import Any
 from worker.celery_app import app
 from worker.celeryconf import SUBMIT_TASK
 from worker.errors import DuplicatePayout
+from worker.logs import get_logger
 from worker.payout import validate_payout
 from worker.runtime import Runtime, get_runtime
 from worker.store import Created, Order
+
+log = get_logger("payouts.producer")
 
 
 def _store(rt: Runtime, data: Mapping[str, Any]) -> tuple[str, Created]:
@@ -27,6 +37,8 @@ def _store(rt: Runtime, data: Mapping[str, Any]) -> tuple[str, Created]:
     )
     now = time.time()
     res = rt.store.create(payout, due_at=now + s.submit_redrive_s, now=now)
+    if res.expired:
+        raise DuplicatePayout(payout.payout_cl_id, expired=True)
     if not res.created and res.fingerprint != payout.fingerprint():
         raise DuplicatePayout(payout.payout_cl_id)
     return payout.payout_cl_id, res
@@ -60,11 +72,20 @@ def enqueue_payout(
     }
     order_id, res = _store(rt, data)
     if res.needs_submit:
-        app.send_task(SUBMIT_TASK, args=[order_id])
+        try:
+            app.send_task(SUBMIT_TASK, args=[order_id])
+        except Exception as exc:  # stored: the sweep re-drives it; never raise now (D5)
+            log.error(
+                "payout.enqueue.publish_failed",
+                payout_cl_id=order_id,
+                error=type(exc).__name__,
+                redrive_after_s=rt.settings.submit_redrive_s,
+            )
     if res.order is not None:
         return res.order  # just stored: no read-back (a quarter of the call's cost, bench)
     order = rt.store.get(order_id)
-    assert order is not None
+    if order is None:  # expired between the two calls: the tombstone refuses it from now on
+        raise DuplicatePayout(order_id, expired=True)
     return order
 
 

@@ -20,6 +20,8 @@ from urllib.parse import urlsplit
 SIGN_TYPES: Final = ("HMAC-SHA256", "MD5")
 QUERY_FORMS: Final = ("list", "single")
 NOT_FOUND_POLICIES: Final = ("review", "resubmit")
+#: how query records' signatures are checked (SPEC §2a lists no sign_type; §11.3 UNCONFIRMED)
+RECORD_SIGNATURES: Final = ("order", "md5", "off")
 
 
 class ConfigError(Exception):
@@ -67,6 +69,11 @@ class GatewaySettings:
     max_rps: float = 50.0
     service_id: str = "SVC0004"
     currency: str = "idr"
+    #: query records: "order" (the order's own algorithm when the record names none),
+    #: "md5" (always MD5) or "off" (not checked) -- an UNCONFIRMED choice, SPEC §11.3
+    record_signature: str = "order"
+    #: CA bundle (PEM path) trusted for an https GATEWAY_BASE_URL; None = the system's
+    ca_file: str | None = None
 
 
 @dataclass(frozen=True)
@@ -95,6 +102,8 @@ class Settings:
     max_order_age_s: float = 3 * 86400.0
     unknown_status_review_after: int = 5
     submit_retry_max_s: float = 300.0
+    #: a claim older than this when the POST is about to leave is not sent (D7)
+    submit_claim_budget_s: float = 5.0
     order_retention_days: float = 30.0
     events_maxlen: int = 1_000_000
     result_task: str | None = None
@@ -185,6 +194,15 @@ def _url(env: Mapping[str, str], name: str, schemes: tuple[str, ...]) -> str | N
     return raw
 
 
+def _ca_file(env: Mapping[str, str]) -> str | None:
+    path = _read(env, "GATEWAY_CA_FILE")
+    if path is None:
+        return None
+    if not Path(path).is_file():
+        raise ConfigError("GATEWAY_CA_FILE must name a readable PEM file")
+    return path
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Parse the environment into :class:`Settings`; raise ConfigError on a bad value."""
     env = os.environ if env is None else env
@@ -234,6 +252,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             query_form=_choice(env, "GATEWAY_QUERY_FORM", "list", QUERY_FORMS),
             max_rps=_float(env, "GATEWAY_MAX_RPS", 50.0),
             service_id=_read(env, "GATEWAY_SERVICE_ID") or "SVC0004",
+            record_signature=_choice(env, "GATEWAY_RECORD_SIGNATURE", "order", RECORD_SIGNATURES),
+            ca_file=_ca_file(env),
         )
 
     log_default = "console" if sys.stdout.isatty() else "json"
@@ -253,6 +273,15 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     if amount_max > 9_999_999_999 or amount_min > amount_max:
         raise ConfigError("PAYOUT_AMOUNT_MIN/MAX must satisfy 1 <= MIN <= MAX <= 9999999999")
     check_min = _float(env, "CHECK_INTERVAL_MIN", 30.0, minimum=0.01)
+    margin = _float(env, "SUBMITTING_MARGIN", 30.0)
+    claim_budget = _float(
+        env, "SUBMIT_CLAIM_BUDGET", min(5.0, (connect_s + read_s + margin) / 2), minimum=0.01
+    )
+    if claim_budget >= connect_s + read_s + margin:
+        raise ConfigError(
+            "SUBMIT_CLAIM_BUDGET must be below GATEWAY_CONNECT_TIMEOUT + GATEWAY_READ_TIMEOUT "
+            "+ SUBMITTING_MARGIN (the sweep's deadline for a claimed order)"
+        )
     return Settings(
         redis_url=redis_url,
         broker_url=broker_url,
@@ -269,13 +298,14 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         check_interval_min_s=check_min,
         check_interval_max_s=max(check_min, _float(env, "CHECK_INTERVAL_MAX", 600.0)),
         submit_redrive_s=_float(env, "SUBMIT_REDRIVE_AFTER", 60.0, minimum=0.01),
-        submitting_margin_s=_float(env, "SUBMITTING_MARGIN", 30.0),
+        submitting_margin_s=margin,
         unconfirmed_first_check_s=_float(env, "UNCONFIRMED_FIRST_CHECK", 5.0),
         unconfirmed_grace_s=_float(env, "UNCONFIRMED_GRACE", 600.0),
         not_found_policy=_choice(env, "NOT_FOUND_POLICY", "review", NOT_FOUND_POLICIES),
         max_order_age_s=_float(env, "MAX_ORDER_AGE", 3 * 86400.0, minimum=1),
         unknown_status_review_after=_int(env, "UNKNOWN_STATUS_REVIEW_AFTER", 5, minimum=1),
         submit_retry_max_s=_float(env, "SUBMIT_RETRY_MAX", 300.0, minimum=0.01),
+        submit_claim_budget_s=claim_budget,
         order_retention_days=_float(env, "ORDER_RETENTION_DAYS", 30.0, minimum=0.0001),
         events_maxlen=_int(env, "EVENTS_MAXLEN", 1_000_000, minimum=100),
         result_task=_read(env, "RESULT_TASK"),

@@ -40,7 +40,7 @@ TRANSITIONS: Final[dict[State, frozenset[State]]] = {
     S.SUCCEEDED: frozenset({S.REVIEW}),
     S.FAILED: frozenset({S.REVIEW}),
     S.REJECTED: frozenset({S.RECEIVED}),
-    S.REVIEW: frozenset({S.SUCCEEDED, S.FAILED, S.RECEIVED}),
+    S.REVIEW: frozenset({S.SUCCEEDED, S.FAILED, S.RECEIVED, S.ACCEPTED, S.UNCONFIRMED}),
 }
 # Notes on the less obvious edges:
 # - unconfirmed -> received: only NOT_FOUND_POLICY=resubmit, after the gateway confirmed
@@ -49,6 +49,8 @@ TRANSITIONS: Final[dict[State, frozenset[State]]] = {
 # - rejected/review -> received: the operator's `payouts resubmit`, after a query confirms
 #   the gateway does not know the order.
 # - review -> succeeded/failed: the operator's `payouts resolve`.
+# - review -> accepted/unconfirmed: the operator's `payouts back-to-polling` (accepted when
+#   a payout_id is known, else unconfirmed); polling resumes, the age clock restarts.
 
 #: the gateway reported the outcome; nothing more will happen by itself
 FINAL: Final = frozenset({S.SUCCEEDED, S.FAILED, S.REJECTED})
@@ -56,6 +58,9 @@ FINAL: Final = frozenset({S.SUCCEEDED, S.FAILED, S.REJECTED})
 OPEN: Final = frozenset({S.RECEIVED, S.SUBMITTING, S.ACCEPTED, S.UNCONFIRMED})
 #: states that say the gateway may hold the order
 AT_GATEWAY: Final = frozenset({S.ACCEPTED, S.UNCONFIRMED, S.SUCCEEDED, S.FAILED})
+#: states only the gateway's own word leads to: an order that ever reached one of them
+#: was created there, whatever a later query says (no resubmit without --force)
+KNOWN_AT_GATEWAY: Final = frozenset({S.ACCEPTED, S.SUCCEEDED, S.FAILED})
 
 
 def sources_of(target: State) -> frozenset[State]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 from enum import StrEnum
 
 from worker.crashpoints import crash_point
@@ -38,6 +39,25 @@ def retry_delay_s(attempt: int, *, base_s: float = 1.0, cap_s: float = 300.0) ->
     return raw * random.uniform(0.8, 1.2)
 
 
+def _clock() -> tuple[float, float]:
+    """(wall, boot) seconds: the boot clock also runs while the host is suspended."""
+    boot = getattr(time, "CLOCK_BOOTTIME", None)
+    return time.time(), time.clock_gettime(boot) if boot is not None else time.monotonic()
+
+
+def claim_fresh(budget_s: float) -> Callable[[], bool]:
+    """A check, asked immediately before the POST, that the claim made now is younger
+    than ``budget_s`` by the wall clock and the boot clock (a stalled or suspended
+    process must not send: the sweep may already have moved the order on)."""
+    wall0, boot0 = _clock()
+
+    def fresh() -> bool:
+        wall, boot = _clock()
+        return max(wall - wall0, boot - boot0) <= budget_s
+
+    return fresh
+
+
 def submit_order(rt: Runtime, payout_cl_id: str) -> SubmitStatus:
     """Claim ``payout_cl_id`` and send its create request at most once."""
     store, settings = rt.store, rt.settings
@@ -60,28 +80,30 @@ def submit_order(rt: Runtime, payout_cl_id: str) -> SubmitStatus:
         log.info("payout.submit.rate_limited")
         return SubmitStatus.RATE_LIMITED
 
-    # claim: the only way to the create request
+    # claim: the only way to the create request; the attempt number is incremented
+    # inside the same compare-and-set (two racing claims can never share one)
     cfg = gateway.cfg
-    attempts = order.field_int("submit_attempts") + 1
     now = time.time()
     crash_point("before_claim")
-    claimed = store.transition(
+    fresh = claim_fresh(settings.submit_claim_budget_s)
+    claimed = store.claim(
         payout_cl_id,
-        State.SUBMITTING,
-        sources={State.RECEIVED},
-        reason=f"claimed (attempt {attempts})",
+        reason="claimed",
         due=now + cfg.connect_timeout_s + cfg.read_timeout_s + settings.submitting_margin_s,
-        fields={"submitted_at": stamp(now), "sign_type": cfg.sign_type, "submit_attempts": attempts},
+        fields={"submitted_at": stamp(now), "sign_type": cfg.sign_type, "late_reject_code": None},
         now=now,
     )
     if claimed is None:
         log.info("payout.submit.claim_lost")
         return SubmitStatus.CLAIM_LOST
+    attempts = claimed
     log.info("payout.transition", **{"from": "received", "to": "submitting"}, attempt=attempts)
 
     notify_url = order.notify_url or settings.notify_url
     crash_point("after_claim")
-    result = gateway.create_payout(order.as_payout(), sign_type=cfg.sign_type, notify_url=notify_url)
+    result = gateway.create_payout(
+        order.as_payout(), sign_type=cfg.sign_type, notify_url=notify_url, may_send=fresh
+    )
     now = time.time()
     fields: dict[str, object] = {"last_gateway": result.reason, "answered_at": stamp(now)}
     if result.outcome is Outcome.ACCEPTED:
@@ -117,13 +139,21 @@ def submit_order(rt: Runtime, payout_cl_id: str) -> SubmitStatus:
         # Only the sweep moves a submitting order (to unconfirmed, after the deadline);
         # record the answer so the next query has it, without changing the state.
         log.warning("payout.submit.answer_late", outcome=result.outcome.value, reason=reason)
+        late: dict[str, object] = {}
         if result.payout_id:
+            late = {"payout_id": result.payout_id, "last_gateway": reason}
+        elif result.outcome is Outcome.REJECTED:
+            # a definitive refusal after the sweep marked it unconfirmed: kept, and used
+            # when the query then says not found (D30)
+            late = {"late_reject_code": result.code, "last_gateway": reason}
+        if late:
             store.transition(
                 payout_cl_id,
                 None,
                 sources={State.UNCONFIRMED},
                 reason="late answer",
-                fields={"payout_id": result.payout_id, "last_gateway": reason},
+                fields=late,
+                expect=("submit_attempts", str(attempts)),
             )
         return status
     log.info(

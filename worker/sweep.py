@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass, field
 
 from worker import keys
+from worker.checks import age_since
 from worker.logs import get_logger
 from worker.reports import send_to_review
 from worker.runtime import Runtime
@@ -63,7 +64,7 @@ def sweep_due(rt: Runtime, *, now: float | None = None, max_batches: int = 20) -
 def _route(rt: Runtime, order: Order, now: float, call_s: float, out: SweepResult) -> None:
     s = rt.settings
     if order.state is State.RECEIVED:
-        if now - order.created_at > s.max_order_age_s:
+        if now - age_since(order, sent=False) > s.max_order_age_s:
             send_to_review(rt, order, "never sent within MAX_ORDER_AGE")
             return
         out.submit.append(order.payout_cl_id)

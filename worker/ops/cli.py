@@ -78,8 +78,16 @@ def cmd_resolve(args: argparse.Namespace) -> int:
 def cmd_resubmit(args: argparse.Namespace) -> int:
     from worker.ops.commands import resubmit
 
-    resubmit(_runtime(), args.payout_cl_id)
+    resubmit(_runtime(), args.payout_cl_id, force=args.force, note=args.note, by=args.by)
     print(f"{args.payout_cl_id}: resubmitted")
+    return 0
+
+
+def cmd_back_to_polling(args: argparse.Namespace) -> int:
+    from worker.ops.commands import back_to_polling
+
+    state = back_to_polling(_runtime(), args.payout_cl_id, by=args.by, note=args.note)
+    print(f"{args.payout_cl_id}: {state.value} (polling again)")
     return 0
 
 
@@ -137,7 +145,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_resolve)
     s = sub.add_parser("resubmit", help="send a review/rejected order again (after a query)")
     s.add_argument("payout_cl_id")
+    s.add_argument(
+        "--force",
+        action="store_true",
+        help="resubmit although the order has a payout_id or reached accepted/succeeded/failed "
+        "(needs --note; recorded)",
+    )
+    s.add_argument("--note", help="why (required with --force; recorded in the history)")
+    s.add_argument("--by", default="cli", help="who is acting (recorded)")
     s.set_defaults(func=cmd_resubmit)
+    s = sub.add_parser("back-to-polling", help="put an order in review back to polling the gateway")
+    s.add_argument("payout_cl_id")
+    s.add_argument("--note", required=True, help="why (recorded in the history)")
+    s.add_argument("--by", default="cli", help="who is acting (recorded)")
+    s.set_defaults(func=cmd_back_to_polling)
     s = sub.add_parser("reconcile", help="compare orders with the gateway; exit 1 on any mismatch")
     s.add_argument("ids", nargs="*")
     s.set_defaults(func=cmd_reconcile)

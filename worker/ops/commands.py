@@ -9,7 +9,7 @@ from typing import Any
 from worker import keys
 from worker.celery_app import app
 from worker.celeryconf import SUBMIT_TASK
-from worker.checks import CheckStatus, check_order
+from worker.checks import CheckStatus, check_order, gateway_evidence
 from worker.errors import InvalidTransition, OrderNotFound, PayoutError
 from worker.gateway import QueryKind
 from worker.reports import FINAL_STATUS, OPEN_STATUS, amount_matches
@@ -75,29 +75,79 @@ def resolve(rt: Runtime, payout_cl_id: str, state: State, note: str) -> None:
     )
 
 
-def resubmit(rt: Runtime, payout_cl_id: str) -> None:
-    """Send a review/rejected order again, only after a query confirms the gateway lacks it."""
-    order = rt.store.get(payout_cl_id, with_history=False)
-    if order is None:
-        raise OrderNotFound(payout_cl_id)
+def resubmit(
+    rt: Runtime, payout_cl_id: str, *, force: bool = False, note: str | None = None, by: str = "cli"
+) -> None:
+    """Send a review/rejected order again, only on evidence the gateway never had it.
+
+    Refused when the gateway's query finds the order (or fails, or ignores its filter),
+    and when we hold proof it was created there (a ``payout_id``, or a history entry
+    reaching accepted/succeeded/failed) -- unless ``force`` with a ``note``, both
+    recorded in the history entry of the same atomic transition (D3).
+    """
+    note = (note or "").strip()
+    if force and not note:
+        raise PayoutError("resubmit --force needs --note saying why (it is recorded)")
+    order = rt.store.require(payout_cl_id)
     if order.state not in (State.REVIEW, State.REJECTED):
         raise InvalidTransition(payout_cl_id, order.state.value, "received (resubmit)")
-    result = rt.gateway.query_order(payout_cl_id)
+    evidence = gateway_evidence(rt, order)
+    if evidence and not force:
+        raise PayoutError(
+            f"the gateway had this order ({evidence}); not resubmitted — "
+            "use `payouts resolve`, or --force --note after confirming with the gateway"
+        )
+    result = rt.gateway.query_order(payout_cl_id, sign_type=order.sign_type)
     if result.kind is QueryKind.ERROR:
         raise PayoutError(f"the gateway query failed ({result.reason}); not resubmitted")
     if result.kind is QueryKind.FOUND:
         raise PayoutError(
             f"the gateway knows this order (status {result.status}); not resubmitted — use `payouts resolve`"
         )
+    reason = f"operator {by}: resubmit, gateway confirmed it does not know the order"
+    fields: dict[str, object] = {"resubmitted": 1, "resubmitted_at": f"{time.time():.3f}"}
+    if force and evidence:
+        reason = f"operator {by}: FORCED resubmit despite evidence ({evidence}): {note}"
+        fields["forced_by"] = by
+    elif note:
+        reason += f": {note}"
     rt.store.transition_or_raise(
         payout_cl_id,
         State.RECEIVED,
         sources={order.state},
-        reason="operator resubmit: gateway confirmed it does not know the order",
+        reason=reason,
         due=time.time() + rt.settings.submit_redrive_s,
-        fields={"resubmitted": 1},
+        fields=fields,
+        # nothing recorded since the evidence was read: the same payout_id (or none)
+        expect=("payout_id", order.payout_id),
     )
     app.send_task(SUBMIT_TASK, args=[payout_cl_id])
+
+
+def back_to_polling(rt: Runtime, payout_cl_id: str, *, by: str = "cli", note: str) -> State:
+    """Put an order in review back to polling (D10): ``accepted`` when its payout_id is
+    known, else ``unconfirmed``; checks and MAX_ORDER_AGE's clock start again. Returns the
+    new state. For an order the gateway still processes (status 6 "review", a long bank
+    holiday) or whose final callback came while it was in review."""
+    note = (note or "").strip()
+    if not note:
+        raise PayoutError("back-to-polling needs --note saying why")
+    order = rt.store.get(payout_cl_id, with_history=False)
+    if order is None:
+        raise OrderNotFound(payout_cl_id)
+    target = State.ACCEPTED if order.payout_id else State.UNCONFIRMED
+    now = time.time()
+    rt.store.transition_or_raise(
+        payout_cl_id,
+        target,
+        sources={State.REVIEW},
+        reason=f"operator {by}: back to polling: {note[:150]}",
+        due=now,
+        fields={"repolled_at": f"{now:.3f}", "checks": 0, "unknown_status_count": 0, "repolled_by": by},
+        expect=("payout_id", order.payout_id),
+        now=now,
+    )
+    return target
 
 
 def check_now(rt: Runtime, payout_cl_id: str) -> CheckStatus:
@@ -131,7 +181,7 @@ def reconcile(rt: Runtime, ids: list[str] | None = None) -> list[ReconcileRow]:
         if order is None:
             continue
         rt.limiter.acquire(max_wait_s=10.0)
-        q = rt.gateway.query_order(i)
+        q = rt.gateway.query_order(i, sign_type=order.sign_type)
         ours = order.state.value
         if q.kind is QueryKind.ERROR:
             rows.append(ReconcileRow(i, ours, f"error: {q.reason}", "mismatch"))

@@ -146,7 +146,16 @@ def check_gateway(report: Checklist, s: Settings) -> None:
     if s.gateway.base_url.startswith("http://") and host not in LOCAL_HOSTS:
         report.warn("gateway", "GATEWAY_BASE_URL is plain http: the Authorization token travels unencrypted")
     if result.kind is QueryKind.NOT_FOUND:
+        # only an empty answer or 0050 is "not found" (records of other orders are not)
         report.ok("gateway", f"reachable, Authorization accepted ({result.reason} for a probe id)")
+        return
+    if result.reason.startswith("filter not honoured"):
+        report.fail(
+            "gateway",
+            "the list query answered other orders' records for an unknown probe id: it does not "
+            'honour the payout_cl_id filter, so "not found" can never be told (set '
+            "GATEWAY_QUERY_FORM=single if the deployment serves it, and ask the gateway)",
+        )
         return
     if result.kind is QueryKind.FOUND:
         report.warn(
