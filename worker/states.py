@@ -36,7 +36,7 @@ TRANSITIONS: Final[dict[State, frozenset[State]]] = {
     S.RECEIVED: frozenset({S.SUBMITTING, S.REVIEW}),
     S.SUBMITTING: frozenset({S.ACCEPTED, S.REJECTED, S.UNCONFIRMED, S.RECEIVED}),
     S.ACCEPTED: frozenset({S.SUCCEEDED, S.FAILED, S.REVIEW}),
-    S.UNCONFIRMED: frozenset({S.ACCEPTED, S.SUCCEEDED, S.FAILED, S.REVIEW, S.RECEIVED}),
+    S.UNCONFIRMED: frozenset({S.ACCEPTED, S.SUCCEEDED, S.FAILED, S.REVIEW, S.RECEIVED, S.REJECTED}),
     S.SUCCEEDED: frozenset({S.REVIEW}),
     S.FAILED: frozenset({S.REVIEW}),
     S.REJECTED: frozenset({S.RECEIVED}),
@@ -45,6 +45,8 @@ TRANSITIONS: Final[dict[State, frozenset[State]]] = {
 # Notes on the less obvious edges:
 # - unconfirmed -> received: only NOT_FOUND_POLICY=resubmit, after the gateway confirmed
 #   (past the grace period) it does not know the order.
+# - unconfirmed -> rejected: the create's own definitive refusal arrived after the sweep's
+#   deadline (kept as late_reject_code) and a query then confirms the gateway lacks it.
 # - succeeded/failed -> review: a later, conflicting final report (never overwritten).
 # - rejected/review -> received: the operator's `payouts resubmit`, after a query confirms
 #   the gateway does not know the order.

@@ -134,7 +134,7 @@ def test_conflicting_final_goes_to_review(receiver: Stack) -> None:
         ("tampered status", lambda: {**notice("cb-5", 4), "status": 3}, 401),
         ("no sign", lambda: {k: v for k, v in notice("cb-5").items() if k != "sign"}, 400),
         ("bad id", lambda: notice("../x"), 400),
-        ("unknown order", lambda: notice("cb-unknown"), 404),
+        ("unknown order", lambda: notice("cb-unknown"), 401),  # the same answer as a bad signature
         ("nested value", lambda: {**notice("cb-5"), "x": {"a": 1}}, 400),
     ],
 )

@@ -83,7 +83,8 @@ def test_csv_import_then_rerun_enqueues_nothing_twice(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """A good file is enqueued once; the same file again is reported and adds nothing."""
+    """A good file is enqueued once; the same file again is refused without --force, and with
+    it adds nothing."""
     # given
     use_env()
     path = write(tmp_path, "payouts.csv", GOOD_CSV)
@@ -106,6 +107,11 @@ def test_csv_import_then_rerun_enqueues_nothing_twice(
 
     # when: the same file again
     code, out, err = run(capsys, "--file", str(path))
+    # then: refused (D1)
+    assert code == 1
+    assert "already imported at" in err and "nothing enqueued" in err
+    # when: again, with --force
+    code, out, err = run(capsys, "--file", str(path), "--force")
     # then
     assert code == 0, err
     assert "already imported at" in out

@@ -390,7 +390,10 @@ def test_store_down_is_503(make_module_runtime: Any) -> None:
     }
     # when / then
     assert call(app, post(signed(notice)))[0] == 503
-    assert call(app, post(b"payout_cl_id=cb-accepted&sign=00", "application/x-www-form-urlencoded"))[0] == 503
+    assert (
+        call(app, post(b"payout_cl_id=cb-accepted&status=3&sign=00", "application/x-www-form-urlencoded"))[0]
+        == 503
+    )
     assert call(app, Request("GET", "/healthz", None, b"", None))[0] == 200
     assert call(app, post(b"{not json"))[0] == 400
     assert call(app, post(b'{"sign":"x"}'))[0] == 400

@@ -20,6 +20,7 @@ EXPECTED_EDGES = {
     ("accepted", "review"),
     ("unconfirmed", "accepted"),
     ("unconfirmed", "succeeded"),
+    ("unconfirmed", "rejected"),  # a late definitive refusal, then not found (D30)
     ("unconfirmed", "failed"),
     ("unconfirmed", "review"),
     ("unconfirmed", "received"),
@@ -29,6 +30,8 @@ EXPECTED_EDGES = {
     ("review", "succeeded"),
     ("review", "failed"),
     ("review", "received"),
+    ("review", "accepted"),  # payouts back-to-polling (a payout_id is known)
+    ("review", "unconfirmed"),  # payouts back-to-polling (no payout_id)
 }
 
 
