@@ -18,7 +18,6 @@ from worker.gateway import LOOKUP_LIMIT, GatewayClient, Outcome, QueryKind, clas
 from worker.settings import ConfigError, load_settings
 from worker.submission import claim_fresh
 
-
 # -- D26: nothing written = not sent ---------------------------------------------------
 
 
