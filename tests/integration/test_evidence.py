@@ -381,3 +381,30 @@ def test_tls_handshake_faults_are_not_sent_never_unconfirmed(
         assert counts(tls_gateway, pid)["create_requests"]["total"] == 1
     assert any("before the request was written" in r for r in reasons), reasons
     assert_created_at_most_once(tls_gateway, ids)
+
+
+# -- doctor's probe ------------------------------------------------------------------
+
+
+def test_doctor_fails_when_the_list_filter_is_ignored(
+    use_env: Any, gateway: SandboxProcess, redis_client: redis.Redis, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The probe id is unknown: only an empty answer or 0050 passes; other orders' records
+    (an ignored filter) fail the doctor, naming the filter."""
+    # given: an order at the gateway, and the filter ignored
+    from worker.ops import cli
+    from worker.runtime import get_runtime
+    from worker.submission import submit_order
+
+    use_env(gateway.url)
+    enqueue_payout(**data("doc-1"))
+    submit_order(get_runtime(), "doc-1")  # no worker here: send it from this process
+    assert gateway.admin.order("doc-1") is not None
+    assert cli.main(["doctor"]) == 0
+    capsys.readouterr()
+    gateway.admin.set_list_filter("ignore")
+    # when
+    code = cli.main(["doctor"])
+    # then
+    out = capsys.readouterr().out
+    assert code == 1 and "[FAIL] gateway" in out and "payout_cl_id filter" in out

@@ -150,6 +150,28 @@ def test_expect_absent_field(runtime: Runtime) -> None:
     assert ok is State.UNCONFIRMED and refused is None
 
 
+# -- D7: no POST from a stale claim ----------------------------------------------------
+
+
+def test_a_stale_claim_sends_nothing_and_goes_back_to_received(
+    make_runtime: Any, sandbox: SandboxProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The process stalled between the claim and the POST (past SUBMIT_CLAIM_BUDGET): the
+    create is not sent (the sandbox saw no request) and the order is received again."""
+    # given: a clock that jumps 60 s between the claim and the POST
+    rt: Runtime = make_runtime(sandbox.url)
+    rt.store.create(payout("stale-1"), due_at=time.time() + 60)
+    ticks = iter([(1000.0, 500.0), (1060.0, 560.0)])
+    monkeypatch.setattr("worker.submission._clock", lambda: next(ticks))
+    # when
+    status = submit_order(rt, "stale-1")
+    # then
+    order = rt.store.require("stale-1")
+    assert status is SubmitStatus.NOT_SENT and order.state is State.RECEIVED
+    assert "SUBMIT_CLAIM_BUDGET" in order.history[-1]["reason"]
+    assert sandbox.admin.create_requests("stale-1") == 0  # type: ignore[union-attr]
+
+
 # -- D3: resubmit needs evidence ------------------------------------------------------
 
 
