@@ -23,6 +23,13 @@ BACKOFF: Final = f"{PREFIX}:ratelimit:backoff"
 #: hash: pause scope ("*" = every bank, else a bank code) -> JSON {reason, by, since, source};
 #: source is "operator" or "balance" (an automatic balance hold) or "merchant_code"
 PAUSE: Final = f"{PREFIX}:pause"
+#: hash: the last balance the gateway reported {available, total, frozen, at}; the pre-send
+#: gate holds an order larger than ``available`` (lowered by each accepted create)
+BALANCE: Final = f"{PREFIX}:balance"
+#: string (SET NX PX): taken by the process that polls the balance this interval
+BALANCE_POLL: Final = f"{PREFIX}:balance:poll"
+#: hash: held-by-pause counters {held: n} (submit attempts that found a pause)
+HELD: Final = f"{PREFIX}:held"
 #: hash: sha256 of an imported file -> JSON {at, file, rows}, for `payouts enqueue`
 IMPORTS: Final = f"{PREFIX}:imports"
 
@@ -35,3 +42,8 @@ def order(payout_cl_id: str) -> str:
 def history(payout_cl_id: str) -> str:
     """List of one order's state changes (JSON entries, oldest first)."""
     return f"{PREFIX}:history:{payout_cl_id}"
+
+
+def duplicate(digest: str) -> str:
+    """String (PX DUPLICATE_WINDOW): the order id last enqueued for one beneficiary+amount digest."""
+    return f"{PREFIX}:dup:{digest}"

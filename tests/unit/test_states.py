@@ -29,6 +29,9 @@ EXPECTED_EDGES = {
     ("review", "succeeded"),
     ("review", "failed"),
     ("review", "received"),
+    ("received", "awaiting_approval"),
+    ("awaiting_approval", "received"),
+    ("awaiting_approval", "rejected"),
 }
 
 
@@ -49,6 +52,7 @@ def test_names_match_design() -> None:
         "failed",
         "rejected",
         "review",
+        "awaiting_approval",
     ]
 
 
@@ -61,3 +65,6 @@ def test_groups() -> None:
     for s in FINAL:
         assert TRANSITIONS[s] <= {State.REVIEW, State.RECEIVED}
     assert sources_of(State.SUBMITTING) == {State.RECEIVED}
+    # an order awaiting approval is never sent from there: approval puts it back to received
+    assert State.SUBMITTING not in TRANSITIONS[State.AWAITING_APPROVAL]
+    assert State.AWAITING_APPROVAL in OPEN

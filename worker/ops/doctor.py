@@ -142,6 +142,16 @@ def check_gateway(report: Checklist, s: Settings) -> None:
         result = client.query_order(probe)
     finally:
         client.close()
+    if client.sandbox_seen:
+        if s.allow_sandbox:
+            report.warn("gateway", "this is the SANDBOX gateway (PAYOUTS_ALLOW_SANDBOX=1): no money moves")
+        else:
+            report.fail(
+                "gateway",
+                "GATEWAY_BASE_URL answers as the sandbox (X-Payout-Sandbox): no money would move; "
+                "set the real gateway, or PAYOUTS_ALLOW_SANDBOX=1 for tests and demos",
+            )
+            return
     host = urlsplit(s.gateway.base_url).hostname or ""
     if s.gateway.base_url.startswith("http://") and host not in LOCAL_HOSTS:
         report.warn("gateway", "GATEWAY_BASE_URL is plain http: the Authorization token travels unencrypted")
