@@ -322,8 +322,8 @@ def approvals_needed(s: Settings, amount: int) -> int:
 def request_approval(rt: Runtime, order: Order, reason: str) -> bool:
     """Move a ``received`` order to ``awaiting_approval`` (due at its deadline)."""
     s, now = rt.settings, time.time()
-    if not s.approval_above and not order.fields.get("dup_of"):
-        return False
+    if not s.approval_above:
+        return False  # approval is off: the caller sends a suspected duplicate to review
     until = now + s.approval_ttl_s
     prev = rt.store.transition(
         order.payout_cl_id,

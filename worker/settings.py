@@ -118,7 +118,8 @@ class Settings:
     approval_ttl_s: float = 86400.0
     #: same bank + account + amount again within this window is held (0 = guard off)
     duplicate_window_s: float = 600.0
-    #: key of the account-number hash used by the duplicate guard (never the number)
+    #: key of the account-number hash used by the duplicate guard (never the number);
+    #: the guard is on only when this is set
     duplicate_key: Secret | None = None
     #: a final result not yet published is re-sent by the sweep after this long
     result_redeliver_s: float = 15.0
@@ -346,7 +347,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         approval_two_above=approval_two,
         approval_ttl_s=_float(env, "APPROVAL_TTL", 86400.0, minimum=1),
         duplicate_window_s=_float(env, "DUPLICATE_WINDOW", 600.0),
-        duplicate_key=_secret(env, "DUPLICATE_KEY") or key,
+        duplicate_key=_secret(env, "DUPLICATE_KEY"),
         result_redeliver_s=_float(env, "RESULT_REDELIVER_AFTER", 15.0, minimum=0.1),
         dead_letter_queue=_read(env, "DEAD_LETTER_QUEUE") or "payouts.dead",
         allow_sandbox=_bool(env, "PAYOUTS_ALLOW_SANDBOX"),

@@ -86,6 +86,14 @@ def check_settings(report: Checklist) -> Settings | None:
             "settings",
             "PAYOUT_NOTIFY_URL is not set: no callbacks, outcomes are learned by polling only (slower)",
         )
+    if s.duplicate_key is None or s.duplicate_window_s <= 0:
+        report.warn(
+            "settings",
+            "duplicate-beneficiary guard off: set DUPLICATE_KEY (a random secret) and DUPLICATE_WINDOW",
+        )
+    if s.approval_above:
+        two = f", two approvers from {s.approval_two_above}" if s.approval_two_above else ""
+        report.ok("settings", f"approval needed from {s.approval_above} minor units{two}")
     if s.gateway is not None and s.gateway.sign_type == "MD5":
         report.warn(
             "settings",
