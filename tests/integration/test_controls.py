@@ -407,3 +407,23 @@ def test_doctor_and_worker_refuse_the_sandbox(
     w = stack.start_worker()
     wait_for(lambda: not w.alive(), 60, what="the worker to refuse to start")
     assert "refusing to start" in stack.logs() and "sandbox" in stack.logs()
+
+
+def test_demo_proof_rows(controlled: Callable[..., Stack], gateway: SandboxProcess) -> None:
+    """The demo's two control rows pass on a live stack, and the orders they used end final."""
+    # given
+    from worker.harness.control_proof import CONTROL_SETTINGS, prove_balance_hold, prove_pause
+
+    stack = controlled(**CONTROL_SETTINGS)
+    pause_set = [payout(f"demo-p{n}") for n in range(4)]
+    hold_set = [payout(f"demo-b{n}") for n in range(4)]
+    # when
+    rows = [
+        prove_pause(stack.rt, gateway.admin, pause_set),
+        prove_balance_hold(stack.rt, gateway.admin, hold_set),
+    ]
+    # then
+    assert all(r.ok for r in rows), [r.text for r in rows]
+    assert rows[0].text.startswith("pause: 4 orders enqueued while paused, 0 create requests")
+    assert "paused (balance: gateway 0018" in rows[1].text and "0 rejected" in rows[1].text
+    all_final(stack, [p["payout_cl_id"] for p in pause_set + hold_set], timeout_s=90)
