@@ -191,6 +191,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--number", help="beneficiary account number (digits)")
     p.add_argument("--notify-url", help="callback URL (default PAYOUT_NOTIFY_URL)")
     p.add_argument("--dry-run", action="store_true", help="validate and report; enqueue nothing")
+    p.add_argument("--requested-by", default=None, help="who asks for these payouts (cannot approve them)")
+    p.add_argument(
+        "--allow-duplicate",
+        action="store_true",
+        help="skip the duplicate-beneficiary guard (same bank+account+amount under another id)",
+    )
     return p
 
 
@@ -268,7 +274,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     new = present = conflicts = 0
     for line, p in plan.payouts:
         try:
-            enqueue_payout(p.payout_cl_id, p.amount, p.bank_name, p.name, p.number, p.notify_url, runtime=rt)
+            enqueue_payout(
+                p.payout_cl_id,
+                p.amount,
+                p.bank_name,
+                p.name,
+                p.number,
+                p.notify_url,
+                runtime=rt,
+                requested_by=args.requested_by,
+                allow_duplicate=args.allow_duplicate,
+            )
         except DuplicatePayout:  # stored by someone else between the check and now
             conflicts += 1
             print(
