@@ -301,10 +301,13 @@ def poll_balance(rt: Runtime, *, now: float | None = None, force: bool = False) 
         return None
     total, frozen = result
     bal = Balance(total - frozen, total, frozen, now)
-    rt.redis.hset(
-        keys.BALANCE,
-        mapping={"available": bal.available, "total": total, "frozen": frozen, "at": stamp(now)},
+    pipe = rt.redis.pipeline(transaction=True)
+    pipe.hset(
+        keys.BALANCE, mapping={"available": bal.available, "total": total, "frozen": frozen, "at": stamp(now)}
     )
+    # a balance nobody refreshes (the endpoint failing) must not hold orders for ever
+    pipe.expire(keys.BALANCE, int(max(60.0, 3 * s.balance_poll_s)))
+    pipe.execute()
     for p in held:
         scope = None if p.scope == ALL else p.scope
         if bal.available >= (p.need or 1) and resume(rt, by="balance poller", bank=scope, only=p):

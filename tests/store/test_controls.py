@@ -291,3 +291,107 @@ def test_refused_create_is_reported_without_personal_data(make_runtime: Any) -> 
             "errors": [{"field": "number", "rule": "must be 1-32 digits"}],
         }
     ]
+
+
+class StubGateway:
+    """Answers the create with a fixed result and queries with a fixed one (the store is real)."""
+
+    def __init__(self, rt: Runtime, create: Any, query: Any) -> None:
+        self.cfg = rt.settings.require_gateway()
+        self.create, self.query = create, query
+        self.creates = self.queries = 0
+
+    def create_payout(self, *_: Any, **__: Any) -> Any:
+        self.creates += 1
+        return self.create
+
+    def query_order(self, _: str) -> Any:
+        self.queries += 1
+        return self.query
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    ("code", "source"), [("0018", "balance"), ("0027", "merchant_code"), ("0004", "merchant_code")]
+)
+def test_merchant_level_refusal_holds_and_pauses(runtime: Runtime, code: str, source: str) -> None:
+    """A HOLD_CODES refusal is not final: the order goes back to received ("held") and every
+    bank is paused with that source (D21)."""
+    # given
+    from worker.gateway import NOT_CREATED, CreateResult, Outcome, QueryResult
+
+    store_payout(runtime, data("ct-h1"))
+    stub = StubGateway(runtime, CreateResult(Outcome.REJECTED, NOT_CREATED[code], code), QueryResult("error"))  # type: ignore[arg-type]
+    runtime._gateway = stub  # type: ignore[assignment]
+    # when
+    status = submit_order(runtime, "ct-h1")
+    # then
+    order = runtime.store.require("ct-h1")
+    assert status is SubmitStatus.HELD and order.state is State.RECEIVED
+    assert order.fields["held"] == f"held: {code} {NOT_CREATED[code]}" and "reject_code" not in order.fields
+    p = controls.paused_for(runtime, "BCA")
+    assert p is not None and p.source == source and code in p.reason
+    assert (p.need == 5_000_000) == (source == "balance")
+    # the next attempt is held by the pause: no second create
+    assert submit_order(runtime, "ct-h1") is SubmitStatus.HELD and stub.creates == 1
+
+
+def test_other_refusals_stay_final(runtime: Runtime) -> None:
+    """A refusal outside HOLD_CODES (0012 unsupported bank) is still rejected, and pauses nothing."""
+    # given
+    from worker.gateway import CreateResult, Outcome, QueryResult
+
+    store_payout(runtime, data("ct-h2"))
+    runtime._gateway = StubGateway(  # type: ignore[assignment]
+        runtime,
+        CreateResult(Outcome.REJECTED, "unsupported bank", "0012"),
+        QueryResult("error"),  # type: ignore[arg-type]
+    )
+    # when / then
+    assert submit_order(runtime, "ct-h2") is SubmitStatus.REJECTED
+    assert runtime.store.state_of("ct-h2") is State.REJECTED and controls.pauses(runtime) == []
+
+
+@pytest.mark.parametrize(
+    ("query", "state"),
+    [("not_found", State.REJECTED), ("found", State.ACCEPTED), ("error", State.UNCONFIRMED)],
+)
+def test_ambiguous_0017_is_queried_once(runtime: Runtime, query: str, state: State) -> None:
+    """0017 "failed to create payout record": one query decides — not found -> rejected,
+    found -> accepted (with its payout_id), a failed query -> unconfirmed (never resent)."""
+    # given
+    from worker.gateway import CreateResult, Outcome, QueryKind, QueryResult
+
+    store_payout(runtime, data("ct-17"))
+    q = QueryResult(QueryKind(query), query, status="1", payout_id="PO-17" if query == "found" else None)
+    stub = StubGateway(runtime, CreateResult(Outcome.REJECTED, "failed to create payout record", "0017"), q)
+    runtime._gateway = stub  # type: ignore[assignment]
+    # when
+    submit_order(runtime, "ct-17")
+    # then
+    order = runtime.store.require("ct-17")
+    assert order.state is state and stub.queries == 1 and stub.creates == 1
+    assert (order.payout_id == "PO-17") == (query == "found")
+
+
+def test_resubmitted_duplicate_is_sent(make_runtime: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An operator's resubmit of a suspected duplicate (review, approval off) clears the mark,
+    so the gate sends it instead of putting it back to review."""
+    # given
+    from worker.gateway import QueryKind, QueryResult
+    from worker.ops.commands import resubmit
+
+    monkeypatch.setattr("worker.celery_app.app.send_task", lambda *a, **kw: None)
+    rt = make_runtime(DUPLICATE_KEY="k")
+    store_payout(rt, data("ct-s1"))
+    store_payout(rt, data("ct-s2"))
+    assert rt.store.state_of("ct-s2") is State.REVIEW
+    rt._gateway = StubGateway(rt, None, QueryResult(QueryKind.NOT_FOUND, "0050"))  # type: ignore[assignment]
+    # when
+    resubmit(rt, "ct-s2")
+    # then
+    order = rt.store.require("ct-s2")
+    assert order.state is State.RECEIVED and "dup_of" not in order.fields
+    assert controls.pre_send(rt, order) is None

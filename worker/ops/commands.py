@@ -116,7 +116,8 @@ def resubmit(rt: Runtime, payout_cl_id: str) -> None:
         sources={order.state},
         reason="operator resubmit: gateway confirmed it does not know the order",
         due=time.time() + rt.settings.submit_redrive_s,
-        fields={"resubmitted": 1},
+        # the operator decided it is wanted: a suspected-duplicate mark no longer holds it
+        fields={"resubmitted": 1, "dup_of": None},
     )
     app.send_task(SUBMIT_TASK, args=[payout_cl_id])
 
