@@ -27,11 +27,11 @@ import json
 import re
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 from worker import keys
-from worker.errors import InvalidTransition, OrderNotFound, PayoutError
+from worker.errors import ApprovalRefused, InvalidTransition, OrderNotFound, PayoutError
 from worker.logs import get_logger
 from worker.payout import Payout
 from worker.runtime import Runtime
@@ -40,6 +40,20 @@ from worker.states import State
 from worker.store import Order, stamp
 
 log = get_logger("payouts.controls")
+
+__all__ = [
+    "ApprovalRefused",
+    "Hold",
+    "Pause",
+    "approve",
+    "approve_many",
+    "pause",
+    "paused_for",
+    "pauses",
+    "pre_send",
+    "reject",
+    "resume",
+]
 
 ALL: Final = "*"
 SOURCES: Final = ("operator", "balance", "merchant_code")
@@ -56,10 +70,6 @@ return 0
 """
 
 
-class ApprovalRefused(PayoutError):
-    """A maker-checker rule forbids this approval (own order, same approver twice, no name)."""
-
-
 @dataclass(frozen=True)
 class Pause:
     """One pause: ``scope`` "*" (every bank) or a bank code."""
@@ -71,6 +81,8 @@ class Pause:
     source: str = "operator"
     #: for a balance hold: the amount (minor units) that must be available to resume
     need: int | None = None
+    #: the record as stored (compare-and-delete uses it), "" when built here
+    raw: str = field(default="", compare=False, repr=False)
 
     def as_json(self) -> str:
         doc: dict[str, object] = {
@@ -100,6 +112,7 @@ def _parse(scope: str, raw: str) -> Pause:
         since=float(doc.get("since", 0) or 0),
         source=str(doc.get("source", "operator")),
         need=int(need) if isinstance(need, int) else None,
+        raw=raw,
     )
 
 
@@ -162,7 +175,7 @@ def resume(rt: Runtime, *, by: str, bank: str | None = None, only: Pause | None 
     if raw is None:
         return None
     current = _parse(scope, str(raw))
-    expected = only.as_json() if only is not None else str(raw)
+    expected = (only.raw or only.as_json()) if only is not None else str(raw)
     if int(rt.redis.eval(_DELETE_IF_SAME, 1, keys.PAUSE, scope, expected)) != 1:
         return None
     log.warning("payouts.resumed", scope=scope, by=by[:64], was=current.reason, source=current.source)
@@ -223,6 +236,7 @@ def pre_send(rt: Runtime, order: Order) -> Hold | None:
         p = _parse(ALL if every is not None else bank, str(raw))
         return Hold("pause", f"held: paused ({p.source}): {p.reason}"[:200])
     if available is not None and order.amount > int(available):
+        log.warning("payout.held.balance", amount=order.amount, available=int(available))
         return Hold("balance", "held: amount exceeds the known available balance")
     return None
 
