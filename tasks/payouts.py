@@ -136,8 +136,13 @@ def create(self: Any, **fields: Any) -> str:
             return "dead_letter"
         delay = min(60, 2 ** (self.request.retries + 1))
         log.warning("payout.create.retry", error=type(exc).__name__, attempt=self.request.retries + 1)
-        # the retried message shows only the order id (the kwargs hold personal data)
-        raise self.retry(exc=exc, countdown=delay, kwargsrepr=_shown(pid), argsrepr="()") from None
+        try:
+            # the retried message shows only the order id (the kwargs hold personal data)
+            raise self.retry(exc=exc, countdown=delay, kwargsrepr=_shown(pid), argsrepr="()") from None
+        except Reject:
+            # Celery rejects *without* requeue when the retry cannot be published (the
+            # broker is the same failing Redis): requeue instead, never drop the order
+            raise Reject(exc, requeue=True) from None
     if needs_submit:
         submit.delay(order_id)
     return "created" if needs_submit else "exists"
