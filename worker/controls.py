@@ -218,19 +218,24 @@ def needs_approval(s: Settings, order: Order) -> bool:
     return bool(s.approval_above) and order.amount >= s.approval_above
 
 
-def pre_send(rt: Runtime, order: Order) -> Hold | None:
+def pre_send(rt: Runtime, order: Order, *, balance: bool = True) -> Hold | None:
     """The one check before a create request leaves: None = send it.
 
-    Asked before the claim and again right before the POST (so a pause set while a
-    message was in flight is obeyed). One round trip: the pauses and the known balance.
+    Asked before the claim (one round trip: the pauses and the known balance) and again
+    right before the POST with ``balance=False`` (one HMGET: a pause set while the message
+    was in flight is obeyed).
     """
     if needs_approval(rt.settings, order):
         return Hold("approval", "needs approval")
     bank = order.bank_name
-    pipe = rt.redis.pipeline(transaction=False)
-    pipe.hmget(keys.PAUSE, [ALL, bank])
-    pipe.hget(keys.BALANCE, "available")
-    (every, own), available = pipe.execute()
+    available = None
+    if balance:
+        pipe = rt.redis.pipeline(transaction=False)
+        pipe.hmget(keys.PAUSE, [ALL, bank])
+        pipe.hget(keys.BALANCE, "available")
+        (every, own), available = pipe.execute()
+    else:
+        every, own = rt.redis.hmget(keys.PAUSE, [ALL, bank])
     raw = every if every is not None else own
     if raw is not None:
         p = _parse(ALL if every is not None else bank, str(raw))

@@ -95,7 +95,7 @@ def submit_order(rt: Runtime, payout_cl_id: str) -> SubmitStatus:
     notify_url = order.notify_url or settings.notify_url
     crash_point("after_claim")
     # asked again right before the POST: a pause set since the first check is obeyed
-    late_hold = controls.pre_send(rt, order)
+    late_hold = controls.pre_send(rt, order, balance=False)
     if late_hold is not None:
         store.transition(
             payout_cl_id,
