@@ -9,8 +9,9 @@
   that refuse every order while they last) puts the order back to ``received`` and
   pauses every bank automatically (source "balance" or "merchant_code"). The sweep polls
   the gateway balance (:func:`poll_balance`); a "balance" pause ends when the available
-  balance covers the held order, or when an operator resumes. An order larger than the
-  last known available balance is not sent.
+  balance covers the held order, or when an operator resumes. Within an hour of a 0018,
+  an order larger than the last polled available balance is not sent (the balance
+  endpoint alone never stops sending: it may disagree with the create's own check).
 * **Approval** (maker-checker): with ``APPROVAL_ABOVE`` set, or for a suspected
   duplicate, an order waits in ``awaiting_approval`` (open, due at its deadline) until
   :func:`approve` (by someone other than ``requested_by``; two people at or above
@@ -59,6 +60,8 @@ ALL: Final = "*"
 SOURCES: Final = ("operator", "balance", "merchant_code")
 #: the pause sources the balance poller may end by itself
 AUTO_RESUMABLE: Final = frozenset({"balance"})
+#: how long after a 0018 the polled balance gates sending
+BALANCE_LOW_S: Final = 3600
 _BANK_RE: Final = re.compile(r"[A-Za-z0-9 _.&-]{1,16}")
 
 # delete a pause only if it is still the one we read (an operator may have replaced it)
@@ -232,7 +235,7 @@ def pre_send(rt: Runtime, order: Order, *, balance: bool = True) -> Hold | None:
     if balance:
         pipe = rt.redis.pipeline(transaction=False)
         pipe.hmget(keys.PAUSE, [ALL, bank])
-        pipe.hget(keys.BALANCE, "available")
+        pipe.hget(keys.BALANCE, "limit")
         (every, own), available = pipe.execute()
     else:
         every, own = rt.redis.hmget(keys.PAUSE, [ALL, bank])
@@ -265,6 +268,9 @@ def hold(rt: Runtime, order: Order, h: Hold) -> None:
 def merchant_hold(rt: Runtime, order: Order, code: str, text: str) -> None:
     """A create refused with a merchant-level code: pause every bank with that reason (D21)."""
     source = "balance" if code == "0018" else "merchant_code"
+    if source == "balance":
+        # for the next hour the polled balance gates sending (an order above it waits)
+        rt.redis.set(keys.BALANCE_LOW, stamp(time.time()), ex=BALANCE_LOW_S)
     pause(
         rt,
         reason=f"gateway {code}: {text}",
@@ -294,12 +300,6 @@ def known_balance(rt: Runtime) -> Balance | None:
     )
 
 
-def spend(rt: Runtime, amount: int) -> None:
-    """An accepted create lowers the known available balance until the next poll."""
-    if rt.redis.exists(keys.BALANCE):
-        rt.redis.hincrby(keys.BALANCE, "available", -amount)
-
-
 def poll_balance(rt: Runtime, *, now: float | None = None, force: bool = False) -> Balance | None:
     """Read the gateway balance (at most once per interval across every process).
 
@@ -320,10 +320,15 @@ def poll_balance(rt: Runtime, *, now: float | None = None, force: bool = False) 
         return None
     total, frozen = result
     bal = Balance(total - frozen, total, frozen, now)
+    low = bool(rt.redis.exists(keys.BALANCE_LOW))
     pipe = rt.redis.pipeline(transaction=True)
     pipe.hset(
         keys.BALANCE, mapping={"available": bal.available, "total": total, "frozen": frozen, "at": stamp(now)}
     )
+    if low:  # within an hour of a 0018: the polled balance gates sending
+        pipe.hset(keys.BALANCE, "limit", bal.available)
+    else:
+        pipe.hdel(keys.BALANCE, "limit")
     # a balance nobody refreshes (the endpoint failing) must not hold orders for ever
     pipe.expire(keys.BALANCE, int(max(60.0, 3 * s.balance_poll_s)))
     pipe.execute()

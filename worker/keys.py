@@ -23,9 +23,12 @@ BACKOFF: Final = f"{PREFIX}:ratelimit:backoff"
 #: hash: pause scope ("*" = every bank, else a bank code) -> JSON {reason, by, since, source};
 #: source is "operator" or "balance" (an automatic balance hold) or "merchant_code"
 PAUSE: Final = f"{PREFIX}:pause"
-#: hash: the last balance the gateway reported {available, total, frozen, at}; the pre-send
-#: gate holds an order larger than ``available`` (lowered by each accepted create)
+#: hash: the last balance the gateway reported {available, total, frozen, at[, limit]};
+#: ``limit`` (= available, written only within an hour of a 0018) is what the pre-send gate
+#: compares an order's amount with
 BALANCE: Final = f"{PREFIX}:balance"
+#: string (EX 3600): set by a 0018 answer; while it lives the polled balance gates sending
+BALANCE_LOW: Final = f"{PREFIX}:balance:low"
 #: string (SET NX PX): taken by the process that polls the balance this interval
 BALANCE_POLL: Final = f"{PREFIX}:balance:poll"
 #: hash: held-by-pause counters {held: n} (submit attempts that found a pause)

@@ -172,8 +172,6 @@ def submit_order(rt: Runtime, payout_cl_id: str) -> SubmitStatus:
     if merchant_code:
         log.error("payout.held", code=result.code, reason=result.reason)
         controls.merchant_hold(rt, order, result.code, result.reason)
-    elif target is State.ACCEPTED:
-        controls.spend(rt, order.amount)
     elif target is State.REJECTED:
         notify_final(rt, payout_cl_id)
     return status

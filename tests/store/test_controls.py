@@ -108,20 +108,25 @@ def test_sweep_does_not_dispatch_paused_orders(make_runtime: Any) -> None:
     assert out.submit == ["ct-bni"] and out.held == 1
 
 
-def test_amount_above_known_balance_is_not_sent(runtime: Runtime) -> None:
-    """An order larger than the last known available balance is held, a smaller one is not."""
-    # given
-    runtime.redis.hset(
-        keys.BALANCE, mapping={"available": 6_000_000, "total": 6_000_000, "frozen": 0, "at": 1}
-    )
-    store_payout(runtime, data("ct-big", amount=7_000_000))
-    store_payout(runtime, data("ct-small", amount=5_000_000, number="9998887776"))
-    # when / then
-    held = controls.pre_send(runtime, runtime.store.require("ct-big"))
+def test_amount_above_known_balance_is_not_sent(make_runtime: Any) -> None:
+    """After a 0018, an order larger than the polled available balance is held, a smaller
+    one is not; without a recent 0018 the polled balance alone gates nothing."""
+    # given: a polled balance of 6,000,000 and no 0018 yet
+    rt = make_runtime()
+    rt.redis.hset(keys.BALANCE, mapping={"available": 6_000_000, "total": 6_000_000, "frozen": 0, "at": 1})
+    store_payout(rt, data("ct-big", amount=7_000_000))
+    store_payout(rt, data("ct-small", amount=5_000_000, number="9998887776"))
+    big, small = rt.store.require("ct-big"), rt.store.require("ct-small")
+    assert controls.pre_send(rt, big) is None
+    # when: a 0018 marked the balance low and the poller wrote the limit
+    controls.merchant_hold(rt, small, "0018", "insufficient merchant balance")
+    controls.resume(rt, by="test")
+    rt.redis.hset(keys.BALANCE, "limit", 6_000_000)
+    # then
+    held = controls.pre_send(rt, big)
     assert held is not None and held.kind == "balance"
-    assert controls.pre_send(runtime, runtime.store.require("ct-small")) is None
-    controls.spend(runtime, 5_000_000)
-    assert controls.known_balance(runtime).available == 1_000_000  # type: ignore[union-attr]
+    assert controls.pre_send(rt, small) is None
+    assert 0 < rt.redis.ttl(keys.BALANCE_LOW) <= 3600
 
 
 def test_approval_at_enqueue_and_maker_checker(make_runtime: Any, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -395,3 +400,44 @@ def test_resubmitted_duplicate_is_sent(make_runtime: Any, monkeypatch: pytest.Mo
     order = rt.store.require("ct-s2")
     assert order.state is State.RECEIVED and "dup_of" not in order.fields
     assert controls.pre_send(rt, order) is None
+
+
+def test_balance_poller_resumes_only_when_covered(runtime: Runtime) -> None:
+    """The poller stores available = total - frozen; it ends a balance pause only once that
+    covers the held order, writes the gate's limit only after a 0018, and never ends an
+    operator's pause."""
+
+    # given
+    class BalanceGateway:
+        def __init__(self) -> None:
+            self.answer: tuple[int, int] | None = (9_000_000, 5_000_000)
+
+        def query_balance(self) -> tuple[int, int] | None:
+            return self.answer
+
+        def close(self) -> None:
+            pass
+
+    gw = BalanceGateway()
+    runtime._gateway = gw  # type: ignore[assignment]
+    store_payout(runtime, data("ct-pb"))
+    bal = controls.poll_balance(runtime, force=True)
+    assert bal is not None and bal.available == 4_000_000
+    assert "limit" not in runtime.redis.hgetall(keys.BALANCE)  # no 0018: no gate
+    controls.merchant_hold(runtime, runtime.store.require("ct-pb"), "0018", "insufficient merchant balance")
+    # when: still short
+    controls.poll_balance(runtime, force=True)
+    # then
+    assert controls.paused_for(runtime, "BCA") is not None
+    assert runtime.redis.hget(keys.BALANCE, "limit") == "4000000"
+    # when: topped up
+    gw.answer = (20_000_000, 5_000_000)
+    controls.poll_balance(runtime, force=True)
+    # then
+    assert controls.paused_for(runtime, "BCA") is None
+    # an operator pause is never ended by the poller
+    controls.pause(runtime, reason="drill", by="ana")
+    controls.poll_balance(runtime, force=True)
+    assert controls.paused_for(runtime, "BCA") is not None
+    gw.answer = None  # the endpoint fails: nothing changes
+    assert controls.poll_balance(runtime, force=True) is None
