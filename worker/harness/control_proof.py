@@ -96,7 +96,7 @@ def prove_balance_hold(
         while controls.paused_for(rt, None) is None and time.monotonic() < deadline:
             time.sleep(0.1)
         pause = controls.paused_for(rt, None)
-        time.sleep(1.0)  # let answers in flight land
+        time.sleep(2.0)  # requests that passed the gate before the pause land (latency faults)
         sent = _creates(admin, ids)
         time.sleep(2.0)
         sent_later = _creates(admin, ids)
