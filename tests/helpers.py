@@ -22,6 +22,8 @@ TEST_CREDENTIALS = Credentials(TEST_PLATFORM, TEST_KEY, TEST_TOKEN)
 
 def base_env(redis_url: str, gateway_url: str = "http://127.0.0.1:9", **extra: Any) -> dict[str, str]:
     """The worker environment of a test (the stack's defaults, the test credentials)."""
+    # tests run against the sandbox, which names itself (D6): allowed here, refused by default
+    extra = {"PAYOUTS_ALLOW_SANDBOX": "1", **extra}
     return local_stack.worker_env(redis_url, gateway_url, TEST_CREDENTIALS, **extra)
 
 

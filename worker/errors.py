@@ -69,7 +69,12 @@ class InvalidTransition(PayoutError):
         self.target = target
 
 
+class ApprovalRefused(PayoutError):
+    """A maker-checker rule forbids this approval (own order, same approver twice, no name)."""
+
+
 __all__ = [
+    "ApprovalRefused",
     "ConfigError",
     "DuplicatePayout",
     "FieldError",

@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from enum import StrEnum
 from typing import Any, Final
 from urllib.parse import quote
@@ -30,6 +31,9 @@ from worker.settings import GatewaySettings
 CREATE_PATH: Final = "/gateway/api/v2/payouts"
 LIST_PATH: Final = "/gateway/api/v2/payouts"
 SINGLE_PATH: Final = "/gateway/api/v2/payouts/{payout_cl_id}"
+BALANCE_PATH: Final = "/gateway/api/v2/platforms/balance"
+#: the sandbox gateway names itself in this response header (D6)
+SANDBOX_HEADER: Final = "X-Payout-Sandbox"
 LIST_LIMIT_MAX: Final = 500
 #: ``limit`` of the one-order list lookup: large enough that a loosely matching filter
 #: (``LIKE 'id%'``) or several payouts of one id still show the exact record, small enough
@@ -247,6 +251,8 @@ class GatewayClient:
         if cfg.ca_file:
             self.session.verify = cfg.ca_file
         self.timeout = (cfg.connect_timeout_s, cfg.read_timeout_s)
+        #: set once any answer carried the sandbox's header (D6)
+        self.sandbox_seen = False
 
     def close(self) -> None:
         self.session.close()
@@ -310,13 +316,43 @@ class GatewayClient:
     # -- query ----------------------------------------------------------------
 
     def _get(self, path: str, params: Mapping[str, Any] | None = None) -> requests.Response:
-        return self.session.get(
+        resp = self.session.get(
             self.cfg.base_url + path,
             params=params,
             headers={"Authorization": self.cfg.authorization.reveal()},
             timeout=self.timeout,
             allow_redirects=False,
         )
+        if resp.headers.get(SANDBOX_HEADER):
+            self.sandbox_seen = True
+        return resp
+
+    def query_balance(self) -> tuple[int, int] | None:
+        """(total_balance, total_frozen_balance) in minor units (SPEC §3); None on any error."""
+        try:
+            resp = self._get(BALANCE_PATH)
+            doc = record_from_json(resp.content) if resp.status_code == 200 else None
+        except (requests.exceptions.RequestException, ValueError, UnicodeDecodeError):
+            return None
+        if not isinstance(doc, dict) or str(doc.get("error_code")) != "0000":
+            return None
+        data = doc.get("data")
+        if not isinstance(data, dict):
+            return None
+        try:
+            total = int(Decimal(str(data["total_balance"])))
+            frozen = int(Decimal(str(data.get("total_frozen_balance") or 0)))
+        except (KeyError, ArithmeticError, ValueError):
+            return None
+        return total, frozen
+
+    def is_sandbox(self) -> bool | None:
+        """Does the gateway say it is the sandbox? None when it does not answer."""
+        try:
+            self._get(BALANCE_PATH)
+        except requests.exceptions.RequestException:
+            return None
+        return self.sandbox_seen
 
     def _verified(self, record: Mapping[str, Any], sign_type: str | None) -> bool:
         """A query record's signature, per ``GATEWAY_RECORD_SIGNATURE`` (SPEC §2a, §11.3).

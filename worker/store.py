@@ -64,6 +64,11 @@ class Order:
     def is_final(self) -> bool:
         return self.state in FINAL
 
+    @property
+    def result_pending(self) -> bool:
+        """Final, and its RESULT_TASK message not published yet (the sweep re-sends it)."""
+        return self.state in FINAL and self.fields.get("result_pending") == "1"
+
     def as_payout(self) -> Payout:
         return Payout(
             payout_cl_id=self.payout_cl_id,
@@ -116,8 +121,11 @@ class Created:
 
     @property
     def needs_submit(self) -> bool:
-        """New, or stored earlier but never claimed: a (repeated) submit message is due."""
-        return self.created or self.state == State.RECEIVED.value
+        """New, or stored earlier but never claimed: a (repeated) submit message is due.
+
+        (A new order held for approval at enqueue is not ``received``: no message.)
+        """
+        return self.state == State.RECEIVED.value
 
 
 def _order_from(payout_cl_id: str, data: Mapping[str, str]) -> Order:
@@ -152,10 +160,15 @@ class OrderStore:
         *,
         events_maxlen: int = 1_000_000,
         retention_s: float = 30 * 86400.0,
+        result_redeliver_s: float | None = None,
     ) -> None:
         self.redis = client
         self.events_maxlen = events_maxlen
         self.retention_s = retention_s
+        #: when set (RESULT_TASK configured), every move to a final state also writes
+        #: ``result_pending=1`` and keeps the order in the due-index this long: the
+        #: sweep re-sends the result until :func:`worker.results.deliver` clears it (D9)
+        self.result_redeliver_s = result_redeliver_s
         # registered once per client: EVALSHA, falling back to EVAL on NOSCRIPT
         self._create = client.register_script(_script("create"))
         self._transition = client.register_script(_script("transition"))
@@ -163,8 +176,18 @@ class OrderStore:
 
     # -- writes ---------------------------------------------------------------
 
-    def create(self, payout: Payout, *, due_at: float, now: float | None = None) -> Created:
-        """Store ``payout`` as ``received`` unless its id exists (then report that one)."""
+    def create(
+        self,
+        payout: Payout,
+        *,
+        due_at: float,
+        now: float | None = None,
+        extra: Mapping[str, str] | None = None,
+    ) -> Created:
+        """Store ``payout`` as ``received`` unless its id exists (then report that one).
+
+        ``extra``: more fields stored with the order (no personal data), e.g. ``requested_by``.
+        """
         now = time.time() if now is None else now
         fp = payout.fingerprint()
         # the id is the key's suffix and an absent notify_url is not stored: every byte
@@ -181,6 +204,8 @@ class OrderStore:
         ]
         if payout.notify_url:
             pairs += ["notify_url", payout.notify_url]
+        for k, v in (extra or {}).items():
+            pairs += [k, v]
         i = payout.payout_cl_id
         res = self._create(
             keys=[keys.order(i), keys.history(i), keys.DUE, keys.COUNTS, keys.EVENTS, keys.IDS],
@@ -287,6 +312,11 @@ class OrderStore:
         due_arg = "" if due is None else (REMOVE if due == REMOVE else repr(float(due)))
         if target is not None and target not in OPEN and due is None:
             due_arg = REMOVE  # only open orders are scheduled
+        if target is not None and target in FINAL and self.result_redeliver_s is not None:
+            # the result is owed to the web app: flagged in this same transition, and
+            # scheduled so the sweep re-sends it if the publish after it never happens
+            pairs.extend(("result_pending", "1"))
+            due_arg = repr(now + self.result_redeliver_s)
         i = payout_cl_id
         res = self._transition(
             keys=[keys.order(i), keys.history(i), keys.DUE, keys.COUNTS, keys.EVENTS, keys.REVIEW, keys.IDS],

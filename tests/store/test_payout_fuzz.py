@@ -11,12 +11,14 @@ queued; when accepted, the stored order is exactly the validated data.
 from __future__ import annotations
 
 import itertools
+import json
 from typing import Any
 
 import redis
 from hypothesis import HealthCheck, given, settings
 
 from tests.strategies import payout_data
+from worker import keys
 from worker.celeryconf import SUBMIT_QUEUE
 from worker.errors import InvalidPayout
 from worker.payout import AMOUNT_MAX_MINOR, FIELDS, Payout, validate_payout
@@ -119,13 +121,20 @@ def test_enqueue_payout_queues_only_valid(fuzz_rt: Runtime, data: dict[str, Any]
 @FUZZ
 @given(data=payout_data())
 def test_create_task_refuses_without_side_effects(process_runtime: Runtime, data: dict[str, Any]) -> None:
-    """The by-name ``payouts.create`` task: refused input is logged and dropped, nothing kept."""
+    """The by-name ``payouts.create`` task: refused input stores no order and queues no
+    submit; the refusal is reported by one ``refused`` event without personal data (D11)."""
     from tasks.payouts import create
 
     rt = process_runtime
     rt.redis.flushdb()
     outcome = create.run(**data)
     if outcome == "refused":
+        events = rt.redis.xrange(keys.EVENTS)
+        assert len(events) == 1 and events[0][1]["to"] == "refused"
+        number = data.get("number")
+        if isinstance(number, str) and len(number) >= 6:
+            assert number not in json.dumps(events[0][1]) or any(number in str(k) for k in data)
+        rt.redis.delete(keys.EVENTS)
         snapshot_empty(rt.redis)
     else:
         assert outcome == "created"

@@ -71,6 +71,7 @@ class FakeResponse:
     def __init__(self, doc: Any, status: int = 200) -> None:
         self.status_code = status
         self.content = json.dumps(doc).encode()
+        self.headers: dict[str, str] = {}
 
 
 def client(monkeypatch: pytest.MonkeyPatch, doc: Any, **env: str) -> tuple[GatewayClient, list[Any]]:

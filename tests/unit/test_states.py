@@ -32,6 +32,9 @@ EXPECTED_EDGES = {
     ("review", "received"),
     ("review", "accepted"),  # payouts back-to-polling (a payout_id is known)
     ("review", "unconfirmed"),  # payouts back-to-polling (no payout_id)
+    ("received", "awaiting_approval"),
+    ("awaiting_approval", "received"),
+    ("awaiting_approval", "rejected"),
 }
 
 
@@ -52,6 +55,7 @@ def test_names_match_design() -> None:
         "failed",
         "rejected",
         "review",
+        "awaiting_approval",
     ]
 
 
@@ -64,3 +68,6 @@ def test_groups() -> None:
     for s in FINAL:
         assert TRANSITIONS[s] <= {State.REVIEW, State.RECEIVED}
     assert sources_of(State.SUBMITTING) == {State.RECEIVED}
+    # an order awaiting approval is never sent from there: approval puts it back to received
+    assert State.SUBMITTING not in TRANSITIONS[State.AWAITING_APPROVAL]
+    assert State.AWAITING_APPROVAL in OPEN

@@ -69,6 +69,8 @@ WORKER_DEFAULTS: Mapping[str, str] = {
     "PAYOUT_BANK_LIST": "",
     "RESULT_TASK": "",
     "PAYOUTS_CRASH_AT": "",
+    # the stack's gateway is the sandbox, which says so in every answer: allowed here only
+    "PAYOUTS_ALLOW_SANDBOX": "1",
 }
 
 #: variables of the caller's environment that configure the worker: never inherited
@@ -98,6 +100,12 @@ _SETTING_NAMES = frozenset(
         "LOG_LEVEL",
         "LOG_FORMAT",
         "DUPLICATE_WINDOW",
+        "DUPLICATE_KEY",
+        "HOLD_CODES",
+        "PAUSE_RECHECK",
+        "BALANCE_POLL_INTERVAL",
+        "RESULT_REDELIVER_AFTER",
+        "DEAD_LETTER_QUEUE",
     }
 )
 

@@ -6,13 +6,14 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from worker import keys
+from worker import controls, keys
 from worker.celery_app import app
 from worker.celeryconf import SUBMIT_TASK
 from worker.checks import CheckStatus, check_order, gateway_evidence
 from worker.errors import InvalidTransition, OrderNotFound, PayoutError
 from worker.gateway import QueryKind
 from worker.reports import FINAL_STATUS, OPEN_STATUS, amount_matches
+from worker.results import deliver
 from worker.runtime import Runtime
 from worker.states import State
 
@@ -30,6 +31,21 @@ def stats(rt: Runtime) -> dict[str, Any]:
         "oldest_due_late_s": round(max(0.0, now - oldest[1]), 3) if oldest else 0.0,
         "review": int(rt.redis.zcard(keys.REVIEW)),
         "last_sweep_age_s": round(now - float(last), 3) if last else None,
+        "paused": [p.public() for p in controls.pauses(rt)],
+        "held_attempts": {k: int(v) for k, v in rt.redis.hgetall(keys.HELD).items()},
+        "balance": _balance(rt),
+    }
+
+
+def _balance(rt: Runtime) -> dict[str, Any] | None:
+    bal = controls.known_balance(rt)
+    if bal is None:
+        return None
+    return {
+        "available": bal.available,
+        "total": bal.total,
+        "frozen": bal.frozen,
+        "age_s": round(time.time() - bal.at, 1),
     }
 
 
@@ -60,19 +76,24 @@ def list_orders(rt: Runtime, state: State | None, limit: int = 100) -> list[dict
     return rows
 
 
-def resolve(rt: Runtime, payout_cl_id: str, state: State, note: str) -> None:
-    """Close an order in review as succeeded or failed, with the operator's note."""
+def resolve(rt: Runtime, payout_cl_id: str, state: State, note: str, *, by: str = "cli") -> None:
+    """Close an order in review as succeeded or failed, with the operator's note.
+
+    The web app hears about it like any other final state (RESULT_TASK, at least once).
+    """
     if state not in (State.SUCCEEDED, State.FAILED):
         raise PayoutError("resolve takes --state succeeded or failed")
     if not note.strip():
         raise PayoutError("resolve needs --note saying why")
+    by = by.strip()[:64] or "cli"
     rt.store.transition_or_raise(
         payout_cl_id,
         state,
         sources={State.REVIEW},
-        reason=f"operator: {note.strip()[:150]}",
-        fields={"resolved_by": "operator", "resolution_note": note.strip()[:500]},
+        reason=f"operator {by}: {note.strip()[:150]}",
+        fields={"resolved_by": by, "resolution_note": note.strip()[:500]},
     )
+    deliver(rt, payout_cl_id)
 
 
 def resubmit(
@@ -117,7 +138,8 @@ def resubmit(
         sources={order.state},
         reason=reason,
         due=time.time() + rt.settings.submit_redrive_s,
-        fields=fields,
+        # the operator decided it is wanted: a suspected-duplicate mark no longer holds it
+        fields={**fields, "dup_of": None},
         # nothing recorded since the evidence was read: the same payout_id (or none)
         expect=("payout_id", order.payout_id),
     )
@@ -187,7 +209,7 @@ def reconcile(rt: Runtime, ids: list[str] | None = None) -> list[ReconcileRow]:
             rows.append(ReconcileRow(i, ours, f"error: {q.reason}", "mismatch"))
             continue
         if q.kind is QueryKind.NOT_FOUND:
-            ok = order.state in (State.REJECTED, State.RECEIVED)
+            ok = order.state in (State.REJECTED, State.RECEIVED, State.AWAITING_APPROVAL)
             rows.append(ReconcileRow(i, ours, "not found", "match" if ok else "missing"))
             continue
         status = q.status or ""

@@ -86,6 +86,14 @@ def check_settings(report: Checklist) -> Settings | None:
             "settings",
             "PAYOUT_NOTIFY_URL is not set: no callbacks, outcomes are learned by polling only (slower)",
         )
+    if s.duplicate_key is None or s.duplicate_window_s <= 0:
+        report.warn(
+            "settings",
+            "duplicate-beneficiary guard off: set DUPLICATE_KEY (a random secret) and DUPLICATE_WINDOW",
+        )
+    if s.approval_above:
+        two = f", two approvers from {s.approval_two_above}" if s.approval_two_above else ""
+        report.ok("settings", f"approval needed from {s.approval_above} minor units{two}")
     if s.gateway is not None and s.gateway.sign_type == "MD5":
         report.warn(
             "settings",
@@ -142,6 +150,16 @@ def check_gateway(report: Checklist, s: Settings) -> None:
         result = client.query_order(probe)
     finally:
         client.close()
+    if client.sandbox_seen:
+        if s.allow_sandbox:
+            report.warn("gateway", "this is the SANDBOX gateway (PAYOUTS_ALLOW_SANDBOX=1): no money moves")
+        else:
+            report.fail(
+                "gateway",
+                "GATEWAY_BASE_URL answers as the sandbox (X-Payout-Sandbox): no money would move; "
+                "set the real gateway, or PAYOUTS_ALLOW_SANDBOX=1 for tests and demos",
+            )
+            return
     host = urlsplit(s.gateway.base_url).hostname or ""
     if s.gateway.base_url.startswith("http://") and host not in LOCAL_HOSTS:
         report.warn("gateway", "GATEWAY_BASE_URL is plain http: the Authorization token travels unencrypted")

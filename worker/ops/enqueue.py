@@ -207,6 +207,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="enqueue an already imported file again (only what is missing; expired ids are refused anyway)",
     )
+    p.add_argument("--requested-by", default=None, help="who asks for these payouts (cannot approve them)")
+    p.add_argument(
+        "--allow-duplicate",
+        action="store_true",
+        help="skip the duplicate-beneficiary guard (same bank+account+amount under another id)",
+    )
     return p
 
 
@@ -291,7 +297,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     new = present = conflicts = 0
     for line, p in plan.payouts:
         try:
-            enqueue_payout(p.payout_cl_id, p.amount, p.bank_name, p.name, p.number, p.notify_url, runtime=rt)
+            enqueue_payout(
+                p.payout_cl_id,
+                p.amount,
+                p.bank_name,
+                p.name,
+                p.number,
+                p.notify_url,
+                runtime=rt,
+                requested_by=args.requested_by,
+                allow_duplicate=args.allow_duplicate,
+            )
         except DuplicatePayout as exc:  # stored (or expired) between the check and now
             conflicts += 1
             what = (

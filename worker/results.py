@@ -1,0 +1,105 @@
+"""Results that always arrive (D9, D11): the optional ``RESULT_TASK`` message to the web app.
+
+Delivery is at least once. A move to a final state writes ``result_pending=1`` in the same
+atomic transition (and keeps the order in the due-index, see
+:attr:`worker.store.OrderStore.result_redeliver_s`); :func:`deliver` publishes and then
+clears the flag, and the sweep calls it again for every order whose flag is still set.
+The web app must treat a repeated result for the same ``payout_cl_id`` and state as one.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from worker import keys
+from worker.errors import FieldError
+from worker.logs import get_logger
+from worker.runtime import Runtime
+from worker.states import FINAL
+from worker.store import REMOVE, stamp
+
+log = get_logger("payouts.results")
+
+#: the state a by-name create refused for bad input is reported with
+REFUSED = "refused"
+
+
+def deliver(rt: Runtime, payout_cl_id: str) -> bool:
+    """Publish the result of a final order and clear its pending flag; False if not sent.
+
+    A publish error is logged and leaves the flag set: the sweep sends it again.
+    """
+    name = rt.settings.result_task
+    if not name or rt.send_task is None:
+        return False
+    order = rt.store.get(payout_cl_id, with_history=False)
+    if order is None or order.state not in FINAL:
+        return False
+    payload = {
+        "payout_cl_id": order.payout_cl_id,
+        "state": order.state.value,
+        "payout_id": order.payout_id,
+        "amount": order.amount,
+        "reason": order.reason or order.fields.get("last_gateway", ""),
+    }
+    try:
+        rt.send_task(name, payload)
+    except Exception as exc:  # the broker is down: the sweep re-sends
+        log.error("payout.result.publish_failed", error=type(exc).__name__)
+        return False
+    if order.fields.get("result_pending") == "1":
+        rt.store.transition(
+            payout_cl_id,
+            None,
+            sources={order.state},
+            reason="result sent",
+            due=REMOVE,
+            expect=("result_pending", "1"),
+            fields={"result_pending": None, "result_sent_at": stamp(time.time())},
+        )
+    return True
+
+
+def _text(value: object, n: int) -> str:
+    """Printable and encodable (a field name may hold a lone surrogate)."""
+    return str(value)[:n].encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def report_refused(rt: Runtime, payout_cl_id: str, problems: Sequence[FieldError] | str) -> None:
+    """A by-name create was refused: tell the web app (event + RESULT_TASK ``refused``).
+
+    Only field names and rules are sent, never the values (no personal data). Raises
+    when the result cannot be published, so the caller can retry.
+    """
+    if isinstance(problems, str):
+        errors: list[dict[str, str]] = [{"field": "payout_cl_id", "rule": _text(problems, 200)}]
+    else:
+        errors = [{"field": _text(p.field, 40), "rule": _text(p.rule, 200)} for p in problems]
+    pid = _text(payout_cl_id, 32)
+    text = "; ".join(f"{e['field']}: {e['rule']}" for e in errors)[:200]
+    rt.redis.xadd(
+        keys.EVENTS,
+        {
+            "payout_cl_id": pid,
+            "from": "",
+            "to": REFUSED,
+            "reason": text,
+            "at": stamp(time.time()),
+            "payout_id": "",
+        },
+        maxlen=rt.settings.events_maxlen,
+        approximate=True,
+    )
+    name = rt.settings.result_task
+    if name and rt.send_task is not None:
+        payload: dict[str, Any] = {
+            "payout_cl_id": pid,
+            "state": REFUSED,
+            "payout_id": None,
+            "amount": None,
+            "reason": text,
+            "errors": errors,
+        }
+        rt.send_task(name, payload)
