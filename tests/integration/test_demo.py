@@ -81,7 +81,10 @@ def test_demo_smoke_proves_the_outcome(tmp_path: Path) -> None:
         "[ok  ] final states match the gateway:",
         "[ok  ] money: succeeded here IDR",
         "[ok  ] orders in review have a reason:",
-        "[ok  ] all 20 orders final or in review",
+        # the 20 payouts and the 2 x 4 of the pause and balance-hold drills
+        "[ok  ] all 28 orders final or in review",
+        "[ok  ] pause: 4 orders enqueued while paused, 0 create requests",
+        "[ok  ] balance hold: balance 0 -> paused (balance:",
     ):
         assert line in out, out[-3000:]
     assert "time to final (enqueue -> final): p50" in out

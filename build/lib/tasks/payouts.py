@@ -7,8 +7,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import kombu.exceptions
 import redis
 import structlog
+from celery.exceptions import Reject
 from celery.worker.request import Request
 
 from worker.celery_app import app
@@ -17,6 +19,7 @@ from worker.checks import check_order, check_window
 from worker.errors import DuplicatePayout, InvalidPayout
 from worker.logs import get_logger
 from worker.producer import store_payout
+from worker.results import report_refused
 from worker.runtime import get_runtime
 from worker.submission import submit_order
 from worker.sweep import sweep_due
@@ -86,28 +89,84 @@ class RedactedRequest(Request):  # type: ignore[misc]  # celery is untyped
         self._request_dict["kwargsrepr"] = shown
 
 
+#: errors after which a by-name create is tried again: the order is not stored yet, so the
+#: sweep cannot recover this message (Redis unreachable, read-only replica after a
+#: failover, out of memory under noeviction; D11). Validation errors are never retried.
+CREATE_RETRY_ON = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.ReadOnlyError,
+    redis.exceptions.OutOfMemoryError,
+    kombu.exceptions.OperationalError,
+)
+CREATE_MAX_RETRIES = 30
+
+
 @app.task(
     name=CREATE_TASK,
     ignore_result=True,
+    bind=True,
     Request=RedactedRequest,
-    # The order is not stored yet, so the sweep cannot recover this message: while Redis
-    # is unreachable, retry (only these errors; validation errors are never retried).
-    autoretry_for=(redis.exceptions.ConnectionError, redis.exceptions.TimeoutError),
-    retry_backoff=True,
-    retry_backoff_max=60,
-    max_retries=30,
+    max_retries=CREATE_MAX_RETRIES,
 )
-def create(**fields: Any) -> str:
-    """Enqueue by task name: validate, store and submit. Bad input is logged, not retried."""
-    structlog.contextvars.bind_contextvars(payout_cl_id=str(fields.get("payout_cl_id", ""))[:32])
+def create(self: Any, **fields: Any) -> str:
+    """Enqueue by task name: validate, store and submit.
+
+    Bad input is reported to the web app (event + RESULT_TASK ``refused``), never retried.
+    Storage errors are retried with backoff; after the last retry the message goes to
+    the dead-letter queue (DEAD_LETTER_QUEUE) instead of being acknowledged and lost.
+    """
+    pid = str(fields.get("payout_cl_id", ""))[:32]
+    structlog.contextvars.bind_contextvars(payout_cl_id=pid)
+    rt = get_runtime()
     try:
-        order_id, created = store_payout(get_runtime(), fields)
-    except (InvalidPayout, DuplicatePayout) as exc:
-        log.error("payout.create.refused", error=str(exc))
-        return "refused"
-    if created:
+        try:
+            order_id, needs_submit = store_payout(rt, fields)
+        except InvalidPayout as exc:
+            log.error("payout.create.refused", error=str(exc))
+            report_refused(rt, pid, exc.problems)
+            return "refused"
+        except DuplicatePayout as exc:
+            log.error("payout.create.refused", error=str(exc))
+            report_refused(rt, pid, "already exists with different data")
+            return "refused"
+    except CREATE_RETRY_ON as exc:
+        if self.request.retries >= self.max_retries:
+            _dead_letter(rt, fields, exc)
+            return "dead_letter"
+        delay = min(60, 2 ** (self.request.retries + 1))
+        log.warning("payout.create.retry", error=type(exc).__name__, attempt=self.request.retries + 1)
+        try:
+            # the retried message shows only the order id (the kwargs hold personal data)
+            raise self.retry(exc=exc, countdown=delay, kwargsrepr=_shown(pid), argsrepr="()") from None
+        except Reject:
+            # Celery rejects *without* requeue when the retry cannot be published (the
+            # broker is the same failing Redis): requeue instead, never drop the order
+            raise Reject(exc, requeue=True) from None
+    if needs_submit:
         submit.delay(order_id)
-    return "created" if created else "exists"
+    return "created" if needs_submit else "exists"
+
+
+def _shown(pid: str) -> str:
+    return repr({"payout_cl_id": pid})
+
+
+def _dead_letter(rt: Any, fields: dict[str, Any], exc: BaseException) -> None:
+    """Park the message on the dead-letter queue; if even that fails, requeue it."""
+    pid = str(fields.get("payout_cl_id", ""))[:32]
+    try:
+        app.send_task(
+            CREATE_TASK,
+            kwargs=fields,
+            queue=rt.settings.dead_letter_queue,
+            kwargsrepr=_shown(pid),
+            argsrepr="()",
+        )
+    except Exception:
+        log.error("payout.create.dead_letter_failed", error=type(exc).__name__)
+        raise Reject(exc, requeue=True) from None
+    log.error("payout.create.dead_letter", error=type(exc).__name__, queue=rt.settings.dead_letter_queue)
 
 
 def _publish(task: Any, ids: list[str]) -> None:

@@ -6,14 +6,20 @@ allow), check platform_id and amount, then apply through the same atomic
 transition as queries. Answers:
 
 * 200 ``{"error_code":"0000"}`` -- applied, or a duplicate (changes nothing);
-* 4xx with a non-0000 code -- forged, malformed or unknown order (changes nothing);
+* 400 -- malformed: a field name or value containing ``&`` or ``=`` (the string to sign
+  does not bind field boundaries, so such a value could carry a folded field), a missing
+  or non-numeric ``status``, a non-numeric time, a malformed amount (changes nothing);
+* 401 ``0004`` -- a bad signature **or an unknown order**: the same answer, so order ids
+  cannot be enumerated (changes nothing);
 * 409 -- the create's answer is not recorded yet: the gateway will retry;
 * 503 -- the store is unreachable: the gateway will retry.
 """
 
 from __future__ import annotations
 
+import hmac
 import json
+import re
 from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import parse_qsl
@@ -33,6 +39,95 @@ log = get_logger("payouts.callbacks")
 NOTIFY_PATH = "/payouts/notify"
 MAX_BODY = 64 * 1024
 StartResponse = Callable[..., Any]
+
+_DIGITS = re.compile(r"[0-9]{1,20}")
+_DECIMAL = re.compile(r"[0-9]{1,20}(\.[0-9]{1,8})?")
+#: fields whose format is checked before anything else (SPEC §5); others must only be flat text
+_TIME_FIELDS = ("create_time", "update_time", "success_time")
+_AMOUNT_FIELDS = ("amount", "real_amount", "fee")
+_UNKNOWN_OR_FORGED = (401, "0004", "signature verification failed")
+
+
+class BodyError(Exception):
+    """The request body cannot be read: ``status`` is the HTTP answer."""
+
+    def __init__(self, status: str, msg: str) -> None:
+        super().__init__(msg)
+        self.status = status
+
+
+def _read_chunked(stream: Any, limit: int) -> bytes:
+    """Decode a ``Transfer-Encoding: chunked`` body the server left encoded, bounded."""
+    out = bytearray()
+    while True:
+        line = stream.readline(1026)
+        if not line.endswith(b"\n"):
+            raise BodyError("400 Bad Request", "malformed chunked body")
+        try:
+            size = int(line.split(b";", 1)[0].strip(), 16)
+        except ValueError:
+            raise BodyError("400 Bad Request", "malformed chunked body") from None
+        if size < 0 or len(out) + size > limit:
+            raise BodyError("413 Payload Too Large", "body too large")
+        if size == 0:
+            for _ in range(64):  # trailers, up to the empty line
+                trailer = stream.readline(1026)
+                if trailer in (b"\r\n", b"\n", b""):
+                    return bytes(out)
+            raise BodyError("400 Bad Request", "malformed chunked body")
+        data = stream.read(size)
+        if len(data) != size or stream.read(2) not in (b"\r\n",):
+            raise BodyError("400 Bad Request", "malformed chunked body")
+        out += data
+
+
+def read_body(environ: dict[str, Any], limit: int = MAX_BODY) -> bytes:
+    """The request body, at most ``limit`` bytes, with or without ``Content-Length`` (D12).
+
+    Without one: a server that de-chunks (gunicorn; ``wsgi.input_terminated``) is read to
+    the end, bounded; a chunked body the server passed through (wsgiref) is decoded here.
+    """
+    stream = environ["wsgi.input"]
+    raw = environ.get("CONTENT_LENGTH")
+    if raw not in (None, ""):
+        try:
+            length = int(raw)
+        except ValueError:
+            length = -1
+        if length < 0 or length > limit:
+            raise BodyError("413 Payload Too Large", "body too large")
+        return stream.read(length) if length else b""
+    if environ.get("wsgi.input_terminated"):
+        data: bytes = stream.read(limit + 1)
+        if len(data) > limit:
+            raise BodyError("413 Payload Too Large", "body too large")
+        return data
+    if "chunked" in str(environ.get("HTTP_TRANSFER_ENCODING", "")).lower():
+        return _read_chunked(stream, limit)
+    return b""
+
+
+def notice_problem(notice: dict[str, Any]) -> str | None:
+    """Why a notice's shape is refused before any lookup or state change (D14), or None."""
+    for name, value in notice.items():
+        if not isinstance(name, str) or "&" in name or "=" in name:
+            return "field names must not contain & or ="
+        if isinstance(value, bool) or not isinstance(value, (str, type(None))):
+            return f"{name[:32]}: must be text or a number"
+        if isinstance(value, str) and ("&" in value or "=" in value):
+            return f"{name[:32]}: values must not contain & or ="
+    status = notice.get("status")
+    if not isinstance(status, str) or not _DIGITS.fullmatch(status):
+        return "status: required, digits"
+    for name in _TIME_FIELDS:
+        v = notice.get(name)
+        if v not in (None, "") and not (isinstance(v, str) and _DIGITS.fullmatch(v)):
+            return f"{name}: must be digits (unix seconds)"
+    for name in _AMOUNT_FIELDS:
+        v = notice.get(name)
+        if v not in (None, "") and not (isinstance(v, str) and _DECIMAL.fullmatch(v)):
+            return f"{name}: must be a decimal number"
+    return None
 
 
 def _reply(start: StartResponse, status: str, code: str, msg: str = "") -> list[bytes]:
@@ -68,16 +163,28 @@ def handle_notice(rt: Runtime, notice: dict[str, Any]) -> tuple[int, str, str]:
         return 400, "0002", "sign missing or malformed"
     if any(isinstance(v, (dict, list)) for v in notice.values()):
         return 400, "0002", "nested values are not accepted"
+    problem = notice_problem(notice)
+    if problem:
+        log.warning("payout.callback.malformed", problem=problem)
+        return 400, "0002", problem
     order = rt.store.get(pid, with_history=False)
     if order is None:
+        # the same answer as a bad signature, after similar work: ids cannot be enumerated
+        hmac.compare_digest(signing.sign(notice, gw.platform_key.reveal(), gw.sign_type), sign)
         log.warning("payout.callback.unknown_order")
-        return 404, "0050", "unknown order"
+        return _UNKNOWN_OR_FORGED
     expected = order.sign_type or gw.sign_type
+    # a notice naming no sign_type (SPEC §5 D-NTF lists none) is checked with the order's own
+    # algorithm; one naming another algorithm is refused (no MD5 downgrade)
     if not signing.verify(
-        notice, gw.platform_key.reveal(), allowed=gw.accepted_sign_types, expected_type=expected
+        notice,
+        gw.platform_key.reveal(),
+        allowed=gw.accepted_sign_types,
+        expected_type=expected,
+        absent_type=expected,
     ):
-        log.warning("payout.callback.forged", sign_type=str(notice.get("sign_type", "MD5"))[:16])
-        return 401, "0004", "signature verification failed"
+        log.warning("payout.callback.forged", sign_type=str(notice.get("sign_type", ""))[:16])
+        return _UNKNOWN_OR_FORGED
     if str(notice.get("platform_id", gw.platform_id)) != gw.platform_id:
         return 400, "0002", "platform_id mismatch"
     status = notice.get("status")
@@ -117,12 +224,9 @@ def make_app(runtime: Runtime | None = None) -> Callable[[dict[str, Any], StartR
         if method != "POST":
             return _reply(start, "405 Method Not Allowed", "0023", "POST only")
         try:
-            length = int(environ.get("CONTENT_LENGTH") or 0)
-        except ValueError:
-            length = -1
-        if length < 0 or length > MAX_BODY:
-            return _reply(start, "413 Payload Too Large", "0002", "body too large")
-        body = environ["wsgi.input"].read(length) if length else b""
+            body = read_body(environ)
+        except BodyError as exc:
+            return _reply(start, exc.status, "0002", str(exc))
         try:
             notice = parse_notice(body, environ.get("CONTENT_TYPE", ""))
         except (ValueError, UnicodeDecodeError, RecursionError):  # deep nesting: RecursionError

@@ -37,6 +37,27 @@ def _check_worker(**_: Any) -> None:
         log.warning("redis.warning", detail=w)
     if problems:
         raise SystemExit("refusing to start: " + "; ".join(problems))
+    _refuse_sandbox(s, log)
+
+
+def _refuse_sandbox(s: Any, log: Any) -> None:
+    """D6: a production configuration pointed at the sandbox moves no money; refuse it."""
+    from worker.gateway import GatewayClient
+
+    client = GatewayClient(s.require_gateway(), pool_size=1)
+    try:
+        sandbox = client.is_sandbox()
+    finally:
+        client.close()
+    if sandbox is None:
+        log.warning("gateway.unreachable_at_start")
+    elif sandbox and not s.allow_sandbox:
+        raise SystemExit(
+            "refusing to start: GATEWAY_BASE_URL answers as the sandbox (X-Payout-Sandbox); "
+            "set PAYOUTS_ALLOW_SANDBOX=1 for tests and demos"
+        )
+    elif sandbox:
+        log.warning("gateway.sandbox", detail="PAYOUTS_ALLOW_SANDBOX=1: no money moves")
 
 
 @signals.task_prerun.connect

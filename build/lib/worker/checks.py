@@ -14,10 +14,11 @@ from enum import StrEnum
 
 from worker.gateway import QueryKind, QueryResult
 from worker.logs import get_logger
-from worker.reports import ReportResult, apply_report, next_check_delay_s, send_to_review
+from worker.reports import FINAL_STATUS, ReportResult, apply_report, next_check_delay_s, send_to_review
 from worker.runtime import Runtime
-from worker.states import State
+from worker.states import KNOWN_AT_GATEWAY, State
 from worker.store import Order
+from worker.submission import notify_final
 
 log = get_logger("payouts.checks")
 
@@ -41,6 +42,36 @@ class CheckStatus(StrEnum):
     APPLIED = "applied"
 
 
+def gateway_evidence(rt: Runtime, order: Order) -> str | None:
+    """Why we hold proof that the gateway had this order, or None (D3).
+
+    Proof is a ``payout_id`` ever recorded, or an entry in the order's history reaching
+    ``accepted``, ``succeeded`` or ``failed``. ``unconfirmed`` alone is no proof (it
+    says "may"): it is what NOT_FOUND_POLICY=resubmit exists for.
+    """
+    if order.payout_id:
+        return "it has a payout_id"
+    history = order.history or (rt.store.require(order.payout_cl_id).history)
+    for entry in history:
+        if entry.get("to") in KNOWN_AT_GATEWAY:
+            return f"its history reached {entry['to']}"
+    return None
+
+
+def age_since(order: Order, *, sent: bool = True) -> float:
+    """When MAX_ORDER_AGE's clock started: the last (re)submission or back-to-polling.
+
+    ``sent=False`` (an order still waiting to be sent) ignores claims that were
+    provably not sent, so an order retrying through an outage still ages.
+    """
+    return max(
+        order.created_at,
+        (order.submitted_at or 0.0) if sent else 0.0,
+        order.field_float("resubmitted_at"),
+        order.field_float("repolled_at"),
+    )
+
+
 def _reschedule(rt: Runtime, order: Order, delay_s: float, **fields: object) -> None:
     rt.store.transition(
         order.payout_cl_id,
@@ -56,6 +87,23 @@ def handle_not_found(rt: Runtime, order: Order, reason: str) -> CheckStatus:
     """The gateway does not know the order: wait out the grace, then apply the policy."""
     s = rt.settings
     sent_at = order.submitted_at or order.created_at
+    late = order.fields.get("late_reject_code")
+    if late and order.state is State.UNCONFIRMED and not order.payout_id:
+        # the create was refused (its answer came after the sweep's deadline) and the
+        # gateway confirms it does not know the order: rejected, as the answer said (D30)
+        prev = rt.store.transition(
+            order.payout_cl_id,
+            State.REJECTED,
+            sources={State.UNCONFIRMED},
+            reason=f"late refusal {late} and {reason}",
+            fields={"reject_code": late},
+            expect=("payout_id", None),
+        )
+        if prev is not None:
+            log.info("payout.transition", **{"from": "unconfirmed", "to": "rejected"}, reason="late refusal")
+            notify_final(rt, order.payout_cl_id)
+            return CheckStatus.APPLIED
+        return CheckStatus.SKIPPED
     if time.time() - sent_at < s.unconfirmed_grace_s:
         _reschedule(
             rt,
@@ -64,14 +112,17 @@ def handle_not_found(rt: Runtime, order: Order, reason: str) -> CheckStatus:
             last_query=reason,
         )
         return CheckStatus.NOT_FOUND
-    if order.state is State.UNCONFIRMED and s.not_found_policy == "resubmit":
+    evidence = gateway_evidence(rt, order) if s.not_found_policy == "resubmit" else None
+    if order.state is State.UNCONFIRMED and s.not_found_policy == "resubmit" and evidence is None:
+        now = time.time()
         prev = rt.store.transition(
             order.payout_cl_id,
             State.RECEIVED,
             sources={State.UNCONFIRMED},
             reason="not found at the gateway after the grace period: resubmit",
-            due=time.time() + s.submit_redrive_s,
-            fields={"resubmitted": 1},
+            due=now + s.submit_redrive_s,
+            fields={"resubmitted": 1, "resubmitted_at": f"{now:.3f}"},
+            expect=("payout_id", None),  # a late 0000 recorded meanwhile is proof
         )
         if prev is not None:
             log.warning(
@@ -81,7 +132,10 @@ def handle_not_found(rt: Runtime, order: Order, reason: str) -> CheckStatus:
             )
             return CheckStatus.RESUBMIT
         return CheckStatus.SKIPPED
-    send_to_review(rt, order, f"not found at the gateway {int(time.time() - sent_at)}s after sending")
+    why = f"not found at the gateway {int(time.time() - sent_at)}s after sending"
+    if evidence:
+        why += f", but {evidence}: not resubmitted"
+    send_to_review(rt, order, why)
     return CheckStatus.REVIEW
 
 
@@ -92,14 +146,19 @@ def check_order(rt: Runtime, payout_cl_id: str) -> CheckStatus:
         return CheckStatus.MISSING
     if order.state not in (State.ACCEPTED, State.UNCONFIRMED):
         return CheckStatus.SKIPPED
-    if time.time() - order.created_at > rt.settings.max_order_age_s:
-        send_to_review(rt, order, "open longer than MAX_ORDER_AGE")
-        return CheckStatus.REVIEW
+    too_old = time.time() - age_since(order) > rt.settings.max_order_age_s
     gateway = rt.gateway
     if not rt.limiter.acquire(max_wait_s=2.0):
         _reschedule(rt, order, 1.0 + random.random())
         return CheckStatus.QUERY_FAILED
-    result = gateway.query_order(payout_cl_id)
+    result = gateway.query_order(payout_cl_id, sign_type=order.sign_type)
+    if too_old:
+        # one final query before an age-based review: an order that finished at the
+        # gateway since the last check is settled, not reviewed (D10)
+        if result.kind is QueryKind.FOUND and result.payouts == 1 and result.status in FINAL_STATUS:
+            return apply_query(rt, order, result)
+        send_to_review(rt, order, f"open longer than MAX_ORDER_AGE (last query: {result.reason})")
+        return CheckStatus.REVIEW
     return apply_query(rt, order, result)
 
 
@@ -112,6 +171,9 @@ def apply_query(rt: Runtime, order: Order, result: QueryResult) -> CheckStatus:
         return CheckStatus.QUERY_FAILED
     if result.kind is QueryKind.NOT_FOUND:
         return handle_not_found(rt, order, result.reason)
+    if result.payouts > 1:
+        send_to_review(rt, order, f"the gateway holds {result.payouts} payouts for this id")
+        return CheckStatus.REVIEW
     applied = apply_report(
         rt, order, status=result.status, payout_id=result.payout_id, amount=result.amount, source="query"
     )
@@ -141,15 +203,20 @@ def check_window(rt: Runtime, ids: Iterable[str]) -> list[str]:
     while offset < 100_000:
         if not rt.limiter.acquire(max_wait_s=5.0):
             break
-        page = gateway.query_window(created_gte=lo, created_lte=hi, offset=offset)
+        page = gateway.query_window(
+            created_gte=lo,
+            created_lte=hi,
+            offset=offset,
+            sign_types={i: o.sign_type for i, o in orders.items()},
+        )
         if page is None:
             break
         results, total = page
         for res in results:
             pid = str(res.record.get("payout_cl_id", ""))
             order = orders.get(pid)
-            if order is None or pid in seen:
-                continue
+            if order is None or pid in seen or res.kind is not QueryKind.FOUND:
+                continue  # not ours, or unverified: checked singly (which also sees duplicates)
             seen.add(pid)
             apply_query(rt, order, res)
         offset += len(results)

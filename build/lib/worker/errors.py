@@ -39,11 +39,20 @@ class InvalidPayout(PayoutError):
 
 
 class DuplicatePayout(PayoutError):
-    """The payout_cl_id already names an order with different data."""
+    """The payout_cl_id already names an order with different data, or was used before."""
 
-    def __init__(self, payout_cl_id: str) -> None:
-        super().__init__(f"payout_cl_id {payout_cl_id!r} already exists with different data")
+    def __init__(self, payout_cl_id: str, *, expired: bool = False) -> None:
+        if expired:
+            text = (
+                f"payout_cl_id {payout_cl_id!r} was used before and its order has expired: "
+                "ids are never reused (use a new payout_cl_id)"
+            )
+        else:
+            text = f"payout_cl_id {payout_cl_id!r} already exists with different data"
+        super().__init__(text)
         self.payout_cl_id = payout_cl_id
+        #: the id's order expired (ORDER_RETENTION_DAYS); its tombstone refuses it forever
+        self.expired = expired
 
 
 class OrderNotFound(PayoutError):
@@ -60,7 +69,12 @@ class InvalidTransition(PayoutError):
         self.target = target
 
 
+class ApprovalRefused(PayoutError):
+    """A maker-checker rule forbids this approval (own order, same approver twice, no name)."""
+
+
 __all__ = [
+    "ApprovalRefused",
     "ConfigError",
     "DuplicatePayout",
     "FieldError",

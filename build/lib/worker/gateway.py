@@ -8,15 +8,19 @@ only a request that provably never left may be sent again.
 from __future__ import annotations
 
 import json
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from enum import StrEnum
 from typing import Any, Final
 from urllib.parse import quote
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import NewConnectionError
 from urllib3.util.retry import Retry
 
@@ -27,7 +31,14 @@ from worker.settings import GatewaySettings
 CREATE_PATH: Final = "/gateway/api/v2/payouts"
 LIST_PATH: Final = "/gateway/api/v2/payouts"
 SINGLE_PATH: Final = "/gateway/api/v2/payouts/{payout_cl_id}"
+BALANCE_PATH: Final = "/gateway/api/v2/platforms/balance"
+#: the sandbox gateway names itself in this response header (D6)
+SANDBOX_HEADER: Final = "X-Payout-Sandbox"
 LIST_LIMIT_MAX: Final = 500
+#: ``limit`` of the one-order list lookup: large enough that a loosely matching filter
+#: (``LIKE 'id%'``) or several payouts of one id still show the exact record, small enough
+#: that an ignored filter costs one bounded page (SPEC §2a: max 500)
+LOOKUP_LIMIT: Final = 50
 
 #: Error codes that mean "the create request was refused; no payout exists".
 #: Each entry gives the reason. Anything not listed here (0001 network delay,
@@ -107,6 +118,67 @@ def classify_create(status: int, body: bytes) -> CreateResult:
     return CreateResult(Outcome.UNKNOWN, f"unknown answer code {code[:8]!r}", code, http_status=status)
 
 
+# -- "was any byte of the request written?" ---------------------------------------
+#
+# A failure before the first byte of the request is written (DNS, connect, the TLS
+# handshake: urllib3 reports a handshake stall as a *read* timeout and a broken one as an
+# SSLError) means the gateway cannot have the order, so it may be sent again (NOT_SENT).
+# The gateway's connections mark, per thread, that they were used and when they first
+# wrote; every write of http.client/urllib3 goes through ``send``.
+
+_track = threading.local()
+
+
+class _TrackedHTTPConnection(HTTPConnection):
+    def connect(self) -> None:
+        _track.used = True
+        super().connect()
+
+    def send(self, data: Any) -> None:
+        _track.used = True
+        if self.sock is None:
+            self.connect()  # a failure here: still nothing written
+        _track.written = True
+        super().send(data)
+
+
+class _TrackedHTTPSConnection(HTTPSConnection):
+    def connect(self) -> None:
+        _track.used = True
+        super().connect()  # the TLS handshake happens here
+
+    def send(self, data: Any) -> None:
+        _track.used = True
+        if self.sock is None:
+            self.connect()
+        _track.written = True
+        super().send(data)
+
+
+class _TrackedHTTPPool(HTTPConnectionPool):
+    ConnectionCls = _TrackedHTTPConnection
+
+
+class _TrackedHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _TrackedHTTPSConnection
+
+
+class _TrackingAdapter(HTTPAdapter):
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _TrackedHTTPPool, "https": _TrackedHTTPSPool}
+
+
+def _start_tracking() -> None:
+    _track.used = False
+    _track.written = False
+
+
+def _nothing_written() -> bool:
+    """True when our connection was used for this call and wrote no byte of it."""
+    return bool(getattr(_track, "used", False)) and not getattr(_track, "written", True)
+
+
 class QueryKind(StrEnum):
     FOUND = "found"
     NOT_FOUND = "not_found"
@@ -122,6 +194,8 @@ class QueryResult:
     amount: str | None = None
     record: Mapping[str, Any] = field(default_factory=dict, repr=False)
     rate_limited: bool = False
+    #: distinct payouts the gateway holds for this id (more than 1: created twice)
+    payouts: int = 1
 
 
 def _is_not_sent(exc: requests.exceptions.ConnectionError) -> bool:
@@ -141,6 +215,20 @@ def _is_not_sent(exc: requests.exceptions.ConnectionError) -> bool:
     return False
 
 
+def classify_failure(exc: requests.exceptions.RequestException, *, written: bool) -> CreateResult:
+    """A create that raised: NOT_SENT only when provably no byte of it left (D26)."""
+    name = type(exc).__name__
+    if not written:
+        return CreateResult(Outcome.NOT_SENT, f"not sent: {name} before the request was written")
+    if isinstance(exc, requests.exceptions.ConnectionError) and _is_not_sent(exc):
+        return CreateResult(Outcome.NOT_SENT, f"not sent: {name}")
+    if isinstance(exc, (requests.exceptions.ReadTimeout, requests.exceptions.Timeout)):
+        return CreateResult(Outcome.UNKNOWN, "read timeout")
+    if isinstance(exc, requests.exceptions.ConnectionError):
+        return CreateResult(Outcome.UNKNOWN, "connection lost")
+    return CreateResult(Outcome.UNKNOWN, f"request error: {name}")
+
+
 def record_from_json(body: bytes) -> Any:
     """Parse a body keeping numbers as their text, so signatures verify as sent."""
     return json.loads(body, parse_float=str, parse_int=str)
@@ -153,14 +241,18 @@ class GatewayClient:
         self.cfg = cfg
         self.session = requests.Session()
         self.session.trust_env = False  # no proxy/netrc lookups: ~30% less CPU per call
-        adapter = HTTPAdapter(
+        adapter = _TrackingAdapter(
             pool_connections=4,
             pool_maxsize=max(4, pool_size),
             max_retries=Retry(total=0, connect=0, read=0, redirect=0, status=0, other=0),
         )
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
+        if cfg.ca_file:
+            self.session.verify = cfg.ca_file
         self.timeout = (cfg.connect_timeout_s, cfg.read_timeout_s)
+        #: set once any answer carried the sandbox's header (D6)
+        self.sandbox_seen = False
 
     def close(self) -> None:
         self.session.close()
@@ -189,12 +281,26 @@ class GatewayClient:
         body["sign"] = signing.sign(body, self.cfg.platform_key.reveal(), sign_type)
         return body
 
-    def create_payout(self, payout: Payout, *, sign_type: str, notify_url: str | None) -> CreateResult:
-        """Send the create request once and classify the answer. Never raises on I/O."""
+    def create_payout(
+        self,
+        payout: Payout,
+        *,
+        sign_type: str,
+        notify_url: str | None,
+        may_send: Callable[[], bool] | None = None,
+    ) -> CreateResult:
+        """Send the create request once and classify the answer. Never raises on I/O.
+
+        ``may_send`` is asked immediately before the POST; False (the claim is too old)
+        sends nothing and answers NOT_SENT.
+        """
         body = self.build_create(
             payout, sign_type=sign_type, notify_url=notify_url, request_time=int(time.time())
         )
         data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+        if may_send is not None and not may_send():
+            return CreateResult(Outcome.NOT_SENT, "not sent: the claim is older than SUBMIT_CLAIM_BUDGET")
+        _start_tracking()
         try:
             resp = self.session.post(
                 self.cfg.base_url + CREATE_PATH,
@@ -203,40 +309,86 @@ class GatewayClient:
                 timeout=self.timeout,
                 allow_redirects=False,
             )
-        except requests.exceptions.ConnectionError as exc:
-            if _is_not_sent(exc):
-                return CreateResult(Outcome.NOT_SENT, f"not sent: {type(exc).__name__}")
-            kind = "read timeout" if isinstance(exc, requests.exceptions.ReadTimeout) else ("connection lost")
-            return CreateResult(Outcome.UNKNOWN, kind)
-        except requests.exceptions.Timeout:
-            return CreateResult(Outcome.UNKNOWN, "read timeout")
         except requests.exceptions.RequestException as exc:
-            return CreateResult(Outcome.UNKNOWN, f"request error: {type(exc).__name__}")
+            return classify_failure(exc, written=not _nothing_written())
         return classify_create(resp.status_code, resp.content)
 
     # -- query ----------------------------------------------------------------
 
     def _get(self, path: str, params: Mapping[str, Any] | None = None) -> requests.Response:
-        return self.session.get(
+        resp = self.session.get(
             self.cfg.base_url + path,
             params=params,
             headers={"Authorization": self.cfg.authorization.reveal()},
             timeout=self.timeout,
             allow_redirects=False,
         )
+        if resp.headers.get(SANDBOX_HEADER):
+            self.sandbox_seen = True
+        return resp
 
-    def _verified(self, record: Mapping[str, Any]) -> bool:
+    def query_balance(self) -> tuple[int, int] | None:
+        """(total_balance, total_frozen_balance) in minor units (SPEC §3); None on any error."""
+        try:
+            resp = self._get(BALANCE_PATH)
+            doc = record_from_json(resp.content) if resp.status_code == 200 else None
+        except (requests.exceptions.RequestException, ValueError, UnicodeDecodeError):
+            return None
+        if not isinstance(doc, dict) or str(doc.get("error_code")) != "0000":
+            return None
+        data = doc.get("data")
+        if not isinstance(data, dict):
+            return None
+        try:
+            total = int(Decimal(str(data["total_balance"])))
+            frozen = int(Decimal(str(data.get("total_frozen_balance") or 0)))
+        except (KeyError, ArithmeticError, ValueError):
+            return None
+        return total, frozen
+
+    def is_sandbox(self) -> bool | None:
+        """Does the gateway say it is the sandbox? None when it does not answer."""
+        try:
+            self._get(BALANCE_PATH)
+        except requests.exceptions.RequestException:
+            return None
+        return self.sandbox_seen
+
+    def _verified(self, record: Mapping[str, Any], sign_type: str | None) -> bool:
+        """A query record's signature, per ``GATEWAY_RECORD_SIGNATURE`` (SPEC §2a, §11.3).
+
+        ``order`` (default): a record naming no ``sign_type`` (SPEC §2a lists none) is
+        checked with the algorithm its order was created with; one naming a type must name
+        that one. ``md5``: records are always MD5. ``off``: records are not checked (they
+        come over the authenticated query; use only with https).
+        """
         if "sign" not in record:
             return True  # the single-order form carries no signature (SPEC §2b)
-        return signing.verify(record, self.cfg.platform_key.reveal(), allowed=self.cfg.accepted_sign_types)
+        mode = self.cfg.record_signature
+        if mode == "off":
+            return True
+        key = self.cfg.platform_key.reveal()
+        if mode == "md5":
+            if record.get("sign_type") not in (None, "", signing.MD5):
+                return False
+            return signing.verify(record, key, allowed={signing.MD5}, absent_type=signing.MD5)
+        own = sign_type or self.cfg.sign_type
+        return signing.verify(
+            record, key, allowed=self.cfg.accepted_sign_types, expected_type=own, absent_type=own
+        )
 
-    def query_order(self, payout_cl_id: str) -> QueryResult:
-        """Look one order up by payout_cl_id (list form, or the single form by setting)."""
+    def query_order(self, payout_cl_id: str, *, sign_type: str | None = None) -> QueryResult:
+        """Look one order up by payout_cl_id (list form, or the single form by setting).
+
+        ``sign_type``: the algorithm the order was created with (verifies its record).
+        In the list form, records none of which is ours are an ERROR ("filter not
+        honoured"), never NOT_FOUND: only an empty ``data`` or ``0050`` is "not found".
+        """
         try:
             if self.cfg.query_form == "single":
                 resp = self._get(SINGLE_PATH.format(payout_cl_id=quote(payout_cl_id, safe="")))
             else:
-                resp = self._get(LIST_PATH, {"payout_cl_id": payout_cl_id, "limit": 1})
+                resp = self._get(LIST_PATH, {"payout_cl_id": payout_cl_id, "limit": LOOKUP_LIMIT})
         except requests.exceptions.RequestException as exc:
             return QueryResult(QueryKind.ERROR, f"query failed: {type(exc).__name__}")
         if resp.status_code == 429:
@@ -256,20 +408,36 @@ class GatewayClient:
             return QueryResult(QueryKind.ERROR, f"query error code {code[:8]!r}")
         data = doc.get("data")
         if isinstance(data, list):
+            if not data:
+                return QueryResult(QueryKind.NOT_FOUND, "empty list")
             matches = [r for r in data if isinstance(r, dict) and r.get("payout_cl_id") == payout_cl_id]
             if not matches:
-                return QueryResult(QueryKind.NOT_FOUND, "not in list")
-            record = matches[0]
-        elif isinstance(data, dict):
-            record = data
-            if record.get("payout_cl_id") not in (None, payout_cl_id):
+                return QueryResult(QueryKind.ERROR, "filter not honoured: records came back, none is ours")
+            results = [self._result_of(r, sign_type) for r in matches]
+            bad = [r for r in results if r.kind is not QueryKind.FOUND]
+            if bad:
+                return bad[0]
+            pids = {r.payout_id for r in results}
+            if len(matches) > 1 and len(pids) > 1:
+                first = results[0]
+                return QueryResult(
+                    QueryKind.FOUND,
+                    f"{len(pids)} payouts for this id",
+                    status=first.status,
+                    payout_id=first.payout_id,
+                    amount=first.amount,
+                    record=first.record,
+                    payouts=len(pids),
+                )
+            return results[0]
+        if isinstance(data, dict):
+            if data.get("payout_cl_id") not in (None, payout_cl_id):
                 return QueryResult(QueryKind.ERROR, "query answered another order")
-        else:
-            return QueryResult(QueryKind.ERROR, "query data missing")
-        return self._result_of(record)
+            return self._result_of(data, sign_type)
+        return QueryResult(QueryKind.ERROR, "query data missing")
 
-    def _result_of(self, record: Mapping[str, Any]) -> QueryResult:
-        if not self._verified(record):
+    def _result_of(self, record: Mapping[str, Any], sign_type: str | None = None) -> QueryResult:
+        if not self._verified(record, sign_type):
             return QueryResult(QueryKind.ERROR, "query record signature invalid")
         status = record.get("status")
         return QueryResult(
@@ -282,9 +450,20 @@ class GatewayClient:
         )
 
     def query_window(
-        self, *, created_gte: int, created_lte: int, offset: int = 0, limit: int = LIST_LIMIT_MAX
+        self,
+        *,
+        created_gte: int,
+        created_lte: int,
+        offset: int = 0,
+        limit: int = LIST_LIMIT_MAX,
+        sign_types: Mapping[str, str | None] | None = None,
     ) -> tuple[list[QueryResult], int] | None:
-        """One page of the list query over a creation-time window; None on any error."""
+        """One page of the list query over a creation-time window; None on any error.
+
+        With ``sign_types`` (our ids -> the algorithm each was created with), only those
+        ids' records are verified; the others come back unverified as ERROR "not ours"
+        (so the page length still counts every record, for paging).
+        """
         params = {
             "create_time__gte": created_gte,
             "create_time__lte": created_lte,
@@ -301,9 +480,18 @@ class GatewayClient:
         data = doc.get("data")
         if not isinstance(data, list):
             return None
-        results = [self._result_of(r) for r in data if isinstance(r, dict)]
+        records = [r for r in data if isinstance(r, dict)]
+        if sign_types is None:
+            results = [self._result_of(r) for r in records]
+        else:
+            results = [
+                self._result_of(r, sign_types[str(r.get("payout_cl_id"))])
+                if str(r.get("payout_cl_id")) in sign_types
+                else QueryResult(QueryKind.ERROR, "not ours", record=r)
+                for r in records
+            ]
         try:
-            total = int(doc.get("total", len(results)))
+            total = int(doc.get("total", len(data)))
         except (TypeError, ValueError):
-            total = len(results)
+            total = len(data)
         return results, total

@@ -23,6 +23,19 @@ BACKOFF: Final = f"{PREFIX}:ratelimit:backoff"
 #: hash: pause scope ("*" = every bank, else a bank code) -> JSON {reason, by, since, source};
 #: source is "operator" or "balance" (an automatic balance hold) or "merchant_code"
 PAUSE: Final = f"{PREFIX}:pause"
+#: hash: every payout_cl_id ever stored -> unix seconds it was first stored. Never expires
+#: and holds no personal data: an id is used once, forever (an expired order's id is refused)
+IDS: Final = f"{PREFIX}:ids"
+#: hash: the last balance the gateway reported {available, total, frozen, at[, limit]};
+#: ``limit`` (= available, written only within an hour of a 0018) is what the pre-send gate
+#: compares an order's amount with
+BALANCE: Final = f"{PREFIX}:balance"
+#: string (EX 3600): set by a 0018 answer; while it lives the polled balance gates sending
+BALANCE_LOW: Final = f"{PREFIX}:balance:low"
+#: string (SET NX PX): taken by the process that polls the balance this interval
+BALANCE_POLL: Final = f"{PREFIX}:balance:poll"
+#: hash: held-by-pause counters {held: n} (submit attempts that found a pause)
+HELD: Final = f"{PREFIX}:held"
 #: hash: sha256 of an imported file -> JSON {at, file, rows}, for `payouts enqueue`
 IMPORTS: Final = f"{PREFIX}:imports"
 
@@ -35,3 +48,8 @@ def order(payout_cl_id: str) -> str:
 def history(payout_cl_id: str) -> str:
     """List of one order's state changes (JSON entries, oldest first)."""
     return f"{PREFIX}:history:{payout_cl_id}"
+
+
+def duplicate(digest: str) -> str:
+    """String (PX DUPLICATE_WINDOW): the order id last enqueued for one beneficiary+amount digest."""
+    return f"{PREFIX}:dup:{digest}"

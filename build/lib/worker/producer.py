@@ -3,7 +3,14 @@
 ``enqueue_payout`` validates, stores the order (``received``) and then sends
 ``payouts.submit`` with only the order id. Repeating the call with the same data
 returns the existing order; the same id with different data raises
-:class:`DuplicatePayout`.
+:class:`DuplicatePayout`, and so does any id whose order has expired (ids are never
+reused: a tombstone per id outlives ``ORDER_RETENTION_DAYS``).
+
+Once the order is stored, ``enqueue_payout`` never raises: if publishing the submit
+message fails (a broker blip), the failure is logged and the order is returned; the
+sweep re-drives it after ``SUBMIT_REDRIVE_AFTER``. A caller must never treat an
+exception raised *after* the store as "not created" and retry under a new id: it
+cannot get one.
 """
 
 from __future__ import annotations
@@ -12,29 +19,67 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from worker import controls
 from worker.celery_app import app
 from worker.celeryconf import SUBMIT_TASK
-from worker.errors import DuplicatePayout
+from worker.errors import DuplicatePayout, FieldError, InvalidPayout
+from worker.logs import get_logger
 from worker.payout import validate_payout
 from worker.runtime import Runtime, get_runtime
 from worker.store import Created, Order
 
+log = get_logger("payouts.producer")
 
-def _store(rt: Runtime, data: Mapping[str, Any]) -> tuple[str, Created]:
+#: options of an enqueue that are not payout fields (SPEC §1) and never sent to the gateway
+OPTIONS = ("requested_by", "allow_duplicate")
+
+
+def _store(
+    rt: Runtime, data: Mapping[str, Any], *, requested_by: str | None = None, allow_duplicate: bool = False
+) -> tuple[str, Created]:
     s = rt.settings
+    if requested_by is not None and (
+        not isinstance(requested_by, str) or not 0 < len(requested_by.strip()) <= 64
+    ):
+        raise InvalidPayout([FieldError("requested_by", "must be a name of 1-64 characters")])
+    if not isinstance(allow_duplicate, bool):
+        raise InvalidPayout([FieldError("allow_duplicate", "must be true or false")])
     payout = validate_payout(
         data, banks=s.bank_list, amount_min=s.amount_min_minor, amount_max=s.amount_max_minor
     )
+    extra: dict[str, str] = {}
+    if requested_by:
+        extra["requested_by"] = requested_by.strip()
+    dup = None if allow_duplicate else controls.duplicate_of(rt, payout)
+    if dup:
+        extra["dup_of"] = dup
     now = time.time()
-    res = rt.store.create(payout, due_at=now + s.submit_redrive_s, now=now)
+    res = rt.store.create(payout, due_at=now + s.submit_redrive_s, now=now, extra=extra)
+    if res.expired:
+        raise DuplicatePayout(payout.payout_cl_id, expired=True)
     if not res.created and res.fingerprint != payout.fingerprint():
         raise DuplicatePayout(payout.payout_cl_id)
+    if res.created and res.order is not None and controls.needs_approval(s, res.order):
+        # held before any message is sent; the pre-send gate also stops it if this write is lost
+        controls.route_unapproved(rt, res.order)
+        stored = rt.store.get(payout.payout_cl_id)
+        if stored is not None:
+            res = Created(True, res.fingerprint, stored.state.value, stored)
     return payout.payout_cl_id, res
 
 
 def store_payout(rt: Runtime, data: Mapping[str, Any]) -> tuple[str, bool]:
-    """Validate and store; return (payout_cl_id, created). Sends nothing."""
-    order_id, res = _store(rt, data)
+    """Validate and store; return (payout_cl_id, needs a submit message). Sends nothing.
+
+    ``data`` may also carry the enqueue options ``requested_by`` and ``allow_duplicate``.
+    """
+    fields = {k: v for k, v in data.items() if k not in OPTIONS}
+    order_id, res = _store(
+        rt,
+        fields,
+        requested_by=data.get("requested_by"),
+        allow_duplicate=data.get("allow_duplicate", False),
+    )
     return order_id, res.needs_submit
 
 
@@ -47,8 +92,15 @@ def enqueue_payout(
     notify_url: str | None = None,
     *,
     runtime: Runtime | None = None,
+    requested_by: str | None = None,
+    allow_duplicate: bool = False,
 ) -> Order:
-    """Validate, store and queue one payout; safe to call again with the same data."""
+    """Validate, store and queue one payout; safe to call again with the same data.
+
+    ``requested_by``: who asked for it (recorded; cannot approve it). ``allow_duplicate``:
+    skip the duplicate-beneficiary guard (same bank, account and amount within
+    ``DUPLICATE_WINDOW`` under another id is otherwise held for approval or review).
+    """
     rt = runtime or get_runtime()
     data = {
         "payout_cl_id": payout_cl_id,
@@ -58,13 +110,22 @@ def enqueue_payout(
         "number": number,
         "notify_url": notify_url,
     }
-    order_id, res = _store(rt, data)
+    order_id, res = _store(rt, data, requested_by=requested_by, allow_duplicate=allow_duplicate)
     if res.needs_submit:
-        app.send_task(SUBMIT_TASK, args=[order_id])
+        try:
+            app.send_task(SUBMIT_TASK, args=[order_id])
+        except Exception as exc:  # stored: the sweep re-drives it; never raise now (D5)
+            log.error(
+                "payout.enqueue.publish_failed",
+                payout_cl_id=order_id,
+                error=type(exc).__name__,
+                redrive_after_s=rt.settings.submit_redrive_s,
+            )
     if res.order is not None:
         return res.order  # just stored: no read-back (a quarter of the call's cost, bench)
     order = rt.store.get(order_id)
-    assert order is not None
+    if order is None:  # expired between the two calls: the tombstone refuses it from now on
+        raise DuplicatePayout(order_id, expired=True)
     return order
 
 

@@ -61,6 +61,7 @@ def build_runtime(settings: Settings, **kw: Any) -> Runtime:
         client,
         events_maxlen=settings.events_maxlen,
         retention_s=settings.order_retention_days * 86400.0,
+        result_redeliver_s=settings.result_redeliver_s if settings.result_task else None,
     )
     rps = settings.gateway.max_rps if settings.gateway else 0.0
     kw.setdefault("send_task", _sender(settings))

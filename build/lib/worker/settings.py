@@ -20,6 +20,10 @@ from urllib.parse import urlsplit
 SIGN_TYPES: Final = ("HMAC-SHA256", "MD5")
 QUERY_FORMS: Final = ("list", "single")
 NOT_FOUND_POLICIES: Final = ("review", "resubmit")
+#: how query records' signatures are checked (SPEC §2a lists no sign_type; §11.3 UNCONFIRMED)
+RECORD_SIGNATURES: Final = ("order", "md5", "off")
+#: merchant-level refusals that hold every order while they last (D21): not "rejected"
+HOLD_CODES_DEFAULT: Final = ("0018", "0003", "0004", "0010", "0027")
 
 
 class ConfigError(Exception):
@@ -67,6 +71,11 @@ class GatewaySettings:
     max_rps: float = 50.0
     service_id: str = "SVC0004"
     currency: str = "idr"
+    #: query records: "order" (the order's own algorithm when the record names none),
+    #: "md5" (always MD5) or "off" (not checked) -- an UNCONFIRMED choice, SPEC §11.3
+    record_signature: str = "order"
+    #: CA bundle (PEM path) trusted for an https GATEWAY_BASE_URL; None = the system's
+    ca_file: str | None = None
 
 
 @dataclass(frozen=True)
@@ -95,6 +104,8 @@ class Settings:
     max_order_age_s: float = 3 * 86400.0
     unknown_status_review_after: int = 5
     submit_retry_max_s: float = 300.0
+    #: a claim older than this when the POST is about to leave is not sent (D7)
+    submit_claim_budget_s: float = 5.0
     order_retention_days: float = 30.0
     events_maxlen: int = 1_000_000
     result_task: str | None = None
@@ -102,6 +113,29 @@ class Settings:
     worker_concurrency: int = 64
     task_time_limit_s: float = 120.0
     visibility_timeout_s: float = 3600.0
+    #: a held order (pause, balance) is tried again this long after
+    pause_recheck_s: float = 5.0
+    #: create refusal codes that hold the order and pause submissions (D21)
+    hold_codes: frozenset[str] = frozenset(HOLD_CODES_DEFAULT)
+    #: how often the gateway balance is read (0 = never)
+    balance_poll_s: float = 30.0
+    #: orders at or above this amount (minor units) need an approval; 0 = approval off
+    approval_above: int = 0
+    #: orders at or above this amount need a second, different approver; 0 = never
+    approval_two_above: int = 0
+    #: an approval request expires (-> rejected) this long after it was made
+    approval_ttl_s: float = 86400.0
+    #: same bank + account + amount again within this window is held (0 = guard off)
+    duplicate_window_s: float = 600.0
+    #: key of the account-number hash used by the duplicate guard (never the number);
+    #: the guard is on only when this is set
+    duplicate_key: Secret | None = None
+    #: a final result not yet published is re-sent by the sweep after this long
+    result_redeliver_s: float = 15.0
+    #: a by-name create that exhausted its retries goes to this queue (not acked and lost)
+    dead_letter_queue: str = "payouts.dead"
+    #: allow running against the sandbox gateway (it says so in a response header)
+    allow_sandbox: bool = False
     extra: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @property
@@ -185,6 +219,41 @@ def _url(env: Mapping[str, str], name: str, schemes: tuple[str, ...]) -> str | N
     return raw
 
 
+def _ca_file(env: Mapping[str, str]) -> str | None:
+    path = _read(env, "GATEWAY_CA_FILE")
+    if path is None:
+        return None
+    if not Path(path).is_file():
+        raise ConfigError("GATEWAY_CA_FILE must name a readable PEM file")
+    return path
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool = False) -> bool:
+    raw = _read(env, name)
+    if raw is None:
+        return default
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be 1/0 (true/false), got {raw!r}")
+
+
+def _codes(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> frozenset[str]:
+    raw = _read(env, name)
+    if raw is None:
+        return frozenset(default)
+    if raw.lower() == "none":
+        return frozenset()
+    codes = frozenset(c.strip() for c in raw.split(",") if c.strip())
+    bad = sorted(c for c in codes if not (len(c) == 4 and c.isdigit()))
+    if bad or not codes:
+        raise ConfigError(f"{name} must be comma-separated 4-digit gateway codes (or none), got {raw!r}")
+    if "0000" in codes:
+        raise ConfigError(f"{name} must not contain 0000 (success)")
+    return codes
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Parse the environment into :class:`Settings`; raise ConfigError on a bad value."""
     env = os.environ if env is None else env
@@ -234,6 +303,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             query_form=_choice(env, "GATEWAY_QUERY_FORM", "list", QUERY_FORMS),
             max_rps=_float(env, "GATEWAY_MAX_RPS", 50.0),
             service_id=_read(env, "GATEWAY_SERVICE_ID") or "SVC0004",
+            record_signature=_choice(env, "GATEWAY_RECORD_SIGNATURE", "order", RECORD_SIGNATURES),
+            ca_file=_ca_file(env),
         )
 
     log_default = "console" if sys.stdout.isatty() else "json"
@@ -253,6 +324,21 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     if amount_max > 9_999_999_999 or amount_min > amount_max:
         raise ConfigError("PAYOUT_AMOUNT_MIN/MAX must satisfy 1 <= MIN <= MAX <= 9999999999")
     check_min = _float(env, "CHECK_INTERVAL_MIN", 30.0, minimum=0.01)
+    margin = _float(env, "SUBMITTING_MARGIN", 30.0)
+    claim_budget = _float(
+        env, "SUBMIT_CLAIM_BUDGET", min(5.0, (connect_s + read_s + margin) / 2), minimum=0.01
+    )
+    if claim_budget >= connect_s + read_s + margin:
+        raise ConfigError(
+            "SUBMIT_CLAIM_BUDGET must be below GATEWAY_CONNECT_TIMEOUT + GATEWAY_READ_TIMEOUT "
+            "+ SUBMITTING_MARGIN (the sweep's deadline for a claimed order)"
+        )
+    approval_above = _int(env, "APPROVAL_ABOVE", 0)
+    approval_two = _int(env, "APPROVAL_TWO_ABOVE", 0)
+    if approval_two and not approval_above:
+        raise ConfigError("APPROVAL_TWO_ABOVE needs APPROVAL_ABOVE (approval is off without it)")
+    if approval_two and approval_two < approval_above:
+        raise ConfigError("APPROVAL_TWO_ABOVE must be >= APPROVAL_ABOVE")
     return Settings(
         redis_url=redis_url,
         broker_url=broker_url,
@@ -269,13 +355,14 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         check_interval_min_s=check_min,
         check_interval_max_s=max(check_min, _float(env, "CHECK_INTERVAL_MAX", 600.0)),
         submit_redrive_s=_float(env, "SUBMIT_REDRIVE_AFTER", 60.0, minimum=0.01),
-        submitting_margin_s=_float(env, "SUBMITTING_MARGIN", 30.0),
+        submitting_margin_s=margin,
         unconfirmed_first_check_s=_float(env, "UNCONFIRMED_FIRST_CHECK", 5.0),
         unconfirmed_grace_s=_float(env, "UNCONFIRMED_GRACE", 600.0),
         not_found_policy=_choice(env, "NOT_FOUND_POLICY", "review", NOT_FOUND_POLICIES),
         max_order_age_s=_float(env, "MAX_ORDER_AGE", 3 * 86400.0, minimum=1),
         unknown_status_review_after=_int(env, "UNKNOWN_STATUS_REVIEW_AFTER", 5, minimum=1),
         submit_retry_max_s=_float(env, "SUBMIT_RETRY_MAX", 300.0, minimum=0.01),
+        submit_claim_budget_s=claim_budget,
         order_retention_days=_float(env, "ORDER_RETENTION_DAYS", 30.0, minimum=0.0001),
         events_maxlen=_int(env, "EVENTS_MAXLEN", 1_000_000, minimum=100),
         result_task=_read(env, "RESULT_TASK"),
@@ -283,6 +370,17 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         worker_concurrency=_int(env, "WORKER_CONCURRENCY", 64, minimum=1),
         task_time_limit_s=task_limit,
         visibility_timeout_s=visibility,
+        pause_recheck_s=_float(env, "PAUSE_RECHECK", 5.0, minimum=0.1),
+        hold_codes=_codes(env, "HOLD_CODES", HOLD_CODES_DEFAULT),
+        balance_poll_s=_float(env, "BALANCE_POLL_INTERVAL", 30.0),
+        approval_above=approval_above,
+        approval_two_above=approval_two,
+        approval_ttl_s=_float(env, "APPROVAL_TTL", 86400.0, minimum=1),
+        duplicate_window_s=_float(env, "DUPLICATE_WINDOW", 600.0),
+        duplicate_key=_secret(env, "DUPLICATE_KEY"),
+        result_redeliver_s=_float(env, "RESULT_REDELIVER_AFTER", 15.0, minimum=0.1),
+        dead_letter_queue=_read(env, "DEAD_LETTER_QUEUE") or "payouts.dead",
+        allow_sandbox=_bool(env, "PAYOUTS_ALLOW_SANDBOX"),
     )
 
 

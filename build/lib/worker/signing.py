@@ -65,19 +65,21 @@ def verify(
     key: str,
     allowed: frozenset[str] | set[str] = SIGN_TYPES,
     expected_type: str | None = None,
+    absent_type: str = MD5,
 ) -> bool:
     """Check ``params["sign"]`` in constant time.
 
-    The algorithm is the one the message names (``sign_type``; absent means MD5,
-    SPEC §4.2). It must be in ``allowed``, and equal ``expected_type`` when given
-    (the algorithm the order was created with), so an HMAC deployment never
-    accepts an MD5-signed notice.
+    The algorithm is the one the message names (``sign_type``); a message naming none
+    is checked with ``absent_type`` (MD5 by SPEC §4.2; callers pass the order's own
+    algorithm where the SPEC's record and notice examples carry no ``sign_type``). It
+    must be in ``allowed``, and equal ``expected_type`` when given (the algorithm the
+    order was created with), so an HMAC deployment never accepts an MD5-signed notice.
     """
     received = params.get("sign")
     if not isinstance(received, str) or not received or not received.isascii():
         return False
     raw_type = params.get("sign_type")
-    sign_type = str(raw_type) if raw_type not in (None, "") else MD5
+    sign_type = str(raw_type) if raw_type not in (None, "") else absent_type
     if sign_type not in allowed:
         return False
     if expected_type is not None and sign_type != expected_type:

@@ -22,8 +22,12 @@ from worker.states import FINAL, OPEN, State, sources_of
 
 #: sentinel for ``due``: take the order out of the due-index
 REMOVE: Final = "-"
-#: sentinel for a field value: delete the field
+#: sentinel for a field value: delete the field (and, in ``expect``, "the field is absent")
 DELETE: Final = "\0"
+#: sentinel for a field value: increment the field by one inside the script
+INCR: Final = "\1"
+#: the state :meth:`OrderStore.create` reports for an id whose order expired (tombstone)
+EXPIRED: Final = "expired"
 
 
 def stamp(t: float) -> str:
@@ -59,6 +63,11 @@ class Order:
     @property
     def is_final(self) -> bool:
         return self.state in FINAL
+
+    @property
+    def result_pending(self) -> bool:
+        """Final, and its RESULT_TASK message not published yet (the sweep re-sends it)."""
+        return self.state in FINAL and self.fields.get("result_pending") == "1"
 
     def as_payout(self) -> Payout:
         return Payout(
@@ -106,9 +115,17 @@ class Created:
     order: Order | None = None
 
     @property
+    def expired(self) -> bool:
+        """The id was stored once and its order has expired: it is never used again."""
+        return not self.created and self.state == EXPIRED
+
+    @property
     def needs_submit(self) -> bool:
-        """New, or stored earlier but never claimed: a (repeated) submit message is due."""
-        return self.created or self.state == State.RECEIVED.value
+        """New, or stored earlier but never claimed: a (repeated) submit message is due.
+
+        (A new order held for approval at enqueue is not ``received``: no message.)
+        """
+        return self.state == State.RECEIVED.value
 
 
 def _order_from(payout_cl_id: str, data: Mapping[str, str]) -> Order:
@@ -143,10 +160,15 @@ class OrderStore:
         *,
         events_maxlen: int = 1_000_000,
         retention_s: float = 30 * 86400.0,
+        result_redeliver_s: float | None = None,
     ) -> None:
         self.redis = client
         self.events_maxlen = events_maxlen
         self.retention_s = retention_s
+        #: when set (RESULT_TASK configured), every move to a final state also writes
+        #: ``result_pending=1`` and keeps the order in the due-index this long: the
+        #: sweep re-sends the result until :func:`worker.results.deliver` clears it (D9)
+        self.result_redeliver_s = result_redeliver_s
         # registered once per client: EVALSHA, falling back to EVAL on NOSCRIPT
         self._create = client.register_script(_script("create"))
         self._transition = client.register_script(_script("transition"))
@@ -154,8 +176,18 @@ class OrderStore:
 
     # -- writes ---------------------------------------------------------------
 
-    def create(self, payout: Payout, *, due_at: float, now: float | None = None) -> Created:
-        """Store ``payout`` as ``received`` unless its id exists (then report that one)."""
+    def create(
+        self,
+        payout: Payout,
+        *,
+        due_at: float,
+        now: float | None = None,
+        extra: Mapping[str, str] | None = None,
+    ) -> Created:
+        """Store ``payout`` as ``received`` unless its id exists (then report that one).
+
+        ``extra``: more fields stored with the order (no personal data), e.g. ``requested_by``.
+        """
         now = time.time() if now is None else now
         fp = payout.fingerprint()
         # the id is the key's suffix and an absent notify_url is not stored: every byte
@@ -172,9 +204,11 @@ class OrderStore:
         ]
         if payout.notify_url:
             pairs += ["notify_url", payout.notify_url]
+        for k, v in (extra or {}).items():
+            pairs += [k, v]
         i = payout.payout_cl_id
         res = self._create(
-            keys=[keys.order(i), keys.history(i), keys.DUE, keys.COUNTS, keys.EVENTS],
+            keys=[keys.order(i), keys.history(i), keys.DUE, keys.COUNTS, keys.EVENTS, keys.IDS],
             args=[i, fp, stamp(now), repr(due_at), self.events_maxlen, *pairs],
         )
         if int(res[0]) == 1:
@@ -200,7 +234,7 @@ class OrderStore:
         sources: Iterable[State] | None = None,
         due: float | str | None = None,
         fields: Mapping[str, Any] | None = None,
-        expect: tuple[str, str] | None = None,
+        expect: tuple[str, str | None] | None = None,
         now: float | None = None,
     ) -> State | None:
         """Atomically move an order to ``target`` if its state is in ``sources``.
@@ -209,9 +243,60 @@ class OrderStore:
         ``sources`` is required). ``sources`` defaults to every state the table lets
         reach ``target``. ``due``: None leaves the due-index alone, :data:`REMOVE`
         takes the order out, a number is the next due time. ``expect=(field, value)``
-        adds a condition on a field. Returns the previous state when applied, None
-        when refused; raises OrderNotFound for an unknown id.
+        adds a condition on a field (value None: the field must be absent). Returns the
+        previous state when applied, None when refused; raises OrderNotFound for an
+        unknown id.
         """
+        res = self._run(
+            payout_cl_id,
+            target,
+            reason=reason,
+            sources=sources,
+            due=due,
+            fields=fields,
+            expect=expect,
+            now=now,
+        )
+        return State(str(res[1])) if int(res[0]) == 1 else None
+
+    def claim(
+        self,
+        payout_cl_id: str,
+        *,
+        reason: str,
+        due: float,
+        fields: Mapping[str, Any],
+        now: float,
+    ) -> int | None:
+        """The claim ``received -> submitting``: increments ``submit_attempts`` inside the
+        same compare-and-set and returns the new attempt number (None when refused), so two
+        racing submits can never claim with the same number."""
+        res = self._run(
+            payout_cl_id,
+            State.SUBMITTING,
+            reason=reason,
+            sources={State.RECEIVED},
+            due=due,
+            fields={**fields, "submit_attempts": INCR},
+            expect=None,
+            now=now,
+        )
+        if int(res[0]) != 1:
+            return None
+        return int(res[2])
+
+    def _run(
+        self,
+        payout_cl_id: str,
+        target: State | None,
+        *,
+        reason: str,
+        sources: Iterable[State] | None,
+        due: float | str | None,
+        fields: Mapping[str, Any] | None,
+        expect: tuple[str, str | None] | None,
+        now: float | None,
+    ) -> list[Any]:
         now = time.time() if now is None else now
         if target is None:
             if sources is None:
@@ -223,13 +308,18 @@ class OrderStore:
         src = "," + ",".join(sorted(s.value for s in allowed)) + ","
         pairs: list[str] = []
         for k, v in (fields or {}).items():
-            pairs.extend((k, DELETE if v is None else str(v)))
+            pairs.extend((k, DELETE if v is None else v if v == INCR else str(v)))
         due_arg = "" if due is None else (REMOVE if due == REMOVE else repr(float(due)))
         if target is not None and target not in OPEN and due is None:
             due_arg = REMOVE  # only open orders are scheduled
+        if target is not None and target in FINAL and self.result_redeliver_s is not None:
+            # the result is owed to the web app: flagged in this same transition, and
+            # scheduled so the sweep re-sends it if the publish after it never happens
+            pairs.extend(("result_pending", "1"))
+            due_arg = repr(now + self.result_redeliver_s)
         i = payout_cl_id
         res = self._transition(
-            keys=[keys.order(i), keys.history(i), keys.DUE, keys.COUNTS, keys.EVENTS, keys.REVIEW],
+            keys=[keys.order(i), keys.history(i), keys.DUE, keys.COUNTS, keys.EVENTS, keys.REVIEW, keys.IDS],
             args=[
                 i,
                 src,
@@ -239,14 +329,13 @@ class OrderStore:
                 reason[:200],
                 self.events_maxlen,
                 int(self.retention_s),
-                *(expect or ("", "")),
+                *((expect[0], DELETE if expect[1] is None else expect[1]) if expect else ("", "")),
                 *pairs,
             ],
         )
-        code = int(res[0])
-        if code == -1:
+        if int(res[0]) == -1:
             raise OrderNotFound(payout_cl_id)
-        return State(str(res[1])) if code == 1 else None
+        return list(res)
 
     def transition_or_raise(self, payout_cl_id: str, target: State, **kw: Any) -> State:
         """Like :meth:`transition`, raising InvalidTransition when refused."""
@@ -305,6 +394,14 @@ class OrderStore:
     def oldest_due(self) -> tuple[str, float] | None:
         res = self.redis.zrange(keys.DUE, 0, 0, withscores=True)
         return (str(res[0][0]), float(res[0][1])) if res else None
+
+    def used_before(self, ids: Iterable[str]) -> set[str]:
+        """The ids among ``ids`` that were ever stored (their tombstone exists), live or expired."""
+        ids = list(ids)
+        if not ids:
+            return set()
+        seen = self.redis.hmget(keys.IDS, ids)
+        return {i for i, v in zip(ids, seen, strict=True) if v is not None}
 
     def review_ids(self, limit: int = 1000) -> list[str]:
         return [str(x) for x in self.redis.zrange(keys.REVIEW, 0, limit - 1)]

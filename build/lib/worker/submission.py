@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 from enum import StrEnum
 
+from worker import controls
 from worker.crashpoints import crash_point
-from worker.gateway import Outcome
+from worker.gateway import CreateResult, Outcome, QueryKind
 from worker.logs import get_logger
 from worker.runtime import Runtime
 from worker.states import State
-from worker.store import stamp
+from worker.store import Order, stamp
 
 log = get_logger("payouts.submit")
 
@@ -30,12 +32,35 @@ class SubmitStatus(StrEnum):
     REJECTED = "rejected"
     UNCONFIRMED = "unconfirmed"
     NOT_SENT = "not_sent"
+    #: not sent: paused, balance too low, or merchant-level refusal (order stays received)
+    HELD = "held"
+    #: not sent: needs an approval first (moved to awaiting_approval or review)
+    AWAITING_APPROVAL = "awaiting_approval"
 
 
 def retry_delay_s(attempt: int, *, base_s: float = 1.0, cap_s: float = 300.0) -> float:
     """Capped exponential backoff with +-20% jitter (attempt 1 -> ~base)."""
     raw: float = min(cap_s, base_s * 2 ** max(0, attempt - 1))
     return raw * random.uniform(0.8, 1.2)
+
+
+def _clock() -> tuple[float, float]:
+    """(wall, boot) seconds: the boot clock also runs while the host is suspended."""
+    boot = getattr(time, "CLOCK_BOOTTIME", None)
+    return time.time(), time.clock_gettime(boot) if boot is not None else time.monotonic()
+
+
+def claim_fresh(budget_s: float) -> Callable[[], bool]:
+    """A check, asked immediately before the POST, that the claim made now is younger
+    than ``budget_s`` by the wall clock and the boot clock (a stalled or suspended
+    process must not send: the sweep may already have moved the order on)."""
+    wall0, boot0 = _clock()
+
+    def fresh() -> bool:
+        wall, boot = _clock()
+        return max(wall - wall0, boot - boot0) <= budget_s
+
+    return fresh
 
 
 def submit_order(rt: Runtime, payout_cl_id: str) -> SubmitStatus:
@@ -48,6 +73,9 @@ def submit_order(rt: Runtime, payout_cl_id: str) -> SubmitStatus:
     if order.state is not State.RECEIVED:
         log.info("payout.submit.skipped", state=order.state.value)
         return SubmitStatus.NOT_RECEIVED
+    held = controls.pre_send(rt, order)
+    if held is not None:
+        return _hold(rt, order, held)
     gateway = rt.gateway
     if not rt.limiter.acquire(max_wait_s=2.0):
         store.transition(
@@ -60,34 +88,62 @@ def submit_order(rt: Runtime, payout_cl_id: str) -> SubmitStatus:
         log.info("payout.submit.rate_limited")
         return SubmitStatus.RATE_LIMITED
 
-    # claim: the only way to the create request
+    # claim: the only way to the create request; the attempt number is incremented
+    # inside the same compare-and-set (two racing claims can never share one)
     cfg = gateway.cfg
-    attempts = order.field_int("submit_attempts") + 1
     now = time.time()
     crash_point("before_claim")
-    claimed = store.transition(
+    fresh = claim_fresh(settings.submit_claim_budget_s)
+    claimed = store.claim(
         payout_cl_id,
-        State.SUBMITTING,
-        sources={State.RECEIVED},
-        reason=f"claimed (attempt {attempts})",
+        reason="claimed",
         due=now + cfg.connect_timeout_s + cfg.read_timeout_s + settings.submitting_margin_s,
-        fields={"submitted_at": stamp(now), "sign_type": cfg.sign_type, "submit_attempts": attempts},
+        fields={
+            "submitted_at": stamp(now),
+            "sign_type": cfg.sign_type,
+            "late_reject_code": None,
+            **({"held": None} if "held" in order.fields else {}),
+        },
         now=now,
     )
     if claimed is None:
         log.info("payout.submit.claim_lost")
         return SubmitStatus.CLAIM_LOST
+    attempts = claimed
     log.info("payout.transition", **{"from": "received", "to": "submitting"}, attempt=attempts)
 
     notify_url = order.notify_url or settings.notify_url
     crash_point("after_claim")
-    result = gateway.create_payout(order.as_payout(), sign_type=cfg.sign_type, notify_url=notify_url)
+    # asked again right before the POST: a pause set since the first check is obeyed
+    late_hold = controls.pre_send(rt, order, balance=False)
+    if late_hold is not None:
+        store.transition(
+            payout_cl_id,
+            State.RECEIVED,
+            sources={State.SUBMITTING},
+            reason=f"not sent: {late_hold.reason}"[:200],
+            due=time.time() + settings.pause_recheck_s,
+            fields={"held": late_hold.reason},
+            expect=("submit_attempts", str(attempts)),
+        )
+        return SubmitStatus.HELD
+    result = gateway.create_payout(
+        order.as_payout(), sign_type=cfg.sign_type, notify_url=notify_url, may_send=fresh
+    )
+    if result.outcome is Outcome.REJECTED and result.code == "0017":
+        result = _query_ambiguous(rt, payout_cl_id, result)
     now = time.time()
+    merchant_code = result.outcome is Outcome.REJECTED and result.code in settings.hold_codes
     fields: dict[str, object] = {"last_gateway": result.reason, "answered_at": stamp(now)}
     if result.outcome is Outcome.ACCEPTED:
         target, status = State.ACCEPTED, SubmitStatus.ACCEPTED
         fields["payout_id"] = result.payout_id
         due: float = now + settings.check_interval_min_s
+    elif merchant_code:
+        # a merchant-level refusal (D21): nothing was created; the order waits, all sending pauses
+        target, status = State.RECEIVED, SubmitStatus.HELD
+        due = now + settings.pause_recheck_s
+        fields["held"] = f"held: {result.code} {result.reason}"
     elif result.outcome is Outcome.REJECTED:
         target, status, due = State.REJECTED, SubmitStatus.REJECTED, 0.0
         fields["reject_code"] = result.code
@@ -101,6 +157,8 @@ def submit_order(rt: Runtime, payout_cl_id: str) -> SubmitStatus:
             status = SubmitStatus.RATE_LIMITED
         due = now + retry_delay_s(attempts, cap_s=settings.submit_retry_max_s)
     reason = f"{result.code} {result.reason}".strip() if result.code else result.reason
+    if merchant_code:
+        reason = f"held: {reason}"
     crash_point("after_response")
     applied = store.transition(
         payout_cl_id,
@@ -117,13 +175,21 @@ def submit_order(rt: Runtime, payout_cl_id: str) -> SubmitStatus:
         # Only the sweep moves a submitting order (to unconfirmed, after the deadline);
         # record the answer so the next query has it, without changing the state.
         log.warning("payout.submit.answer_late", outcome=result.outcome.value, reason=reason)
+        late: dict[str, object] = {}
         if result.payout_id:
+            late = {"payout_id": result.payout_id, "last_gateway": reason}
+        elif result.outcome is Outcome.REJECTED:
+            # a definitive refusal after the sweep marked it unconfirmed: kept, and used
+            # when the query then says not found (D30)
+            late = {"late_reject_code": result.code, "last_gateway": reason}
+        if late:
             store.transition(
                 payout_cl_id,
                 None,
                 sources={State.UNCONFIRMED},
                 reason="late answer",
-                fields={"payout_id": result.payout_id, "last_gateway": reason},
+                fields=late,
+                expect=("submit_attempts", str(attempts)),
             )
         return status
     log.info(
@@ -133,26 +199,41 @@ def submit_order(rt: Runtime, payout_cl_id: str) -> SubmitStatus:
         outcome=result.outcome.value,
         payout_id=result.payout_id,
     )
-    if target is State.REJECTED:
+    if merchant_code:
+        log.error("payout.held", code=result.code, reason=result.reason)
+        controls.merchant_hold(rt, order, result.code, result.reason)
+    elif target is State.REJECTED:
         notify_final(rt, payout_cl_id)
     return status
 
 
+def _hold(rt: Runtime, order: Order, held: controls.Hold) -> SubmitStatus:
+    """The pre-send gate said no before the claim: nothing is claimed or sent."""
+    if held.kind == "approval":
+        to = controls.route_unapproved(rt, order)
+        log.info("payout.submit.needs_approval", to=to)
+        return SubmitStatus.AWAITING_APPROVAL
+    controls.hold(rt, order, held)
+    log.info("payout.submit.held", kind=held.kind, reason=held.reason)
+    return SubmitStatus.HELD
+
+
+def _query_ambiguous(rt: Runtime, payout_cl_id: str, result: CreateResult) -> CreateResult:
+    """0017 "failed to create payout record" is ambiguous: query once before rejecting (D21).
+
+    Found -> treat as accepted; not found -> the refusal stands; a failed query ->
+    an unknown outcome (unconfirmed: the checks settle it, never a second create).
+    """
+    q = rt.gateway.query_order(payout_cl_id)
+    if q.kind is QueryKind.NOT_FOUND:
+        return result
+    if q.kind is QueryKind.FOUND and q.payout_id:
+        return CreateResult(Outcome.ACCEPTED, "0017, then found by query", "0000", q.payout_id)
+    return CreateResult(Outcome.UNKNOWN, f"0017, then query: {q.reason}"[:120], result.code)
+
+
 def notify_final(rt: Runtime, payout_cl_id: str) -> None:
-    """Send the optional RESULT_TASK message for an order that just became final."""
-    name = rt.settings.result_task
-    if not name or rt.send_task is None:
-        return
-    order = rt.store.get(payout_cl_id, with_history=False)
-    if order is None:
-        return
-    rt.send_task(
-        name,
-        {
-            "payout_cl_id": order.payout_cl_id,
-            "state": order.state.value,
-            "payout_id": order.payout_id,
-            "amount": order.amount,
-            "reason": order.reason or order.fields.get("last_gateway", ""),
-        },
-    )
+    """Send the optional RESULT_TASK message for an order that just became final (at least once)."""
+    from worker.results import deliver
+
+    deliver(rt, payout_cl_id)

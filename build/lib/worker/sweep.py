@@ -5,9 +5,11 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from worker import keys
+from worker import controls, keys
+from worker.checks import age_since
 from worker.logs import get_logger
 from worker.reports import send_to_review
+from worker.results import deliver
 from worker.runtime import Runtime
 from worker.states import State
 from worker.store import REMOVE, Order
@@ -24,6 +26,12 @@ class SweepResult:
     check: list[str] = field(default_factory=list)
     unconfirmed: list[str] = field(default_factory=list)
     dropped: int = 0
+    #: received orders not dispatched because their bank is paused
+    held: int = 0
+    #: approval requests that expired (-> rejected)
+    expired: int = 0
+    #: final results re-sent (their first publish never happened)
+    results: int = 0
 
 
 def sweep_due(rt: Runtime, *, now: float | None = None, max_batches: int = 20) -> SweepResult:
@@ -41,6 +49,12 @@ def sweep_due(rt: Runtime, *, now: float | None = None, max_batches: int = 20) -
     # a leased order comes back after this long if its task never reschedules it
     lease_s = max(2 * s.sweep_interval_s, call_s + 5.0)
     out = SweepResult()
+    try:
+        controls.poll_balance(rt, now=now)
+    except Exception as exc:  # the balance is advisory: never let it stop the sweep
+        log.warning("payouts.balance.poll_failed", error=type(exc).__name__)
+    # read once per tick: a paused bank's received orders are not dispatched (no churn)
+    paused = {p.scope for p in controls.pauses(rt)}
     for _ in range(max_batches):
         ids = store.lease_due(now=now, batch=s.sweep_batch, lease_s=lease_s)
         if not ids:
@@ -53,20 +67,29 @@ def sweep_due(rt: Runtime, *, now: float | None = None, max_batches: int = 20) -
                 store.redis.zrem(keys.DUE, i)  # expired record: nothing left to do
                 out.dropped += 1
                 continue
-            _route(rt, order, now, call_s, out)
+            _route(rt, order, now, call_s, out, paused)
         if len(ids) < s.sweep_batch:
             break
     store.redis.set(keys.SWEEP_LAST, repr(time.time()))
     return out
 
 
-def _route(rt: Runtime, order: Order, now: float, call_s: float, out: SweepResult) -> None:
+def _route(rt: Runtime, order: Order, now: float, call_s: float, out: SweepResult, paused: set[str]) -> None:
     s = rt.settings
+    if order.result_pending:
+        # a final order whose result was never published: send it again (D9)
+        out.results += bool(deliver(rt, order.payout_cl_id))
+        return
     if order.state is State.RECEIVED:
-        if now - order.created_at > s.max_order_age_s:
+        if now - age_since(order, sent=False) > s.max_order_age_s:
             send_to_review(rt, order, "never sent within MAX_ORDER_AGE")
             return
+        if controls.ALL in paused or order.bank_name in paused:
+            out.held += 1  # the lease already moved its due time on: nothing written
+            return
         out.submit.append(order.payout_cl_id)
+    elif order.state is State.AWAITING_APPROVAL:
+        out.expired += controls.expire_approval(rt, order, now)
     elif order.state is State.SUBMITTING:
         started = order.submitted_at or order.updated_at
         if now - started > call_s + s.submitting_margin_s:

@@ -13,7 +13,11 @@ and ends with a summary and a proof against the sandbox's ledger:
   rejected = never created), amounts included;
 * the money adds up: our succeeded total equals the ledger's status-3 total;
 * every order in ``review`` carries a reason (they are listed);
-* everything reached a final state or review within ``--timeout``.
+* everything reached a final state or review within ``--timeout``;
+* then two drills (``--no-controls`` skips them): while paused, no create request reaches
+  the gateway and the orders wait as ``received``; with the gateway's balance at 0, the
+  ``0018`` answers pause sending (a balance hold) without rejecting any order, and the
+  balance poller resumes when the balance is back. Their orders join the proof above.
 
 Exit 0 only when all of that holds.
 """
@@ -40,8 +44,9 @@ from pathlib import Path
 from typing import Any
 
 from worker import keys
+from worker.harness.control_proof import CONTROL_SETTINGS, ControlRow, prove_balance_hold, prove_pause
 from worker.harness.invariants import Expected, check_orders, read_orders
-from worker.harness.processes import RedisServer, redis_answers
+from worker.harness.processes import RedisServer, redis_answers, wait_for
 from worker.harness.stack import Credentials, LocalStack, sandbox_config
 from worker.states import FINAL, State
 
@@ -49,6 +54,9 @@ from worker.states import FINAL, State
 READ_TIMEOUT_S = 2.0
 HANG_S = READ_TIMEOUT_S + 1.5  # a hung gateway answers (or drops) after our read timeout
 UNCONFIRMED_GRACE_S = 8.0
+#: payouts of each control drill (pause, balance hold), and how long their orders may take
+CONTROL_PAYOUTS = 4
+CONTROL_SETTLE_S = 60.0
 
 NAMES = (
     "Budi Santoso",
@@ -306,7 +314,7 @@ class Demo:
             gateway_url=self.sandbox.url,
             credentials=creds,
             base_env=os.environ,
-            overrides=settings,
+            overrides={**settings, **CONTROL_SETTINGS},
         )
         self.rt = stack.rt
         stack.bind_this_process()
@@ -413,7 +421,34 @@ class Demo:
             time.sleep(0.25)
         if self.tty:
             print(flush=True)
-        return self.verify(states, time.monotonic() - t0, timed_out=not finished)
+        elapsed = time.monotonic() - t0
+        rows = [] if a.no_controls or not finished else self.prove_controls(DEFAULT_BANKS)
+        out = self.verify(self.states(), elapsed, timed_out=not finished)
+        out.checks += [Check(r.ok, r.text) for r in rows]
+        return out
+
+    def prove_controls(self, banks: Sequence[str]) -> list[ControlRow]:
+        """The kill switch and the balance hold, live, each with a few payouts of its own
+        (counted in the ledger proof like every other order)."""
+        assert self.stack is not None and self.sandbox is not None
+        admin, seed = self.sandbox.admin, self.args.seed + 1
+        pause_payouts = demo_payouts(CONTROL_PAYOUTS, seed, banks, f"{self.prefix}pause-")
+        hold_payouts = demo_payouts(CONTROL_PAYOUTS, seed + 1, banks, f"{self.prefix}hold-")
+        self.say(f"controls:  pause drill, then balance hold ({CONTROL_PAYOUTS} payouts each)")
+        rows = []
+        for run, payouts in ((prove_pause, pause_payouts), (prove_balance_hold, hold_payouts)):
+            self.payouts += payouts
+            self.ids += [p["payout_cl_id"] for p in payouts]
+            rows.append(run(self.rt, admin, payouts))
+        settled = {s.value for s in (*FINAL, State.REVIEW)}
+        with contextlib.suppress(TimeoutError):
+            wait_for(
+                lambda: all(s in settled for s in self.states().values()),
+                CONTROL_SETTLE_S,
+                interval_s=0.25,
+                what="the control drills' orders to settle",
+            )
+        return rows
 
     # -------------------------------------------------------------- proof
 
@@ -606,6 +641,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds for every order to become final or review (default 120)",
     )
     p.add_argument("--no-faults", action="store_true", help="a well-behaved gateway")
+    p.add_argument(
+        "--no-controls", action="store_true", help="skip the pause and balance-hold drills after the run"
+    )
     p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     p.add_argument("--concurrency", type=int, default=32, help="threads per worker (default 32)")
     p.add_argument("--keep", action="store_true", help="keep the log directory on success")

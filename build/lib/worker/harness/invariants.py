@@ -363,7 +363,9 @@ def check_invariants(
             assert src == prev_to, f"{pid}: history broken at {prev_from}->{prev_to}, {src}->{dst}"
         for src, dst in chain[1:]:
             assert is_allowed(State(src), State(dst)), f"{pid}: {src} -> {dst} not allowed"
-            if State(src) in FINAL:
+            # a final state is left only for review -- or, for rejected (nothing was created),
+            # by the operator's resubmit back to received
+            if State(src) in FINAL and (src, dst) != (State.REJECTED.value, State.RECEIVED.value):
                 assert dst == State.REVIEW.value, f"{pid}: final {src} replaced by {dst}"
         assert chain[-1][1] == state, f"{pid}: history ends {chain[-1]}, state {state}"
 
@@ -376,7 +378,10 @@ def check_invariants(
 
     due = set(client.zrange(keys.DUE, 0, -1))
     open_ids = {pid for pid, s in states.items() if State(s) in OPEN}
-    assert due == open_ids, f"due-index {sorted(due ^ open_ids)} differ; states {states}"
+    # a final order stays scheduled while its result message (RESULT_TASK) is not yet published
+    pending = {pid for pid in states if client.hget(keys.order(pid), "result_pending") == "1"}
+    scheduled = open_ids | pending
+    assert due == scheduled, f"due-index {sorted(due ^ scheduled)} differ; states {states}"
     review = set(client.zrange(keys.REVIEW, 0, -1))
     assert review == {pid for pid, s in states.items() if s == State.REVIEW.value}
 

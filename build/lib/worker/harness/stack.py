@@ -69,6 +69,8 @@ WORKER_DEFAULTS: Mapping[str, str] = {
     "PAYOUT_BANK_LIST": "",
     "RESULT_TASK": "",
     "PAYOUTS_CRASH_AT": "",
+    # the stack's gateway is the sandbox, which says so in every answer: allowed here only
+    "PAYOUTS_ALLOW_SANDBOX": "1",
 }
 
 #: variables of the caller's environment that configure the worker: never inherited
@@ -88,6 +90,7 @@ _SETTING_NAMES = frozenset(
         "SUBMIT_RETRY_MAX",
         "SUBMIT_REDRIVE_AFTER",
         "SUBMITTING_MARGIN",
+        "SUBMIT_CLAIM_BUDGET",
         "UNCONFIRMED_FIRST_CHECK",
         "UNCONFIRMED_GRACE",
         "UNKNOWN_STATUS_REVIEW_AFTER",
@@ -97,6 +100,12 @@ _SETTING_NAMES = frozenset(
         "LOG_LEVEL",
         "LOG_FORMAT",
         "DUPLICATE_WINDOW",
+        "DUPLICATE_KEY",
+        "HOLD_CODES",
+        "PAUSE_RECHECK",
+        "BALANCE_POLL_INTERVAL",
+        "RESULT_REDELIVER_AFTER",
+        "DEAD_LETTER_QUEUE",
     }
 )
 

@@ -5,6 +5,7 @@
 -- KEYS[3] due-index zset   payouts:due
 -- KEYS[4] counts hash      payouts:counts
 -- KEYS[5] events stream    payouts:events
+-- KEYS[6] tombstones hash  payouts:ids (id -> unix seconds it was first stored; never expires)
 -- ARGV[1] payout_cl_id     string
 -- ARGV[2] fingerprint      string, digest of the order's data (duplicate detection)
 -- ARGV[3] now              unix seconds, decimal string
@@ -13,12 +14,17 @@
 -- ARGV[6..] field, value   pairs stored in the order hash
 --
 -- Returns {1, "received"} when created,
---         {0, existing fingerprint, existing state} when the id already exists.
+--         {0, existing fingerprint, existing state} when the id already exists,
+--         {0, "", "expired"} when the id was stored once and its order has expired
+--         (ids are never reused: the tombstone outlives ORDER_RETENTION_DAYS).
 if redis.call('EXISTS', KEYS[1]) == 1 then
   local cur = redis.call('HMGET', KEYS[1], 'fp', 'state')
   return {0, cur[1] or '', cur[2] or ''}
 end
 local id, now = ARGV[1], ARGV[3]
+if redis.call('HSETNX', KEYS[6], id, string.match(now, '^%d+') or now) == 0 then
+  return {0, '', 'expired'}
+end
 -- short names and no updated_at until the first change: bytes per order add up
 local fields = {'state', 'received', 'fp', ARGV[2], 'created_at', now}
 for i = 6, #ARGV, 2 do

@@ -9,6 +9,7 @@
 -- KEYS[4] counts hash      payouts:counts
 -- KEYS[5] events stream    payouts:events
 -- KEYS[6] review zset      payouts:review
+-- KEYS[7] tombstones hash  payouts:ids (written on a final state for orders stored before it existed)
 -- ARGV[1] payout_cl_id     string
 -- ARGV[2] from             comma-separated states allowed now (",a,b," form)
 -- ARGV[3] to               target state; "" = keep the state (update fields/due only)
@@ -18,10 +19,11 @@
 -- ARGV[7] events maxlen    integer
 -- ARGV[8] retention        seconds the keys live once final ("0" = forever)
 -- ARGV[9] expect field     "" = none; else the CAS also requires HGET(field) == ARGV[10]
--- ARGV[10] expect value    string
--- ARGV[11..] field, value  pairs set on the order; value "\0" deletes the field
+-- ARGV[10] expect value    string; "\0" = the field must be absent
+-- ARGV[11..] field, value  pairs set on the order; value "\0" deletes the field,
+--                          "\1" increments it by one (HINCRBY; the new value is returned)
 --
--- Returns {1, previous state}  applied
+-- Returns {1, previous state[, incremented value]}  applied
 --         {0, current state}   refused: state (or expect field) does not match
 --         {-1, ""}             no such order
 local id, to, now, due, reason = ARGV[1], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
@@ -32,13 +34,22 @@ end
 if not string.find(ARGV[2], ',' .. cur .. ',', 1, true) then
   return {0, cur}
 end
-if ARGV[9] ~= '' and redis.call('HGET', KEYS[1], ARGV[9]) ~= ARGV[10] then
-  return {0, cur}
+if ARGV[9] ~= '' then
+  local have = redis.call('HGET', KEYS[1], ARGV[9])
+  if ARGV[10] == '\0' then
+    if have then
+      return {0, cur}
+    end
+  elseif have ~= ARGV[10] then
+    return {0, cur}
+  end
 end
-local set, del = {'updated_at', now}, {}
+local set, del, incr = {'updated_at', now}, {}, nil
 for i = 11, #ARGV, 2 do
   if ARGV[i + 1] == '\0' then
     del[#del + 1] = ARGV[i]
+  elseif ARGV[i + 1] == '\1' then
+    incr = ARGV[i]
   else
     set[#set + 1] = ARGV[i]
     set[#set + 1] = ARGV[i + 1]
@@ -53,6 +64,10 @@ end
 redis.call('HSET', KEYS[1], unpack(set))
 if #del > 0 then
   redis.call('HDEL', KEYS[1], unpack(del))
+end
+local incremented = nil
+if incr then
+  incremented = redis.call('HINCRBY', KEYS[1], incr, 1)
 end
 if due == '-' then
   redis.call('ZREM', KEYS[3], id)
@@ -73,11 +88,15 @@ if to ~= '' and to ~= cur then
   end
   local retention = tonumber(ARGV[8])
   if (to == 'succeeded' or to == 'failed' or to == 'rejected') and retention > 0 then
+    redis.call('HSETNX', KEYS[7], id, string.match(redis.call('HGET', KEYS[1], 'created_at') or now, '^%d+') or now)
     redis.call('EXPIRE', KEYS[1], retention)
     redis.call('EXPIRE', KEYS[2], retention)
   else
     redis.call('PERSIST', KEYS[1])
     redis.call('PERSIST', KEYS[2])
   end
+end
+if incremented then
+  return {1, cur, incremented}
 end
 return {1, cur}

@@ -70,16 +70,101 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_resolve(args: argparse.Namespace) -> int:
     from worker.ops.commands import resolve
 
-    resolve(_runtime(), args.payout_cl_id, State(args.state), args.note)
+    resolve(_runtime(), args.payout_cl_id, State(args.state), args.note, by=args.by)
     print(f"{args.payout_cl_id}: {args.state}")
     return 0
+
+
+def cmd_pause(args: argparse.Namespace) -> int:
+    from worker.controls import pause
+
+    p = pause(_runtime(), reason=args.reason, by=args.by, bank=args.bank)
+    print(f"paused {'every bank' if p.scope == '*' else p.scope}: {p.reason} (by {p.by})")
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from worker.controls import pauses, resume
+
+    rt = _runtime()
+    ended = resume(rt, by=args.by, bank=args.bank)
+    scope = args.bank or "every bank"
+    if ended is None:
+        print(f"{scope} was not paused", file=sys.stderr)
+    else:
+        print(f"resumed {scope} (was: {ended.reason}, source {ended.source})")
+    for p in pauses(rt):
+        print(f"still paused: {p.scope}: {p.reason} (source {p.source})", file=sys.stderr)
+    return 0
+
+
+def cmd_pauses(args: argparse.Namespace) -> int:
+    from worker.controls import pauses
+
+    _print_json([p.public() for p in pauses(_runtime())])
+    return 0
+
+
+def _ids(args: argparse.Namespace) -> list[str]:
+    ids = list(args.ids)
+    if args.csv:
+        import csv
+
+        with open(args.csv, newline="", encoding="utf-8") as fh:
+            rows = list(csv.reader(fh))
+        if rows and rows[0] and rows[0][0].strip().lower() in ("payout_cl_id", "id"):
+            col = 0
+            header = [h.strip().lower() for h in rows[0]]
+            col = header.index("payout_cl_id") if "payout_cl_id" in header else 0
+            rows = rows[1:]
+        else:
+            col = 0
+        ids += [r[col].strip() for r in rows if len(r) > col and r[col].strip()]
+    if not ids:
+        raise PayoutError("give order ids, or --csv FILE with a payout_cl_id column")
+    return ids
+
+
+def cmd_approve(args: argparse.Namespace) -> int:
+    from worker.controls import approve_many
+
+    rows = approve_many(_runtime(), _ids(args), by=args.by)
+    bad = 0
+    for r in rows:
+        print(f"{r.payout_cl_id}: {r.outcome}")
+        bad += r.outcome.startswith("error")
+    if len(rows) > 1:
+        print(f"{len(rows)} order(s), {len(rows) - bad} approved, {bad} refused", file=sys.stderr)
+    return 1 if bad else 0
+
+
+def cmd_reject(args: argparse.Namespace) -> int:
+    from worker.controls import reject
+
+    rt = _runtime()
+    bad = 0
+    for i in _ids(args):
+        try:
+            print(f"{i}: {reject(rt, i, by=args.by, note=args.note).value}")
+        except PayoutError as exc:
+            print(f"{i}: error: {exc}")
+            bad += 1
+    return 1 if bad else 0
 
 
 def cmd_resubmit(args: argparse.Namespace) -> int:
     from worker.ops.commands import resubmit
 
-    resubmit(_runtime(), args.payout_cl_id)
+    resubmit(_runtime(), args.payout_cl_id, force=args.force, note=args.note, by=args.by)
     print(f"{args.payout_cl_id}: resubmitted")
+    return 0
+
+
+def cmd_back_to_polling(args: argparse.Namespace) -> int:
+    from worker.ops.commands import back_to_polling
+
+    state = back_to_polling(_runtime(), args.payout_cl_id, by=args.by, note=args.note)
+    print(f"{args.payout_cl_id}: {state.value} (polling again)")
     return 0
 
 
@@ -134,10 +219,46 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("payout_cl_id")
     s.add_argument("--state", required=True, choices=["succeeded", "failed"])
     s.add_argument("--note", required=True)
+    s.add_argument("--by", default="cli", help="who decided (recorded in the history)")
     s.set_defaults(func=cmd_resolve)
+    s = sub.add_parser("pause", help="stop create requests (every bank, or --bank CODE)")
+    s.add_argument("--bank", default=None)
+    s.add_argument("--reason", required=True)
+    s.add_argument("--by", default="cli")
+    s.set_defaults(func=cmd_pause)
+    s = sub.add_parser("resume", help="end a pause (every bank, or --bank CODE)")
+    s.add_argument("--bank", default=None)
+    s.add_argument("--by", default="cli")
+    s.set_defaults(func=cmd_resume)
+    s = sub.add_parser("pauses", help="the pauses in force (operator, balance, merchant code)")
+    s.set_defaults(func=cmd_pauses)
+    s = sub.add_parser("approve", help="approve orders awaiting approval (ids, or --csv FILE)")
+    s.add_argument("ids", nargs="*")
+    s.add_argument("--csv", default=None, metavar="FILE")
+    s.add_argument("--by", required=True, help="the approver (not the requester)")
+    s.set_defaults(func=cmd_approve)
+    s = sub.add_parser("reject", help="refuse orders awaiting approval (-> rejected, never sent)")
+    s.add_argument("ids", nargs="*")
+    s.add_argument("--csv", default=None, metavar="FILE")
+    s.add_argument("--by", required=True)
+    s.add_argument("--note", required=True)
+    s.set_defaults(func=cmd_reject)
     s = sub.add_parser("resubmit", help="send a review/rejected order again (after a query)")
     s.add_argument("payout_cl_id")
+    s.add_argument(
+        "--force",
+        action="store_true",
+        help="resubmit although the order has a payout_id or reached accepted/succeeded/failed "
+        "(needs --note; recorded)",
+    )
+    s.add_argument("--note", help="why (required with --force; recorded in the history)")
+    s.add_argument("--by", default="cli", help="who is acting (recorded)")
     s.set_defaults(func=cmd_resubmit)
+    s = sub.add_parser("back-to-polling", help="put an order in review back to polling the gateway")
+    s.add_argument("payout_cl_id")
+    s.add_argument("--note", required=True, help="why (recorded in the history)")
+    s.add_argument("--by", default="cli", help="who is acting (recorded)")
+    s.set_defaults(func=cmd_back_to_polling)
     s = sub.add_parser("reconcile", help="compare orders with the gateway; exit 1 on any mismatch")
     s.add_argument("ids", nargs="*")
     s.set_defaults(func=cmd_reconcile)

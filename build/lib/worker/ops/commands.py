@@ -6,13 +6,14 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from worker import keys
+from worker import controls, keys
 from worker.celery_app import app
 from worker.celeryconf import SUBMIT_TASK
-from worker.checks import CheckStatus, check_order
+from worker.checks import CheckStatus, check_order, gateway_evidence
 from worker.errors import InvalidTransition, OrderNotFound, PayoutError
 from worker.gateway import QueryKind
 from worker.reports import FINAL_STATUS, OPEN_STATUS, amount_matches
+from worker.results import deliver
 from worker.runtime import Runtime
 from worker.states import State
 
@@ -30,6 +31,21 @@ def stats(rt: Runtime) -> dict[str, Any]:
         "oldest_due_late_s": round(max(0.0, now - oldest[1]), 3) if oldest else 0.0,
         "review": int(rt.redis.zcard(keys.REVIEW)),
         "last_sweep_age_s": round(now - float(last), 3) if last else None,
+        "paused": [p.public() for p in controls.pauses(rt)],
+        "held_attempts": {k: int(v) for k, v in rt.redis.hgetall(keys.HELD).items()},
+        "balance": _balance(rt),
+    }
+
+
+def _balance(rt: Runtime) -> dict[str, Any] | None:
+    bal = controls.known_balance(rt)
+    if bal is None:
+        return None
+    return {
+        "available": bal.available,
+        "total": bal.total,
+        "frozen": bal.frozen,
+        "age_s": round(time.time() - bal.at, 1),
     }
 
 
@@ -60,44 +76,100 @@ def list_orders(rt: Runtime, state: State | None, limit: int = 100) -> list[dict
     return rows
 
 
-def resolve(rt: Runtime, payout_cl_id: str, state: State, note: str) -> None:
-    """Close an order in review as succeeded or failed, with the operator's note."""
+def resolve(rt: Runtime, payout_cl_id: str, state: State, note: str, *, by: str = "cli") -> None:
+    """Close an order in review as succeeded or failed, with the operator's note.
+
+    The web app hears about it like any other final state (RESULT_TASK, at least once).
+    """
     if state not in (State.SUCCEEDED, State.FAILED):
         raise PayoutError("resolve takes --state succeeded or failed")
     if not note.strip():
         raise PayoutError("resolve needs --note saying why")
+    by = by.strip()[:64] or "cli"
     rt.store.transition_or_raise(
         payout_cl_id,
         state,
         sources={State.REVIEW},
-        reason=f"operator: {note.strip()[:150]}",
-        fields={"resolved_by": "operator", "resolution_note": note.strip()[:500]},
+        reason=f"operator {by}: {note.strip()[:150]}",
+        fields={"resolved_by": by, "resolution_note": note.strip()[:500]},
     )
+    deliver(rt, payout_cl_id)
 
 
-def resubmit(rt: Runtime, payout_cl_id: str) -> None:
-    """Send a review/rejected order again, only after a query confirms the gateway lacks it."""
-    order = rt.store.get(payout_cl_id, with_history=False)
-    if order is None:
-        raise OrderNotFound(payout_cl_id)
+def resubmit(
+    rt: Runtime, payout_cl_id: str, *, force: bool = False, note: str | None = None, by: str = "cli"
+) -> None:
+    """Send a review/rejected order again, only on evidence the gateway never had it.
+
+    Refused when the gateway's query finds the order (or fails, or ignores its filter),
+    and when we hold proof it was created there (a ``payout_id``, or a history entry
+    reaching accepted/succeeded/failed) -- unless ``force`` with a ``note``, both
+    recorded in the history entry of the same atomic transition (D3).
+    """
+    note = (note or "").strip()
+    if force and not note:
+        raise PayoutError("resubmit --force needs --note saying why (it is recorded)")
+    order = rt.store.require(payout_cl_id)
     if order.state not in (State.REVIEW, State.REJECTED):
         raise InvalidTransition(payout_cl_id, order.state.value, "received (resubmit)")
-    result = rt.gateway.query_order(payout_cl_id)
+    evidence = gateway_evidence(rt, order)
+    if evidence and not force:
+        raise PayoutError(
+            f"the gateway had this order ({evidence}); not resubmitted — "
+            "use `payouts resolve`, or --force --note after confirming with the gateway"
+        )
+    result = rt.gateway.query_order(payout_cl_id, sign_type=order.sign_type)
     if result.kind is QueryKind.ERROR:
         raise PayoutError(f"the gateway query failed ({result.reason}); not resubmitted")
     if result.kind is QueryKind.FOUND:
         raise PayoutError(
             f"the gateway knows this order (status {result.status}); not resubmitted — use `payouts resolve`"
         )
+    reason = f"operator {by}: resubmit, gateway confirmed it does not know the order"
+    fields: dict[str, object] = {"resubmitted": 1, "resubmitted_at": f"{time.time():.3f}"}
+    if force and evidence:
+        reason = f"operator {by}: FORCED resubmit despite evidence ({evidence}): {note}"
+        fields["forced_by"] = by
+    elif note:
+        reason += f": {note}"
     rt.store.transition_or_raise(
         payout_cl_id,
         State.RECEIVED,
         sources={order.state},
-        reason="operator resubmit: gateway confirmed it does not know the order",
+        reason=reason,
         due=time.time() + rt.settings.submit_redrive_s,
-        fields={"resubmitted": 1},
+        # the operator decided it is wanted: a suspected-duplicate mark no longer holds it
+        fields={**fields, "dup_of": None},
+        # nothing recorded since the evidence was read: the same payout_id (or none)
+        expect=("payout_id", order.payout_id),
     )
     app.send_task(SUBMIT_TASK, args=[payout_cl_id])
+
+
+def back_to_polling(rt: Runtime, payout_cl_id: str, *, by: str = "cli", note: str) -> State:
+    """Put an order in review back to polling (D10): ``accepted`` when its payout_id is
+    known, else ``unconfirmed``; checks and MAX_ORDER_AGE's clock start again. Returns the
+    new state. For an order the gateway still processes (status 6 "review", a long bank
+    holiday) or whose final callback came while it was in review."""
+    note = (note or "").strip()
+    if not note:
+        raise PayoutError("back-to-polling needs --note saying why")
+    order = rt.store.get(payout_cl_id, with_history=False)
+    if order is None:
+        raise OrderNotFound(payout_cl_id)
+    target = State.ACCEPTED if order.payout_id else State.UNCONFIRMED
+    now = time.time()
+    rt.store.transition_or_raise(
+        payout_cl_id,
+        target,
+        sources={State.REVIEW},
+        reason=f"operator {by}: back to polling: {note[:150]}",
+        due=now,
+        fields={"repolled_at": f"{now:.3f}", "checks": 0, "unknown_status_count": 0, "repolled_by": by},
+        expect=("payout_id", order.payout_id),
+        now=now,
+    )
+    return target
 
 
 def check_now(rt: Runtime, payout_cl_id: str) -> CheckStatus:
@@ -131,13 +203,13 @@ def reconcile(rt: Runtime, ids: list[str] | None = None) -> list[ReconcileRow]:
         if order is None:
             continue
         rt.limiter.acquire(max_wait_s=10.0)
-        q = rt.gateway.query_order(i)
+        q = rt.gateway.query_order(i, sign_type=order.sign_type)
         ours = order.state.value
         if q.kind is QueryKind.ERROR:
             rows.append(ReconcileRow(i, ours, f"error: {q.reason}", "mismatch"))
             continue
         if q.kind is QueryKind.NOT_FOUND:
-            ok = order.state in (State.REJECTED, State.RECEIVED)
+            ok = order.state in (State.REJECTED, State.RECEIVED, State.AWAITING_APPROVAL)
             rows.append(ReconcileRow(i, ours, "not found", "match" if ok else "missing"))
             continue
         status = q.status or ""

@@ -86,6 +86,14 @@ def check_settings(report: Checklist) -> Settings | None:
             "settings",
             "PAYOUT_NOTIFY_URL is not set: no callbacks, outcomes are learned by polling only (slower)",
         )
+    if s.duplicate_key is None or s.duplicate_window_s <= 0:
+        report.warn(
+            "settings",
+            "duplicate-beneficiary guard off: set DUPLICATE_KEY (a random secret) and DUPLICATE_WINDOW",
+        )
+    if s.approval_above:
+        two = f", two approvers from {s.approval_two_above}" if s.approval_two_above else ""
+        report.ok("settings", f"approval needed from {s.approval_above} minor units{two}")
     if s.gateway is not None and s.gateway.sign_type == "MD5":
         report.warn(
             "settings",
@@ -142,11 +150,30 @@ def check_gateway(report: Checklist, s: Settings) -> None:
         result = client.query_order(probe)
     finally:
         client.close()
+    if client.sandbox_seen:
+        if s.allow_sandbox:
+            report.warn("gateway", "this is the SANDBOX gateway (PAYOUTS_ALLOW_SANDBOX=1): no money moves")
+        else:
+            report.fail(
+                "gateway",
+                "GATEWAY_BASE_URL answers as the sandbox (X-Payout-Sandbox): no money would move; "
+                "set the real gateway, or PAYOUTS_ALLOW_SANDBOX=1 for tests and demos",
+            )
+            return
     host = urlsplit(s.gateway.base_url).hostname or ""
     if s.gateway.base_url.startswith("http://") and host not in LOCAL_HOSTS:
         report.warn("gateway", "GATEWAY_BASE_URL is plain http: the Authorization token travels unencrypted")
     if result.kind is QueryKind.NOT_FOUND:
+        # only an empty answer or 0050 is "not found" (records of other orders are not)
         report.ok("gateway", f"reachable, Authorization accepted ({result.reason} for a probe id)")
+        return
+    if result.reason.startswith("filter not honoured"):
+        report.fail(
+            "gateway",
+            "the list query answered other orders' records for an unknown probe id: it does not "
+            'honour the payout_cl_id filter, so "not found" can never be told (set '
+            "GATEWAY_QUERY_FORM=single if the deployment serves it, and ask the gateway)",
+        )
         return
     if result.kind is QueryKind.FOUND:
         report.warn(

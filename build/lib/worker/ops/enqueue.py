@@ -3,11 +3,13 @@
 Every row is validated first (the same :func:`worker.payout.validate_payout` the
 producer uses, with the configured banks and limits), and checked against orders
 already stored. If any row is bad -- a broken field, an id repeated in the file,
-or an id already stored with different data -- each problem is printed with its
-line number and **nothing** is enqueued. Otherwise every row goes through
-:func:`worker.producer.enqueue_payout`, which is idempotent per ``payout_cl_id``:
-running the same file again enqueues nothing twice. The file's digest is recorded
-in ``payouts:imports`` so a repeat is reported as "already imported".
+an id already stored with different data, or an id used before whose order has
+expired (ids are never reused) -- each problem is printed with its line number and
+**nothing** is enqueued. Otherwise every row goes through
+:func:`worker.producer.enqueue_payout`, which is idempotent per ``payout_cl_id``.
+The file's digest is recorded in ``payouts:imports``: running an already imported
+file again is refused unless ``--force`` (which enqueues only what is missing, and
+still never re-creates an expired id).
 
 CSV: a header row naming the payout fields (``payout_cl_id,amount,bank_name,name,
 number[,notify_url]``); ``amount`` in minor units (IDR x 100) as digits.
@@ -140,9 +142,18 @@ def plan_rows(rows: Sequence[Row | Problem], s: Settings, store: Any | None) -> 
         plan.payouts.append((item.line, payout))
     if store is not None and plan.payouts:
         existing = store.get_many(p.payout_cl_id for _, p in plan.payouts)
+        used = store.used_before(p.payout_cl_id for _, p in plan.payouts if p.payout_cl_id not in existing)
         for line, payout in plan.payouts:
             order = existing.get(payout.payout_cl_id)
             if order is None:
+                if payout.payout_cl_id in used:
+                    plan.problems.append(
+                        Problem(
+                            line,
+                            "payout_cl_id",
+                            "was used before and its order has expired: ids are never reused",
+                        )
+                    )
                 continue
             if order.fields.get("fp") == payout.fingerprint():
                 plan.present.add(payout.payout_cl_id)
@@ -191,6 +202,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--number", help="beneficiary account number (digits)")
     p.add_argument("--notify-url", help="callback URL (default PAYOUT_NOTIFY_URL)")
     p.add_argument("--dry-run", action="store_true", help="validate and report; enqueue nothing")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="enqueue an already imported file again (only what is missing; expired ids are refused anyway)",
+    )
+    p.add_argument("--requested-by", default=None, help="who asks for these payouts (cannot approve them)")
+    p.add_argument(
+        "--allow-duplicate",
+        action="store_true",
+        help="skip the duplicate-beneficiary guard (same bank+account+amount under another id)",
+    )
     return p
 
 
@@ -236,8 +258,23 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     configure_logging(s.log_format, "WARNING")
     rt = get_runtime()
-    plan = plan_rows(rows, s, rt.store)
     source = str(args.file) if args.file else "flags"
+    previous = rt.redis.hget(keys.IMPORTS, digest) if digest else None
+    if previous:
+        info = json.loads(previous)
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(float(info.get("at", 0))))
+        if not (args.force or args.dry_run):
+            print(
+                f"{source}: already imported at {when} UTC ({info.get('rows')} rows); nothing "
+                "enqueued (use --force to enqueue only what is missing)",
+                file=sys.stderr,
+            )
+            return 1
+        print(
+            f"{source}: already imported at {when} UTC ({info.get('rows')} rows); "
+            "enqueueing only what is missing"
+        )
+    plan = plan_rows(rows, s, rt.store)
     if plan.problems:
         for problem in plan.problems:
             print(f"{source}: {problem}", file=sys.stderr)
@@ -247,14 +284,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not plan.payouts:
         print(f"{source}: no payouts found; nothing enqueued", file=sys.stderr)
         return 1
-    previous = rt.redis.hget(keys.IMPORTS, digest) if digest else None
-    if previous:
-        info = json.loads(previous)
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(float(info.get("at", 0))))
-        print(
-            f"{source}: already imported at {when} UTC ({info.get('rows')} rows); "
-            "enqueueing only what is missing"
-        )
     if args.dry_run:
         new = len(plan.payouts) - len(plan.present)
         print(
@@ -268,12 +297,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     new = present = conflicts = 0
     for line, p in plan.payouts:
         try:
-            enqueue_payout(p.payout_cl_id, p.amount, p.bank_name, p.name, p.number, p.notify_url, runtime=rt)
-        except DuplicatePayout:  # stored by someone else between the check and now
-            conflicts += 1
-            print(
-                f"{source}: line {line}: payout_cl_id: stored meanwhile with different data", file=sys.stderr
+            enqueue_payout(
+                p.payout_cl_id,
+                p.amount,
+                p.bank_name,
+                p.name,
+                p.number,
+                p.notify_url,
+                runtime=rt,
+                requested_by=args.requested_by,
+                allow_duplicate=args.allow_duplicate,
             )
+        except DuplicatePayout as exc:  # stored (or expired) between the check and now
+            conflicts += 1
+            what = (
+                "was used before and its order has expired"
+                if exc.expired
+                else ("stored meanwhile with different data")
+            )
+            print(f"{source}: line {line}: payout_cl_id: {what}", file=sys.stderr)
             continue
         if p.payout_cl_id in plan.present:
             present += 1

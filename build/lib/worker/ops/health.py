@@ -10,6 +10,7 @@ prints one line either way.
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -44,7 +45,8 @@ def assess_health(
         pipe.zcard(keys.DUE)
         pipe.get(keys.SWEEP_LAST)
         pipe.zcard(keys.REVIEW)
-        oldest, open_n, last, review_n = pipe.execute()
+        pipe.hgetall(keys.PAUSE)
+        oldest, open_n, last, review_n, paused = pipe.execute()
     except Exception as exc:
         return Health(False, f"unhealthy: Redis does not answer ({type(exc).__name__})")
     finally:
@@ -54,6 +56,11 @@ def assess_health(
     sweep_age = now - float(last) if last else None
     sweep_txt = "never" if sweep_age is None else f"{sweep_age:.1f}s ago"
     facts = f"open={open_n} review={review_n} oldest_due_late={late:.1f}s last_sweep={sweep_txt}"
+    if paused:
+        # a pause is a reason, not a failure: the sweep and the checks still run
+        facts += "; paused: " + ", ".join(
+            f"{scope} ({_pause_text(raw)})" for scope, raw in sorted(paused.items())
+        )
     if sweep_age is not None and sweep_age > max_sweep:
         return Health(False, f"unhealthy: no sweep for {sweep_age:.0f}s (> {max_sweep:g}s); {facts}")
     if late > max_late:
@@ -61,6 +68,14 @@ def assess_health(
             False, f"unhealthy: order {oldest[0][0]} is {late:.0f}s past due (> {max_late:g}s); {facts}"
         )
     return Health(True, f"healthy: {facts}")
+
+
+def _pause_text(raw: str) -> str:
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        return "?"
+    return f"{doc.get('source', 'operator')}: {str(doc.get('reason', ''))[:80]}"
 
 
 def run_health(args: argparse.Namespace) -> int:

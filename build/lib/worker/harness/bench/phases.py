@@ -372,6 +372,14 @@ def measure_sweep(
         BulkLoader(rt_big.redis).load(template, id_prefix="nd-", first=0, count=big, due_at=later)
         load_s = time.perf_counter() - t
         mem1 = redis_data_bytes(rt_big.redis)
+        # the permanent tombstone of each id (payouts:ids, D1): what outlives retention
+        stamp_s = str(int(time.time()))
+        for lo in range(0, big, 10_000):
+            pipe = rt_big.redis.pipeline(transaction=False)
+            for n in range(lo, min(big, lo + 10_000)):
+                pipe.hset(keys.IDS, f"nd-{n:09d}", stamp_s)
+            pipe.execute()
+        tombstone_bytes = (redis_data_bytes(rt_big.redis) - mem1) / big
         BulkLoader(rt_small.redis).load(template, id_prefix="nd-", first=0, count=small, due_at=later)
         # side by side: alternate the two stores, after a warm-up of each
         from worker.sweep import sweep_due
@@ -414,6 +422,7 @@ def measure_sweep(
             "sweep_tick_ratio_1m_vs_1k": round(med_big / med_small, 3),
             "load_1m_s": round(load_s, 2),
             "redis_bytes_per_order": round((mem1 - mem0) / big, 1),
+            "tombstone_bytes_per_id": round(tombstone_bytes, 1),
             "dispatch_due": due,
             "dispatch_10k_due_s": round(dispatch_s, 3),
             "dispatch_summary": summary,
