@@ -202,7 +202,10 @@ def handle_notice(rt: Runtime, notice: dict[str, Any]) -> tuple[int, str, str]:
     return 200, "0000", ""
 
 
-def make_app(runtime: Runtime | None = None) -> Callable[[dict[str, Any], StartResponse], Iterable[bytes]]:
+WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+
+
+def make_app(runtime: Runtime | None = None) -> WSGIApp:
     """Build the WSGI app; ``runtime`` defaults to the process runtime (tests pass one).
 
     Without a runtime (the production entry point, e.g. ``gunicorn worker.callbacks:app``)
@@ -247,4 +250,34 @@ def make_app(runtime: Runtime | None = None) -> Callable[[dict[str, Any], StartR
     return application
 
 
-app = make_app()
+def make_web_app(runtime: Runtime | None = None) -> WSGIApp:
+    """The web process: the callback receiver, with the operator console under ``/console/``.
+
+    Other mounts (e.g. ``/metrics``) go in the same ``mounts`` table: prefix -> WSGI app.
+    """
+    from worker.console import make_console
+
+    mounts: dict[str, WSGIApp] = {"/console": make_console(runtime)}
+    receiver = make_app(runtime)
+
+    def web(environ: dict[str, Any], start: StartResponse) -> Iterable[bytes]:
+        if runtime is None:
+            s = get_runtime().settings
+            configure_logging(s.log_format, s.log_level)  # once per process; then a no-op
+        path = str(environ.get("PATH_INFO", ""))
+        for prefix, mounted in mounts.items():
+            if path == prefix or path.startswith(prefix + "/"):
+                if path == prefix:
+                    start(
+                        "308 Permanent Redirect", [("Location", f"{environ.get('SCRIPT_NAME', '')}{prefix}/")]
+                    )
+                    return [b""]
+                sub = {**environ, "SCRIPT_NAME": str(environ.get("SCRIPT_NAME", "")) + prefix}
+                sub["PATH_INFO"] = path[len(prefix) :]
+                return mounted(sub, start)
+        return receiver(environ, start)
+
+    return web
+
+
+app = make_web_app()

@@ -39,6 +39,12 @@ HELD: Final = f"{PREFIX}:held"
 #: hash: sha256 of an imported file -> JSON {at, file, rows}, for `payouts enqueue`
 IMPORTS: Final = f"{PREFIX}:imports"
 
+#: stream: the operator console's audit trail of actions outside an order's history
+#: (denied, refused, conflicting, pause/resume); fields actor, roles, action, result, ...
+CONSOLE_AUDIT: Final = f"{PREFIX}:console:audit"
+#: hash: "<action>:<result>" -> number of console actions (ok, denied, conflict, invalid, error)
+CONSOLE_ACTIONS: Final = f"{PREFIX}:console:actions"
+
 
 def order(payout_cl_id: str) -> str:
     """Hash holding one order's record."""
@@ -53,3 +59,8 @@ def history(payout_cl_id: str) -> str:
 def duplicate(digest: str) -> str:
     """String (PX DUPLICATE_WINDOW): the order id last enqueued for one beneficiary+amount digest."""
     return f"{PREFIX}:dup:{digest}"
+
+
+def console_audit(payout_cl_id: str) -> str:
+    """List of console actions on one order that changed nothing (denied, refused, stale), newest first."""
+    return f"{PREFIX}:console:audit:{payout_cl_id}"
