@@ -83,7 +83,7 @@ def sandbox() -> Iterator[SandboxProcess]:
 
 
 #: each top-level test folder is one layer and one marker (``pytest -m unit`` = tests/unit)
-LAYERS = ("unit", "store", "sandbox", "integration", "chaos")
+LAYERS = ("unit", "store", "console", "browser", "sandbox", "integration", "chaos")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -80,6 +80,8 @@ def page(
             ("search", "/search", "Search"),
         )
     )
+    if not actor:
+        nav = ""  # nothing of the console is shown before sign-in
     who = f'<span class="who">{esc(actor)} <small>({esc(roles)})</small></span>' if actor else ""
     ban = "".join(f'<div class="banner {esc(kind)}" role="status">{text}</div>' for kind, text in banners)
     return (

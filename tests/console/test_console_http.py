@@ -1,0 +1,404 @@
+"""The console over WSGI: authorization per role, CSRF and origin, headers, 409 on stale state, audit."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.console.conftest import ORIGIN, SECRET, Client, users_file
+from worker import keys
+from worker.console import audit, load_console_config
+from worker.console.security import csrf_token
+from worker.payout import Payout
+from worker.runtime import Runtime
+from worker.settings import ConfigError
+from worker.states import State
+
+NUMBER = "12345678901234"
+NAME = "Budi Santoso"
+PAGES = ("/", "/review", "/approvals", "/pause", "/search")
+
+
+def seed_review(rt: Runtime, pid: str = "rev-1", *, amount: int = 150_000) -> str:
+    """One order in review (as the worker leaves it after a conflicting report)."""
+    p = Payout(payout_cl_id=pid, amount=amount, bank_name="BCA", name=NAME, number=NUMBER, notify_url=None)
+    rt.store.create(p, due_at=time.time() + 3600)
+    rt.store.transition(pid, State.REVIEW, reason="conflict: succeeded but query says status 4")
+    return pid
+
+
+def token_in(body: str) -> str:
+    m = re.search(r'name="csrf" value="([^"]+)"', body)
+    assert m, "the page carries no CSRF token"
+    return m.group(1)
+
+
+def resolve_form(pid: str, user: str, **extra: Any) -> dict[str, Any]:
+    form = {
+        "csrf": csrf_token(SECRET, user),
+        "payout_cl_id": pid,
+        "expect_state": "review",
+        "state": "succeeded",
+        "note": "gateway ticket #41 confirms the transfer",
+    }
+    form.update(extra)
+    return {k: v for k, v in form.items() if v is not None}
+
+
+def audit_rows(rt: Runtime) -> list[dict[str, Any]]:
+    return [e for _, e in rt.redis.xrange(keys.CONSOLE_AUDIT)]
+
+
+# -- access -------------------------------------------------------------------
+
+
+def test_without_credentials_every_page_asks_for_basic_auth(client: Client) -> None:
+    """Deny by default: no user, no page (401 with a Basic challenge), and a wrong password is the same."""
+    # given / when
+    answers = [client.get(p) for p in PAGES] + [client.get("/", user="otto", password="wrong password!")]
+    # then
+    assert {a.status for a in answers} == {401}
+    assert all(a.headers["WWW-Authenticate"].startswith("Basic ") for a in answers)
+    assert all("Review queue" not in a.body for a in answers)
+
+
+def test_a_console_with_no_identity_denies_everything(
+    make_client: Callable[..., Client], runtime: Runtime
+) -> None:
+    """No users file and no trusted header: every request is refused, even one carrying a user header."""
+    # given
+    c = make_client(identity=None, secret=b"", basic_challenge=False)
+    seed_review(runtime)
+    # when
+    answers = [c.get(p, headers={"X-Console-User": "ada", "X-Console-Roles": "admin"}) for p in PAGES]
+    answers.append(c.post("/do/resolve", form=resolve_form("rev-1", "ada")))
+    # then
+    assert {a.status for a in answers} == {403}
+    assert runtime.store.state_of("rev-1") is State.REVIEW
+
+
+def test_users_need_a_secret_and_trusted_headers_need_both_names(tmp_path: Path) -> None:
+    """Risky or incomplete configurations are refused with the variable named."""
+    path = users_file(tmp_path)
+    with pytest.raises(ConfigError, match="CONSOLE_SECRET"):
+        load_console_config({"CONSOLE_USERS_FILE": str(path)})
+    with pytest.raises(ConfigError, match="CONSOLE_TRUSTED_ROLES_HEADER"):
+        load_console_config({"CONSOLE_TRUSTED_USER_HEADER": "X-User"})
+    with pytest.raises(ConfigError, match="exclusive"):
+        load_console_config(
+            {
+                "CONSOLE_USERS_FILE": str(path),
+                "CONSOLE_SECRET": "x" * 20,
+                "CONSOLE_TRUSTED_USER_HEADER": "X-User",
+                "CONSOLE_TRUSTED_ROLES_HEADER": "X-Roles",
+            }
+        )
+    cfg = load_console_config({"CONSOLE_USERS_FILE": str(path), "CONSOLE_SECRET": "x" * 20})
+    assert cfg.identity is not None and cfg.basic_challenge and not cfg.read_only
+
+
+def test_trusted_header_identity_only_when_enabled(
+    make_client: Callable[..., Client], runtime: Runtime
+) -> None:
+    """With CONSOLE_TRUSTED_*_HEADER set, the host app's headers name the user and roles."""
+    # given
+    cfg = load_console_config(
+        {
+            "CONSOLE_TRUSTED_USER_HEADER": "X-Console-User",
+            "CONSOLE_TRUSTED_ROLES_HEADER": "X-Console-Roles",
+            "CONSOLE_SECRET": SECRET.decode(),
+        }
+    )
+    c = make_client(identity=cfg.identity, basic_challenge=False)
+    # when
+    ok = c.get("/", headers={"X-Console-User": "host-user", "X-Console-Roles": "viewer"})
+    bad_role = c.get("/", headers={"X-Console-User": "host-user", "X-Console-Roles": "root"})
+    # then
+    assert ok.status == 200 and "host-user" in ok.body
+    assert bad_role.status == 403
+
+
+def test_a_viewer_sees_no_action_and_a_forged_post_is_403_with_an_audit_row(
+    client: Client, runtime: Runtime
+) -> None:
+    """A viewer reads every page without one form; a POST it forges anyway is refused, audited, counted."""
+    # given
+    pid = seed_review(runtime)
+    # when
+    pages = [client.get(p, user="vera") for p in (*PAGES, f"/order/{pid}")]
+    forged = client.post("/do/resolve", user="vera", form=resolve_form(pid, "vera"))
+    # then
+    assert {p.status for p in pages} == {200}
+    assert all("/do/" not in p.body for p in pages)
+    assert forged.status == 403
+    assert runtime.store.state_of(pid) is State.REVIEW
+    rows = audit_rows(runtime)
+    assert [(r["actor"], r["action"], r["result"]) for r in rows] == [("vera", "resolve", "denied")]
+    assert audit.count(runtime.redis, "resolve", "denied") == 1
+    # and the order's page shows the denied attempt
+    order_page = client.get(f"/order/{pid}", user="otto").body
+    assert "vera" in order_page and "denied" in order_page
+
+
+@pytest.mark.parametrize(
+    ("user", "action", "allowed"),
+    [
+        ("vera", "resolve", False),
+        ("alice", "resolve", False),
+        ("otto", "resolve", True),
+        ("ada", "resolve", True),
+        ("vera", "resubmit", False),
+        ("alice", "pause", False),
+        ("otto", "approve", False),
+        ("otto", "reject", False),
+        ("vera", "approve", False),
+    ],
+)
+def test_roles_decide_on_the_server(
+    client: Client, runtime: Runtime, user: str, action: str, allowed: bool
+) -> None:
+    """Each action is allowed to its roles only; a refused one changes nothing and is audited as denied."""
+    # given
+    pid = seed_review(runtime)
+    form = resolve_form(pid, user, reason="no", bank="")
+    # when
+    r = client.post(f"/do/{action}", user=user, form=form)
+    # then
+    if allowed:
+        assert r.status == 303, r.body
+        assert runtime.store.state_of(pid) is State.SUCCEEDED
+    else:
+        assert r.status == 403, r.body
+        assert runtime.store.state_of(pid) is State.REVIEW
+        assert audit.count(runtime.redis, action, "denied") == 1
+
+
+# -- CSRF and origin ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("case", "form_extra", "headers", "same_origin"),
+    [
+        ("no token", {"csrf": None}, {}, True),
+        ("garbled token", {"csrf": "123.abc"}, {}, True),
+        ("another user's token", {"csrf": csrf_token(SECRET, "ada")}, {}, True),
+        ("expired token", {"csrf": csrf_token(SECRET, "otto", now=time.time() - 13 * 3600)}, {}, True),
+        ("cross-site fetch", {}, {"Sec-Fetch-Site": "cross-site", "Origin": "https://evil.test"}, False),
+        ("foreign origin", {}, {"Origin": "https://evil.test"}, False),
+        ("no origin at all", {}, {}, False),
+    ],
+)
+def test_a_mutation_needs_a_valid_token_and_the_same_origin(
+    client: Client,
+    runtime: Runtime,
+    case: str,
+    form_extra: dict[str, Any],
+    headers: dict[str, str],
+    same_origin: bool,
+) -> None:
+    """CSRF token bound to the user and fresh, plus Origin/Sec-Fetch-Site: any miss is a 403, state unchanged."""
+    # given
+    pid = seed_review(runtime)
+    # when
+    r = client.post(
+        "/do/resolve",
+        user="otto",
+        form=resolve_form(pid, "otto", **form_extra),
+        headers=headers,
+        same_origin=same_origin,
+    )
+    # then
+    assert r.status == 403, case
+    assert runtime.store.state_of(pid) is State.REVIEW
+    assert audit.count(runtime.redis, "resolve", "denied") == 1
+
+
+def test_the_token_from_the_page_works_and_the_history_names_the_actor(
+    client: Client, runtime: Runtime
+) -> None:
+    """The happy path: token from the review page; the transition's history entry carries actor and action."""
+    # given
+    pid = seed_review(runtime)
+    page = client.get("/review", user="otto")
+    # when
+    r = client.post("/do/resolve", user="otto", form=resolve_form(pid, "otto", csrf=token_in(page.body)))
+    # then
+    assert r.status == 303 and r.headers["Location"] == f"/console/order/{pid}"
+    order = runtime.store.require(pid)
+    assert order.state is State.SUCCEEDED
+    last = order.history[-1]
+    assert last["from"] == "review" and last["to"] == "succeeded"
+    assert last["reason"].startswith("resolve by otto: gateway ticket #41")
+    assert order.fields["resolved_by"] == "otto"
+    assert audit.count(runtime.redis, "resolve", "ok") == 1
+    shown = client.get(f"/order/{pid}", user="vera").body
+    assert "resolve by otto" in shown
+
+
+def test_a_resolve_without_a_note_is_refused(client: Client, runtime: Runtime) -> None:
+    """The CLI requires a note; so does the console (400), and nothing changes."""
+    pid = seed_review(runtime)
+    r = client.post("/do/resolve", user="otto", form=resolve_form(pid, "otto", note="   "))
+    assert r.status == 400 and "note is required" in r.body
+    assert runtime.store.state_of(pid) is State.REVIEW
+    assert audit.count(runtime.redis, "resolve", "invalid") == 1
+
+
+# -- stale state ----------------------------------------------------------------------
+
+
+def test_a_stale_form_gets_409_and_changes_nothing(client: Client, runtime: Runtime) -> None:
+    """The form carries the state it saw; once the order moved, the action answers 409."""
+    # given: the page was loaded, then someone else resolved the order
+    pid = seed_review(runtime)
+    first = client.post("/do/resolve", user="otto", form=resolve_form(pid, "otto", state="failed"))
+    assert first.status == 303
+    # when
+    second = client.post("/do/resolve", user="olga", form=resolve_form(pid, "olga"))
+    # then
+    assert second.status == 409 and "moved meanwhile" in second.body
+    order = runtime.store.require(pid)
+    assert order.state is State.FAILED
+    assert [h["to"] for h in order.history].count("failed") == 1
+    assert audit.count(runtime.redis, "resolve", "conflict") == 1
+
+
+def test_two_tabs_resolving_at_once_make_exactly_one_transition(client: Client, runtime: Runtime) -> None:
+    """Concurrent POSTs with the same expected state: one 303, the rest 409, one history entry."""
+    # given
+    pid = seed_review(runtime)
+    barrier = threading.Barrier(6)
+    results: list[int] = []
+
+    def tab(user: str, state: str) -> None:
+        barrier.wait()
+        results.append(
+            client.post("/do/resolve", user=user, form=resolve_form(pid, user, state=state)).status
+        )
+
+    # when
+    threads = [
+        threading.Thread(target=tab, args=(u, s)) for u, s in [("otto", "succeeded"), ("olga", "failed")] * 3
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    # then
+    assert sorted(results) == [303, 409, 409, 409, 409, 409]
+    order = runtime.store.require(pid)
+    assert sum(1 for h in order.history if h["from"] == "review") == 1
+
+
+# -- headers and privacy -----------------------------------------------------------
+
+
+def test_every_answer_carries_the_security_headers(client: Client, runtime: Runtime) -> None:
+    """CSP without inline script, frame-ancestors 'none', no-referrer, no-store, nosniff: pages, errors, assets."""
+    pid = seed_review(runtime)
+    answers = [
+        client.get(p, user="otto") for p in (*PAGES, f"/order/{pid}", "/order/nope", "/static/console.css")
+    ]
+    answers += [client.get("/"), client.post("/do/resolve", user="vera", form=resolve_form(pid, "vera"))]
+    for a in answers:
+        csp = a.headers["Content-Security-Policy"]
+        assert "frame-ancestors 'none'" in csp and "default-src 'none'" in csp
+        assert "unsafe-inline" not in csp and "script-src" not in csp  # no script may run at all
+        assert a.headers["Referrer-Policy"] == "no-referrer"
+        assert a.headers["Cache-Control"] == "no-store"
+        assert a.headers["X-Content-Type-Options"] == "nosniff"
+        assert "Set-Cookie" not in a.headers
+        assert "<script" not in a.body and " style=" not in a.body
+
+
+def test_no_account_number_or_name_in_any_url_or_title(client: Client, runtime: Runtime) -> None:
+    """Pages show ••••1234 and a truncated holder; no link, form action or title carries either."""
+    pid = seed_review(runtime)
+    for path in (*PAGES, f"/order/{pid}"):
+        body = client.get(path, user="ada").body
+        assert NUMBER not in body and NAME not in body
+        urls = re.findall(r'(?:href|action)="([^"]*)"', body)
+        title = re.search(r"<title>(.*?)</title>", body)
+        assert title is not None
+        for text in [*urls, title.group(1)]:
+            assert NUMBER[-8:] not in text and "Budi" not in text
+    assert "••••1234" in client.get(f"/order/{pid}", user="vera").body
+
+
+def test_search_is_a_post_and_redirects_to_the_order(client: Client, runtime: Runtime) -> None:
+    """The id travels in the form body; the answer is the order's page (or 404), never a query string."""
+    pid = seed_review(runtime)
+    token = csrf_token(SECRET, "vera")
+    found = client.post("/search", user="vera", form={"csrf": token, "payout_cl_id": pid})
+    missing = client.post("/search", user="vera", form={"csrf": token, "payout_cl_id": "nope-1"})
+    forged = client.post("/search", user="vera", form={"payout_cl_id": pid})
+    assert found.status == 303 and found.headers["Location"] == f"/console/order/{pid}"
+    assert missing.status == 404
+    assert forged.status == 403
+    assert 'method="post"' in client.get("/search", user="vera").body
+
+
+def test_read_only_renders_no_control_and_refuses_every_mutation(
+    make_client: Callable[..., Client], runtime: Runtime
+) -> None:
+    """CONSOLE_READ_ONLY: even an admin gets no form but search, and every POST to /do/ is a 403."""
+    # given
+    c = make_client(read_only=True)
+    pid = seed_review(runtime)
+    # when
+    bodies = [c.get(p, user="ada").body for p in (*PAGES, f"/order/{pid}")]
+    r = c.post("/do/resolve", user="ada", form=resolve_form(pid, "ada"))
+    # then
+    assert all("/do/" not in b for b in bodies)
+    assert all("Read-only console" in b for b in bodies)
+    assert r.status == 403 and "read-only" in r.body
+    assert runtime.store.state_of(pid) is State.REVIEW
+
+
+def test_the_web_process_serves_the_console_beside_the_receiver(runtime: Runtime) -> None:
+    """worker.callbacks' web app: /console/... to the console, /payouts/notify and /healthz as before."""
+    from worker.callbacks import make_web_app
+
+    app = make_web_app(runtime)
+
+    def call(path: str) -> tuple[int, dict[str, str]]:
+        got: dict[str, Any] = {}
+        env = {"REQUEST_METHOD": "GET", "PATH_INFO": path, "SCRIPT_NAME": "", "HTTP_HOST": "desk.test"}
+
+        def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
+            got["s"], got["h"] = status, dict(headers)
+
+        b"".join(app(env, start))
+        return int(got["s"].split()[0]), got["h"]
+
+    console_status, console_headers = call("/console/")
+    assert console_status == 403  # no CONSOLE_* identity in this environment: deny
+    assert "Content-Security-Policy" in console_headers
+    assert call("/console")[0] == 308
+    assert call("/healthz")[0] == 200
+    assert call("/payouts/notify")[0] == 405
+
+
+def test_origin_setting_is_what_posts_must_match(
+    make_client: Callable[..., Client], runtime: Runtime
+) -> None:
+    """Behind a proxy CONSOLE_ORIGIN names the public origin; the Host header is then not trusted for it."""
+    pid = seed_review(runtime)
+    c = make_client(origin="https://desk.example")
+    wrong = c.post("/do/resolve", user="otto", form=resolve_form(pid, "otto"))  # Origin http://desk.test
+    assert ORIGIN != "https://desk.example"
+    assert wrong.status == 403
+    right = c.post(
+        "/do/resolve",
+        user="otto",
+        form=resolve_form(pid, "otto"),
+        same_origin=False,
+        headers={"Origin": "https://desk.example"},
+    )
+    assert right.status == 303
