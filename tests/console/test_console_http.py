@@ -202,7 +202,7 @@ def test_a_mutation_needs_a_valid_token_and_the_same_origin(
     headers: dict[str, str],
     same_origin: bool,
 ) -> None:
-    """CSRF token bound to the user and fresh, plus Origin/Sec-Fetch-Site: any miss is a 403, state unchanged."""
+    """A CSRF token bound to the user and fresh, plus Origin/Sec-Fetch-Site: any miss is a 403."""
     # given
     pid = seed_review(runtime)
     # when
@@ -300,7 +300,7 @@ def test_two_tabs_resolving_at_once_make_exactly_one_transition(client: Client, 
 
 
 def test_every_answer_carries_the_security_headers(client: Client, runtime: Runtime) -> None:
-    """CSP without inline script, frame-ancestors 'none', no-referrer, no-store, nosniff: pages, errors, assets."""
+    """CSP without script, frame-ancestors 'none', no-referrer, no-store, nosniff: pages, errors, assets."""
     pid = seed_review(runtime)
     answers = [
         client.get(p, user="otto") for p in (*PAGES, f"/order/{pid}", "/order/nope", "/static/console.css")
