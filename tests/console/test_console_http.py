@@ -192,6 +192,7 @@ def test_roles_decide_on_the_server(
         ("cross-site fetch", {}, {"Sec-Fetch-Site": "cross-site", "Origin": "https://evil.test"}, False),
         ("foreign origin", {}, {"Origin": "https://evil.test"}, False),
         ("no origin at all", {}, {}, False),
+        ("null origin without fetch metadata", {}, {"Origin": "null"}, False),
     ],
 )
 def test_a_mutation_needs_a_valid_token_and_the_same_origin(

@@ -50,14 +50,17 @@ def request_origin(environ: Mapping[str, Any]) -> str:
 
 
 def same_origin(environ: Mapping[str, Any], expected: str | None) -> tuple[bool, str]:
-    """Fetch metadata first (``Sec-Fetch-Site``), else ``Origin``; neither present = refused."""
+    """Fetch metadata first (``Sec-Fetch-Site``), else ``Origin``; neither present = refused.
+
+    Under ``Referrer-Policy: no-referrer`` browsers send ``Origin: null`` on form posts;
+    ``Sec-Fetch-Site`` (which pages cannot set) then decides. A real Origin must match.
+    """
     site = environ.get("HTTP_SEC_FETCH_SITE")
     origin = environ.get("HTTP_ORIGIN")
     if site is not None and site != "same-origin":
         return False, f"Sec-Fetch-Site is {str(site)[:20]}"
-    if origin is not None:
-        want = expected or request_origin(environ)
-        if origin != want:
+    if origin is not None and origin != "null":
+        if origin != (expected or request_origin(environ)):
             return False, "Origin does not match"
         return True, ""
     if site == "same-origin":
