@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # the test and lint tools (pyproject's dependency groups, for pips without --group)
-TEST_TOOLS := 'pytest>=8' 'pytest-timeout>=2.3' 'hypothesis>=6.100' 'pyyaml>=6' 'ruff>=0.5' 'mypy>=1.10' 'import-linter>=2.1'
+TEST_TOOLS := 'pytest>=8' 'pytest-timeout>=2.3' 'hypothesis>=6.100' 'pyyaml>=6' 'ruff>=0.5' 'mypy>=1.10' 'import-linter>=2.1' 'selenium>=4.20'
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help

@@ -69,9 +69,15 @@ def test_resolve_only_from_review(ops: Stack, capsys: pytest.CaptureFixture[str]
     store_payout(ops.rt, data("op-4"))
     assert main(["resolve", "op-4", "--state", "failed", "--note", "x"]) == 1
     to_review(ops, "op-5")
-    assert main(["resolve", "op-5", "--state", "failed", "--note", "bank confirmed no transfer"]) == 0
+    assert (
+        main(["resolve", "op-5", "--state", "failed", "--note", "bank confirmed no transfer", "--by", "dina"])
+        == 0
+    )
     order = ops.rt.store.require("op-5")
     assert order.state is State.FAILED and order.fields["resolution_note"].startswith("bank")
+    # the actor and the action are in the history entry of the transition itself
+    assert order.history[-1]["reason"] == "resolve by dina: bank confirmed no transfer"
+    assert order.fields["resolved_by"] == "dina"
 
 
 def test_resubmit_only_when_gateway_does_not_know(ops: Stack, gateway: SandboxProcess) -> None:
