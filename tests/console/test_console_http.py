@@ -403,3 +403,51 @@ def test_origin_setting_is_what_posts_must_match(
         headers={"Origin": "https://desk.example"},
     )
     assert right.status == 303
+
+
+def test_mount_serves_the_console_under_a_prefix_of_a_host_app(runtime: Runtime) -> None:
+    """``mount(host, "/console", console)``: the console's links carry the prefix; the host keeps the rest."""
+    # given a host app (as Django's or Flask's WSGI callable would be) and an identity from it
+    from worker.console import Actor, ConsoleConfig, make_console, mount
+
+    def host(environ: dict[str, Any], start: Any) -> list[bytes]:
+        start("200 OK", [("Content-Type", "text/plain")])
+        return [b"host page"]
+
+    def from_host(environ: Any) -> Actor | None:
+        return Actor("host-dina", frozenset({"viewer"})) if environ.get("HTTP_X_HOST_SESSION") else None
+
+    app = mount(host, "/desk", make_console(runtime, ConsoleConfig(identity=from_host, secret=SECRET)))
+
+    def call(path: str, **headers: str) -> tuple[str, str]:
+        got: dict[str, Any] = {}
+        env: dict[str, Any] = {"REQUEST_METHOD": "GET", "PATH_INFO": path, "SCRIPT_NAME": ""}
+        env.update({"HTTP_" + k.upper(): v for k, v in headers.items()})
+
+        def start(status: str, hdrs: list[tuple[str, str]], exc_info: Any = None) -> None:
+            got["s"] = status
+
+        body = b"".join(app(env, start)).decode()
+        return got["s"], body
+
+    # when
+    host_page = call("/orders")
+    signed_out = call("/desk/")
+    signed_in = call("/desk/review", x_host_session="1")
+    # then
+    assert host_page == ("200 OK", "host page")
+    assert signed_out[0].startswith("403")
+    assert signed_in[0].startswith("200") and "host-dina" in signed_in[1]
+    assert 'href="/desk/static/console.css"' in signed_in[1]
+
+
+def test_passwords_are_stored_as_salted_scrypt_and_checked_exactly() -> None:
+    """hash_password salts (two hashes differ); verify accepts only the same password; junk never matches."""
+    from worker.console.auth import hash_password, verify_password
+
+    a, b = hash_password("s3cret passphrase"), hash_password("s3cret passphrase")
+    assert a != b and a.startswith("scrypt$")
+    assert verify_password("s3cret passphrase", a) and verify_password("s3cret passphrase", b)
+    assert not verify_password("s3cret passphrasE", a)
+    assert not verify_password("s3cret passphrase", "scrypt$1$2$3$!!$??")
+    assert not verify_password("x", "plain-text")
