@@ -159,7 +159,7 @@ def test_operator_resolves_from_the_review_queue_and_the_history_names_them(
     assert desk.stack.state(pid) is State.SUCCEEDED
     otto.open(f"/order/{pid}")
     text = otto.text()
-    assert "resolve by otto: bank statement line 2231 shows it" in text
+    assert "operator otto: bank statement line 2231 shows it" in text
     assert "••••1234" in text and NUMBER not in text and NAME not in text
     otto.shot("order")
     assert_no_personal_data_in_urls(otto)

@@ -235,11 +235,11 @@ def test_the_token_from_the_page_works_and_the_history_names_the_actor(
     assert order.state is State.SUCCEEDED
     last = order.history[-1]
     assert last["from"] == "review" and last["to"] == "succeeded"
-    assert last["reason"].startswith("resolve by otto: gateway ticket #41")
+    assert last["reason"].startswith("operator otto: gateway ticket #41")
     assert order.fields["resolved_by"] == "otto"
     assert audit.count(runtime.redis, "resolve", "ok") == 1
     shown = client.get(f"/order/{pid}", user="vera").body
-    assert "resolve by otto" in shown
+    assert "operator otto" in shown
 
 
 def test_a_resolve_without_a_note_is_refused(client: Client, runtime: Runtime) -> None:
@@ -451,3 +451,20 @@ def test_passwords_are_stored_as_salted_scrypt_and_checked_exactly() -> None:
     assert not verify_password("s3cret passphrasE", a)
     assert not verify_password("s3cret passphrase", "scrypt$1$2$3$!!$??")
     assert not verify_password("x", "plain-text")
+
+
+def test_makers_are_the_requester_the_first_approver_and_the_last_changer(runtime: Runtime) -> None:
+    """Maker-checker input: requested_by, approved_by and the actor of the last history entry."""
+    from worker.console.app import _actor_in, makers
+
+    # given an order someone requested, then an operator changed
+    pid = seed_review(runtime, "mk-1")
+    runtime.store.transition(pid, None, sources={State.REVIEW}, reason="x", fields={"requested_by": "rita"})
+    runtime.store.transition(pid, State.FAILED, reason="operator otto: bank says no")
+    # when
+    who = makers(runtime.store.require(pid))
+    # then
+    assert who == {"rita", "otto"}
+    assert _actor_in("resubmit by dina: gateway confirmed") == "dina"
+    assert _actor_in("approved by bob") == "bob"
+    assert _actor_in("conflict: succeeded but query says status 4") == ""

@@ -76,7 +76,7 @@ def test_resolve_only_from_review(ops: Stack, capsys: pytest.CaptureFixture[str]
     order = ops.rt.store.require("op-5")
     assert order.state is State.FAILED and order.fields["resolution_note"].startswith("bank")
     # the actor and the action are in the history entry of the transition itself
-    assert order.history[-1]["reason"] == "resolve by dina: bank confirmed no transfer"
+    assert order.history[-1]["reason"] == "operator dina: bank confirmed no transfer"
     assert order.fields["resolved_by"] == "dina"
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -819,19 +820,26 @@ def read_pauses(client: redis.Redis) -> dict[str, dict[str, Any]]:
 
 def makers(order: Order) -> set[str]:
     """Who requested or last changed ``order``: they may not approve it."""
-    who = {order.fields.get("requested_by", "")}
+    who = {order.fields.get("requested_by", ""), order.fields.get("approved_by", "")}
     if order.history:
         last = order.history[-1]
         who.add(str(last.get("by") or _actor_in(str(last.get("reason", "")))))
     return {w for w in who if w}
 
 
+_ACTOR_RES: Final = (
+    re.compile(r"^operator (?P<a>[^:]+):"),  # resolve: "operator dina: note"
+    re.compile(r"^[a-z ]+? by (?P<a>[^:]+?)(?::|$)"),  # "resubmit by dina: ...", "approved by bob"
+)
+
+
 def _actor_in(reason: str) -> str:
-    """The actor of a command's history reason (``"<action> by <actor>: ..."``)."""
-    head, sep, _ = reason.partition(":")
-    if not sep or " by " not in head:
-        return ""
-    return head.split(" by ", 1)[1].strip()
+    """The actor named by a command's history reason, or ""."""
+    for rx in _ACTOR_RES:
+        m = rx.match(reason)
+        if m:
+            return m.group("a").strip()
+    return ""
 
 
 def _name(req: Request) -> str:
