@@ -266,14 +266,20 @@ def test_read_only_mode_renders_no_controls(make_desk: Callable[..., Desk]) -> N
 
 
 def _awaiting(desk: Desk, pid: str, requested_by: str, amount: int = 5_000_000) -> str:
-    return desk.seed(pid, State("awaiting_approval"), amount=amount, requested_by=requested_by)
+    """Enqueued by ``requested_by`` above APPROVAL_ABOVE: it waits for a checker (worker.controls)."""
+    enqueue_payout(pid, amount, "BCA", NAME, NUMBER, runtime=desk.stack.rt, requested_by=requested_by)
+    desk.stack.wait_state(pid, State("awaiting_approval"), timeout_s=20)
+    return pid
+
+
+APPROVAL = {"APPROVAL_ABOVE": "1000000", "PAUSE_RECHECK": "0.5"}
 
 
 @needs_controls
 def test_maker_checker_across_two_users(make_desk: Callable[..., Desk]) -> None:
     """Alice requested it: no approve button for her and a forged approve is refused; Bob approves; sent."""
     # given
-    desk = make_desk()
+    desk = make_desk(**APPROVAL)
     pid = _awaiting(desk, "mc-1", "alice")
     alice, bob = desk.browser("alice"), desk.browser("bob")
     # when: alice looks at her own request
@@ -301,7 +307,7 @@ def test_maker_checker_across_two_users(make_desk: Callable[..., Desk]) -> None:
 @needs_controls
 def test_reject_without_a_reason_is_refused(make_desk: Callable[..., Desk]) -> None:
     """Reject needs a reason: without one the order still waits; with one it is rejected, never sent."""
-    desk = make_desk()
+    desk = make_desk(**APPROVAL)
     pid = _awaiting(desk, "rej-1", "otto")
     bob = desk.browser("bob")
     bob.open("/approvals")
@@ -317,7 +323,7 @@ def test_reject_without_a_reason_is_refused(make_desk: Callable[..., Desk]) -> N
 @needs_controls
 def test_two_tabs_race_on_one_approval(make_desk: Callable[..., Desk]) -> None:
     """The same approval in two tabs: exactly one transition, the second tab gets 409."""
-    desk = make_desk()
+    desk = make_desk(**APPROVAL)
     pid = _awaiting(desk, "race-ap-1", "otto")
     bob = desk.browser("bob")
     d = bob.driver
@@ -338,7 +344,7 @@ def test_two_tabs_race_on_one_approval(make_desk: Callable[..., Desk]) -> None:
 def test_pause_shows_a_banner_and_stops_creates(make_desk: Callable[..., Desk]) -> None:
     """Pause from the console: a banner on every page, new orders stay received; resume: they are sent."""
     # given
-    desk = make_desk()
+    desk = make_desk(PAUSE_RECHECK="0.5")
     desk.stack.start_beat()  # the sweep re-drives orders held by the pause
     otto = desk.browser("otto")
     otto.open("/pause")
@@ -348,7 +354,7 @@ def test_pause_shows_a_banner_and_stops_creates(make_desk: Callable[..., Desk]) 
     for p in PAGES:
         otto.open(p)
         assert "Paused:" in otto.text() and "gateway incident INC-12" in otto.text()
-    enqueue_payout("pause-1", 100_000, "BCA", NAME, NUMBER, runtime=desk.stack.rt)
+    enqueue_payout("pause-1", 5_000_000, "BCA", NAME, NUMBER, runtime=desk.stack.rt)
     deadline = time.monotonic() + 4
     while time.monotonic() < deadline:
         assert desk.stack.state("pause-1") is State.RECEIVED

@@ -98,11 +98,11 @@ def users() -> dict[str, User]:
 
 @pytest.fixture
 def make_client(runtime: Runtime) -> Callable[..., Client]:
-    def make(**config: Any) -> Client:
+    def make(rt: Runtime | None = None, **config: Any) -> Client:
         config.setdefault("identity", BasicAuth(users()))
         config.setdefault("secret", SECRET)
         config.setdefault("basic_challenge", True)
-        return Client(make_console(runtime, ConsoleConfig(**config)))
+        return Client(make_console(rt or runtime, ConsoleConfig(**config)))
 
     return make
 

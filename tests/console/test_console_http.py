@@ -468,3 +468,13 @@ def test_makers_are_the_requester_the_first_approver_and_the_last_changer(runtim
     assert _actor_in("resubmit by dina: gateway confirmed") == "dina"
     assert _actor_in("approved by bob") == "bob"
     assert _actor_in("conflict: succeeded but query says status 4") == ""
+
+
+def test_amounts_are_shown_from_minor_units() -> None:
+    """Orders hold minor units (IDR x 100); the desk reads rupiah with Indonesian separators."""
+    from worker.console.html import idr, masked_account
+
+    assert idr(5_000_000) == "IDR 50.000,00"
+    assert idr(123_456_789) == "IDR 1.234.567,89"
+    assert idr(1) == "IDR 0,01"
+    assert masked_account("12345678901234") == "••••1234" and masked_account("123") == "••••"

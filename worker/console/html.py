@@ -22,8 +22,9 @@ def masked_name(name: str) -> str:
 
 
 def idr(amount: int) -> str:
-    """Amounts are minor units of IDR (no decimals in practice): ``IDR 1.250.000``."""
-    return "IDR " + f"{amount:,}".replace(",", ".")
+    """Minor units (IDR x 100) as the desk reads them: ``IDR 12.500,00``."""
+    whole, cents = divmod(amount, 100)
+    return "IDR " + f"{whole:,}".replace(",", ".") + f",{cents:02d}"
 
 
 def when(ts: float | str | None) -> str:
