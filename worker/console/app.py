@@ -717,7 +717,11 @@ class Console:
             ("Last change", esc(when(o.updated_at))),
             ("Next check due", esc(when(o.due_at))),
         ]
-        evidence = [(esc(k), esc(v)) for k, v in sorted(o.fields.items()) if k not in _PRIVATE]
+        evidence = [
+            (esc(k), esc(when(v) if k.endswith("_at") and _is_number(v) else v))
+            for k, v in sorted(o.fields.items())
+            if k not in _PRIVATE
+        ]
         hist = [
             (
                 esc(when(e.get("at"))),
@@ -840,6 +844,14 @@ def _actor_in(reason: str) -> str:
         if m:
             return m.group("a").strip()
     return ""
+
+
+def _is_number(v: str) -> bool:
+    try:
+        float(v)
+    except ValueError:
+        return False
+    return True
 
 
 def _name(req: Request) -> str:

@@ -50,10 +50,11 @@ def age(seconds: float | None) -> str:
 def table(headers: Sequence[str], rows: Iterable[Sequence[str]], *, cls: str = "") -> str:
     """``rows`` hold already-escaped HTML cells."""
     head = "".join(f"<th>{esc(h)}</th>" for h in headers)
+    thead = f"<thead><tr>{head}</tr></thead>" if any(headers) else ""
     body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
     if not body:
         body = f'<tr><td colspan="{len(headers)}" class="empty">nothing here</td></tr>'
-    return f'<table class="{esc(cls)}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+    return f'<table class="{esc(cls)}">{thead}<tbody>{body}</tbody></table>'
 
 
 def hidden(**fields: Any) -> str:
