@@ -54,12 +54,17 @@ def submit(b: Browser, action: str, pid: str | None, *, button: str | None = Non
 
 
 def _stale(el: Any) -> bool:
-    from selenium.common.exceptions import StaleElementReferenceException
+    """Whether the page ``el`` belonged to was replaced (the navigation happened)."""
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 
     try:
         _ = el.tag_name  # touching a replaced page raises
     except StaleElementReferenceException:
         return True
+    except WebDriverException as exc:  # the same, as Chromium sometimes words it
+        if "does not belong to the document" in str(exc):
+            return True
+        raise
     return False
 
 
