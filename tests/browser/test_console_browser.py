@@ -183,7 +183,7 @@ def test_resubmit_from_the_console_is_sent_by_the_real_worker(make_desk: Callabl
     assert title.startswith(f"Order {pid}"), otto.text()[:400]
     assert desk.stack.wait_state(pid, State.SUCCEEDED, State.FAILED, timeout_s=30)
     order = desk.stack.rt.store.require(pid)
-    assert any(h["reason"].startswith("resubmit by otto") for h in order.history)
+    assert any(h["reason"].startswith("operator otto: resubmit") for h in order.history)
     assert desk.gateway.admin.order(pid) is not None
 
 

@@ -478,3 +478,44 @@ def test_amounts_are_shown_from_minor_units() -> None:
     assert idr(123_456_789) == "IDR 1.234.567,89"
     assert idr(1) == "IDR 0,01"
     assert masked_account("12345678901234") == "••••1234" and masked_account("123") == "••••"
+
+
+def test_back_to_polling_needs_a_note_and_records_the_actor(client: Client, runtime: Runtime) -> None:
+    """Back to polling from the console: the CLI's command, a note required, the actor in the history."""
+    # given
+    pid = seed_review(runtime, "btp-1")
+    base = {"csrf": csrf_token(SECRET, "otto"), "payout_cl_id": pid, "expect_state": "review"}
+    # when
+    bare = client.post("/do/back_to_polling", user="otto", form={**base, "note": ""})
+    ok = client.post(
+        "/do/back_to_polling", user="otto", form={**base, "note": "gateway status 6: bank holiday"}
+    )
+    # then
+    assert bare.status == 400
+    assert ok.status == 303
+    order = runtime.store.require(pid)
+    assert order.state is State.UNCONFIRMED  # no payout_id known
+    assert order.history[-1]["reason"].startswith("operator otto: back to polling")
+
+
+def test_resubmit_is_not_offered_when_the_gateway_had_the_order(client: Client, runtime: Runtime) -> None:
+    """Evidence shown: an order that reached accepted gets no resubmit button, and its POST is refused."""
+    # given: accepted once (a payout_id), then a conflicting report sent it to review
+    p = Payout(
+        payout_cl_id="ev-1", amount=5_000_000, bank_name="BCA", name=NAME, number=NUMBER, notify_url=None
+    )
+    runtime.store.create(p, due_at=time.time() + 3600)
+    runtime.store.transition("ev-1", State.SUBMITTING, reason="claim")
+    runtime.store.transition("ev-1", State.ACCEPTED, reason="0000", fields={"payout_id": "GW-9"})
+    runtime.store.transition("ev-1", State.REVIEW, reason="conflict")
+    # when
+    page = client.get("/order/ev-1", user="otto").body
+    r = client.post(
+        "/do/resubmit",
+        user="otto",
+        form={"csrf": csrf_token(SECRET, "otto"), "payout_cl_id": "ev-1", "expect_state": "review"},
+    )
+    # then
+    assert "/do/resubmit" not in page and "it has a payout_id" in page
+    assert r.status == 400 and "the gateway had this order" in r.body
+    assert runtime.store.state_of("ev-1") is State.REVIEW

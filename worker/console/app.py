@@ -23,6 +23,7 @@ from urllib.parse import parse_qs, quote
 import redis
 
 from worker import keys
+from worker.checks import gateway_evidence
 from worker.console import audit
 from worker.console.auth import Actor
 from worker.console.config import ConsoleConfig, load_console_config
@@ -577,6 +578,7 @@ class Console:
     def _row_actions(self, req: Request, o: Order, nxt: str) -> str:
         token = self._token(req)
         base = esc(req.base)
+        proof: str | None = None
         common = hidden(csrf=token, payout_cl_id=o.payout_cl_id, expect_state=o.state.value, next=nxt)
         parts = []
         if o.state is State.REVIEW and self.can(req, "resolve"):
@@ -597,6 +599,13 @@ class Console:
                 "<button>Back to polling</button></form>"
             )
         if o.state in (State.REVIEW, State.REJECTED) and self.can(req, "resubmit"):
+            proof = gateway_evidence(self.rt, o)
+            if proof:
+                parts.append(
+                    f'<span class="mine">no resubmit: the gateway had this order ({esc(proof)}); '
+                    "resolve it, or force from the CLI after the gateway confirms</span>"
+                )
+        if o.state in (State.REVIEW, State.REJECTED) and self.can(req, "resubmit") and not proof:
             parts.append(
                 f'<form method="post" action="{base}/do/resubmit" class="inline">{common}'
                 '<input name="note" placeholder="note" aria-label="note" maxlength="500">'
@@ -716,6 +725,12 @@ class Console:
             ("Created", esc(when(o.created_at))),
             ("Last change", esc(when(o.updated_at))),
             ("Next check due", esc(when(o.due_at))),
+            (
+                "Gateway had it",
+                esc(
+                    gateway_evidence(self.rt, o) or "no proof recorded (a resubmit queries the gateway first)"
+                ),
+            ),
         ]
         evidence = [
             (esc(k), esc(when(v) if k.endswith("_at") and _is_number(v) else v))
