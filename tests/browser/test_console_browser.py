@@ -6,24 +6,16 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import pytest
 from selenium.webdriver.common.by import By
 
 from tests.browser.conftest import NAME, NUMBER, Browser, Desk
 from worker import keys
 from worker.console import audit
-from worker.console.app import _controls
 from worker.harness.processes import wait_for
 from worker.producer import enqueue_payout
 from worker.states import State
 
 PAGES = ("/", "/review", "/approvals", "/pause", "/search")
-NO_CONTROLS = _controls() is None
-needs_controls = pytest.mark.skipif(
-    NO_CONTROLS,
-    reason="worker.controls (issue #14, branch controls: approve/reject/pause/resume, "
-    "State.AWAITING_APPROVAL) is not in main yet",
-)
 
 
 def form_for(b: Browser, action: str, pid: str | None = None) -> Any:
@@ -273,14 +265,13 @@ def test_read_only_mode_renders_no_controls(make_desk: Callable[..., Desk]) -> N
 def _awaiting(desk: Desk, pid: str, requested_by: str, amount: int = 5_000_000) -> str:
     """Enqueued by ``requested_by`` above APPROVAL_ABOVE: it waits for a checker (worker.controls)."""
     enqueue_payout(pid, amount, "BCA", NAME, NUMBER, runtime=desk.stack.rt, requested_by=requested_by)
-    desk.stack.wait_state(pid, State("awaiting_approval"), timeout_s=20)
+    desk.stack.wait_state(pid, State.AWAITING_APPROVAL, timeout_s=20)
     return pid
 
 
 APPROVAL = {"APPROVAL_ABOVE": "1000000", "PAUSE_RECHECK": "0.5"}
 
 
-@needs_controls
 def test_maker_checker_across_two_users(make_desk: Callable[..., Desk]) -> None:
     """Alice requested it: no approve button for her and a forged approve is refused; Bob approves; sent."""
     # given
@@ -297,7 +288,7 @@ def test_maker_checker_across_two_users(make_desk: Callable[..., Desk]) -> None:
         {"csrf": token_of(alice), "payout_cl_id": pid, "expect_state": "awaiting_approval"},
     )
     assert status == 403
-    assert desk.stack.state(pid) is State("awaiting_approval")
+    assert desk.stack.state(pid) is State.AWAITING_APPROVAL
     # when: bob approves
     bob.open("/approvals")
     bob.shot("approvals")
@@ -309,7 +300,6 @@ def test_maker_checker_across_two_users(make_desk: Callable[..., Desk]) -> None:
     assert [(e["actor"], e["action"]) for e in refused] == [("alice", "approve")]
 
 
-@needs_controls
 def test_reject_without_a_reason_is_refused(make_desk: Callable[..., Desk]) -> None:
     """Reject needs a reason: without one the order still waits; with one it is rejected, never sent."""
     desk = make_desk(**APPROVAL)
@@ -318,14 +308,13 @@ def test_reject_without_a_reason_is_refused(make_desk: Callable[..., Desk]) -> N
     bob.open("/approvals")
     title = submit(bob, "reject", pid, reason="")
     assert title.startswith("Refused") and "reason is required" in bob.text()
-    assert desk.stack.state(pid) is State("awaiting_approval")
+    assert desk.stack.state(pid) is State.AWAITING_APPROVAL
     bob.open("/approvals")
     submit(bob, "reject", pid, reason="duplicate of invoice 8812")
     assert desk.stack.state(pid) is State.REJECTED
     assert desk.gateway.admin.order(pid) is None
 
 
-@needs_controls
 def test_two_tabs_race_on_one_approval(make_desk: Callable[..., Desk]) -> None:
     """The same approval in two tabs: exactly one transition, the second tab gets 409."""
     desk = make_desk(**APPROVAL)
@@ -345,7 +334,6 @@ def test_two_tabs_race_on_one_approval(make_desk: Callable[..., Desk]) -> None:
     assert sum(1 for h in order.history if h["from"] == "awaiting_approval") == 1
 
 
-@needs_controls
 def test_pause_shows_a_banner_and_stops_creates(make_desk: Callable[..., Desk]) -> None:
     """Pause from the console: a banner on every page, new orders stay received; resume: they are sent."""
     # given

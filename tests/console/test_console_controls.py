@@ -11,17 +11,10 @@ import pytest
 from tests.console.conftest import SECRET, Client
 from worker import keys
 from worker.console import audit
-from worker.console.app import _controls
 from worker.console.security import csrf_token
 from worker.producer import enqueue_payout
 from worker.runtime import Runtime
 from worker.states import State
-
-pytestmark = pytest.mark.skipif(
-    _controls() is None,
-    reason="worker.controls (issue #14, branch controls: approve/reject/pause/resume, "
-    "State.AWAITING_APPROVAL) is not in main yet",
-)
 
 
 @pytest.fixture
@@ -39,7 +32,7 @@ def awaiting(rt: Runtime, pid: str, requested_by: str) -> str:
     enqueue_payout(
         pid, 5_000_000, "BCA", "Budi Santoso", "12345678901234", runtime=rt, requested_by=requested_by
     )
-    assert rt.store.state_of(pid) is State("awaiting_approval")
+    assert rt.store.state_of(pid) is State.AWAITING_APPROVAL
     return pid
 
 
@@ -74,7 +67,7 @@ def test_reject_needs_a_reason(desk: Client, approval_rt: Runtime) -> None:
     pid = awaiting(approval_rt, "rj-1", "otto")
     bare = desk.post("/do/reject", user="bob", form=form("bob", pid, reason=" "))
     assert bare.status == 400 and "reason is required" in bare.body
-    assert approval_rt.store.state_of(pid) is State("awaiting_approval")
+    assert approval_rt.store.state_of(pid) is State.AWAITING_APPROVAL
     ok = desk.post("/do/reject", user="bob", form=form("bob", pid, reason="duplicate of invoice 8812"))
     assert ok.status == 303
     order = approval_rt.store.require(pid)
@@ -116,7 +109,7 @@ def test_bulk_approve_reports_each_order(desk: Client, approval_rt: Runtime) -> 
     # then
     assert r.status == 200 and "1 of 3 approved" in r.body
     assert approval_rt.store.state_of(a) is State.RECEIVED
-    assert approval_rt.store.state_of(b) is State("awaiting_approval")
+    assert approval_rt.store.state_of(b) is State.AWAITING_APPROVAL
     assert approval_rt.store.state_of(c) is State.REJECTED
     assert audit.count(approval_rt.redis, "approve", "refused") == 1
     assert audit.count(approval_rt.redis, "approve", "conflict") == 1

@@ -8,21 +8,18 @@ about orders.
 
 from __future__ import annotations
 
-import importlib
-import json
 import re
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
-from types import ModuleType
 from typing import Any, Final
 from urllib.parse import parse_qs, quote
 
 import redis
 
-from worker import keys
+from worker import controls, keys
 from worker.checks import gateway_evidence
 from worker.console import audit
 from worker.console.auth import Actor
@@ -60,27 +57,6 @@ _PHRASES: Final = {
     500: "Internal Server Error",
     503: "Service Unavailable",
 }
-
-
-def _controls() -> ModuleType | None:
-    """``worker.controls`` (pause, approval) when this build has it."""
-    try:
-        return importlib.import_module("worker.controls")
-    except ImportError:
-        return None
-
-
-def awaiting_state() -> State | None:
-    try:
-        return State("awaiting_approval")
-    except ValueError:
-        return None
-
-
-def _approval_refused() -> tuple[type[BaseException], ...]:
-    mod = _controls()
-    cls = getattr(mod, "ApprovalRefused", None) if mod else None
-    return (cls,) if isinstance(cls, type) and issubclass(cls, BaseException) else ()
 
 
 class Reply(Exception):
@@ -316,9 +292,8 @@ class Console:
         self._audit(req, action, "conflict", payout_cl_id=pid, detail=detail)
         raise Reply(409, f"order {pid} moved meanwhile: {detail}; nothing was changed", result="conflict")
 
-    def _run(self, req: Request, action: str, pid: str, expect: str, fn: Callable[[], None]) -> None:
+    def _run(self, req: Request, action: str, pid: str, expect: str, fn: Callable[[], object]) -> None:
         """Call the command; map its refusals to 409/403/400 and audit them."""
-        refused = _approval_refused()
         try:
             fn()
         except InvalidTransition:
@@ -327,7 +302,7 @@ class Console:
             self._audit(req, action, "invalid", payout_cl_id=pid, detail="no such order")
             raise Reply(404, f"no order {pid}") from None
         except PayoutError as exc:
-            if refused and isinstance(exc, refused):
+            if isinstance(exc, controls.ApprovalRefused):
                 self._audit(req, action, "refused", payout_cl_id=pid, detail=str(exc))
                 raise Reply(403, str(exc), result="refused") from None
             self._audit(req, action, "invalid", payout_cl_id=pid, detail=str(exc))
@@ -368,17 +343,13 @@ class Console:
     def do_back_to_polling(self, req: Request) -> tuple[int, list[tuple[str, str]], str]:
         pid, _ = self._order_for(req, "back_to_polling")
         note = self._note(req, "back_to_polling", pid)
-        fn = getattr(commands, "back_to_polling", None)
-        if fn is None:
-            self._audit(req, "back_to_polling", "error", payout_cl_id=pid, detail="not in this build")
-            raise Reply(400, "back to polling is not available in this build")
         actor = _name(req)
         self._run(
             req,
             "back_to_polling",
             pid,
             req.one("expect_state"),
-            lambda: fn(self.rt, pid, by=actor, note=note),
+            lambda: commands.back_to_polling(self.rt, pid, by=actor, note=note),
         )
         return self._back(req, pid)
 
@@ -395,13 +366,6 @@ class Console:
         )
         return self._back(req, pid)
 
-    def _controls_or_400(self, req: Request, action: str, pid: str = "") -> ModuleType:
-        mod = _controls()
-        if mod is None:
-            self._audit(req, action, "error", payout_cl_id=pid, detail="worker.controls not in this build")
-            raise Reply(400, f"{action} is not available in this build (worker.controls)")
-        return mod
-
     def _check_maker(self, req: Request, order: Order) -> None:
         """Maker-checker: nobody approves an order they requested or last changed."""
         actor = _name(req)
@@ -412,7 +376,6 @@ class Console:
 
     def do_approve(self, req: Request) -> tuple[int, list[tuple[str, str]], str]:
         pid, order = self._order_for(req, "approve")
-        mod = self._controls_or_400(req, "approve", pid)
         self._check_maker(req, order)
         expect, actor = req.one("expect_state"), _name(req)
         self._run(
@@ -420,21 +383,20 @@ class Console:
             "approve",
             pid,
             expect,
-            lambda: mod.approve(self.rt, pid, by=actor, expect_state=State(expect)),
+            lambda: controls.approve(self.rt, pid, by=actor, expect_state=State(expect)),
         )
         return self._back(req, pid)
 
     def do_reject(self, req: Request) -> tuple[int, list[tuple[str, str]], str]:
         pid, _ = self._order_for(req, "reject")
         note = self._note(req, "reject", pid, "reason")
-        mod = self._controls_or_400(req, "reject", pid)
         expect, actor = req.one("expect_state"), _name(req)
         self._run(
             req,
             "reject",
             pid,
             expect,
-            lambda: mod.reject(self.rt, pid, by=actor, note=note, expect_state=State(expect)),
+            lambda: controls.reject(self.rt, pid, by=actor, note=note, expect_state=State(expect)),
         )
         return self._back(req, pid)
 
@@ -443,7 +405,6 @@ class Console:
         if not ids or len(ids) > MAX_BULK:
             self._audit(req, "approve", "invalid", detail=f"bulk selection of {len(ids)} orders")
             raise Reply(400, f"select between 1 and {MAX_BULK} orders")
-        mod = self._controls_or_400(req, "approve")
         results: list[tuple[str, str, str]] = []
         for pid in ids:
             sub = Request(req.environ, "POST", req.path, req.base, req.actor, req.request_id)
@@ -457,7 +418,9 @@ class Console:
                     "approve",
                     pid,
                     expect,
-                    lambda p=pid, e=expect, a=actor: mod.approve(self.rt, p, by=a, expect_state=State(e)),  # type: ignore[misc]
+                    lambda p=pid, e=expect, a=actor: controls.approve(
+                        self.rt, p, by=a, expect_state=State(e)
+                    ),  # type: ignore[misc]
                 )
                 results.append((pid, "approved", ""))
             except Reply as r:
@@ -483,17 +446,23 @@ class Console:
     def do_pause(self, req: Request) -> tuple[int, list[tuple[str, str]], str]:
         bank = self._scope(req, "pause")
         note = self._note(req, "pause", "", "reason")
-        mod = self._controls_or_400(req, "pause")
         actor = _name(req)
-        mod.pause(self.rt, reason=note, by=actor, bank=bank)
+        try:
+            controls.pause(self.rt, reason=note, by=actor, bank=bank)
+        except PayoutError as exc:
+            self._audit(req, "pause", "invalid", detail=str(exc))
+            raise Reply(400, str(exc)) from None
         self._audit(req, "pause", "ok", detail=f"scope {bank or '*'}: {note}")
         return 303, [("Location", f"{req.base}/pause")], ""
 
     def do_resume(self, req: Request) -> tuple[int, list[tuple[str, str]], str]:
         bank = self._scope(req, "resume")
-        mod = self._controls_or_400(req, "resume")
         actor = _name(req)
-        mod.resume(self.rt, by=actor, bank=bank)
+        try:
+            controls.resume(self.rt, by=actor, bank=bank)
+        except PayoutError as exc:
+            self._audit(req, "resume", "invalid", detail=str(exc))
+            raise Reply(400, str(exc)) from None
         self._audit(req, "resume", "ok", detail=f"scope {bank or '*'}")
         return 303, [("Location", f"{req.base}/pause")], ""
 
@@ -511,7 +480,7 @@ class Console:
         out: list[tuple[str, str]] = []
         if self.config.read_only:
             out.append(("readonly", "Read-only console: no action can be taken here."))
-        for scope, p in sorted(read_pauses(self.rt.redis).items()):
+        for scope, p in sorted(read_pauses(self.rt).items()):
             what = "every bank" if scope == "*" else f"bank {esc(scope)}"
             kind = "held" if p.get("source") == "balance" else "paused"
             label = "Held (balance)" if kind == "held" else "Paused"
@@ -564,11 +533,10 @@ class Console:
                 esc(f"{age(swept)} ago" if swept is not None else "never"),
             ),
         ]
-        aw = awaiting_state()
-        if aw is not None:
-            facts.insert(
-                4, ("Awaiting approval", f'<a href="{esc(req.base)}/approvals">{counts.get(aw.value, 0)}</a>')
-            )
+        aw = State.AWAITING_APPROVAL
+        facts.insert(
+            4, ("Awaiting approval", f'<a href="{esc(req.base)}/approvals">{counts.get(aw.value, 0)}</a>')
+        )
         body = (
             '<section class="facts">' + table(["", ""], facts, cls="kv") + "</section>"
             "<h2>Orders per state</h2>" + table(["State", "Orders"], rows)
@@ -588,11 +556,7 @@ class Console:
                 '<button name="state" value="succeeded">Resolve succeeded</button>'
                 '<button name="state" value="failed" class="danger">Resolve failed</button></form>'
             )
-        if (
-            o.state is State.REVIEW
-            and self.can(req, "back_to_polling")
-            and hasattr(commands, "back_to_polling")
-        ):
+        if o.state is State.REVIEW and self.can(req, "back_to_polling"):
             parts.append(
                 f'<form method="post" action="{base}/do/back_to_polling" class="inline">{common}'
                 '<input name="note" placeholder="note (required)" aria-label="note" maxlength="500">'
@@ -611,8 +575,7 @@ class Console:
                 '<input name="note" placeholder="note" aria-label="note" maxlength="500">'
                 "<button>Resubmit (after a gateway query)</button></form>"
             )
-        aw = awaiting_state()
-        if aw is not None and o.state is aw:
+        if o.state is State.AWAITING_APPROVAL:
             if self.can(req, "approve") and _name(req) not in makers(o):
                 parts.append(
                     f'<form method="post" action="{base}/do/approve" class="inline">{common}'
@@ -658,14 +621,7 @@ class Console:
         return self._page(req, "Review queue", body, active="review")
 
     def approvals(self, req: Request) -> str:
-        aw = awaiting_state()
-        if aw is None:
-            return self._page(
-                req,
-                "Approvals",
-                "<p>Approval is not part of this build (worker.controls).</p>",
-                active="approvals",
-            )
+        aw = State.AWAITING_APPROVAL
         rt = self.rt
         listed = commands.list_orders(rt, aw, limit=self.config.page_size)
         orders = rt.store.get_many([r["payout_cl_id"] for r in listed])
@@ -781,8 +737,8 @@ class Console:
         return self._page(req, "Search", body, active="search")
 
     def pause_page(self, req: Request) -> str:
-        pauses = read_pauses(self.rt.redis)
-        can_resume = self.can(req, "resume") and _controls() is not None
+        pauses = read_pauses(self.rt)
+        can_resume = self.can(req, "resume")
         rows = []
         for scope, p in sorted(pauses.items()):
             action = ""
@@ -803,7 +759,7 @@ class Console:
                 )
             )
         form = ""
-        if self.can(req, "pause") and _controls() is not None:
+        if self.can(req, "pause"):
             form = (
                 "<h2>Pause submissions</h2>"
                 f'<form method="post" action="{esc(req.base)}/do/pause" class="stack">'
@@ -814,8 +770,6 @@ class Console:
                 "<p>While paused no create request leaves any worker; orders wait as received; "
                 "queries and callbacks go on.</p>"
             )
-        elif _controls() is None:
-            form = "<p>Pause and resume are not part of this build (worker.controls).</p>"
         body = table(["Scope", "Source", "Reason", "By", "Since", ""], rows) + form
         return self._page(req, "Pause", body, active="pause")
 
@@ -825,16 +779,9 @@ class _Challenge(Reply):
         super().__init__(401, "sign in", result="denied")
 
 
-def read_pauses(client: redis.Redis) -> dict[str, dict[str, Any]]:
-    """The pause hash (scope -> {reason, by, since, source}) as stored by worker.controls."""
-    out: dict[str, dict[str, Any]] = {}
-    for scope, raw in client.hgetall(keys.PAUSE).items():
-        try:
-            doc = json.loads(raw)
-        except ValueError:
-            doc = {"reason": "(unreadable pause record)"}
-        out[str(scope)] = doc if isinstance(doc, dict) else {"reason": str(doc)}
-    return out
+def read_pauses(rt: Runtime) -> dict[str, dict[str, Any]]:
+    """The pauses in force (worker.controls.pauses): scope -> {reason, by, since, source}."""
+    return {p.scope: p.public() for p in controls.pauses(rt)}
 
 
 def makers(order: Order) -> set[str]:
