@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -43,8 +44,14 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if not WHEELHOUSE.is_dir():
         pytest.fail(f"no wheelhouse at {WHEELHOUSE}: run `make install` (it builds one)")
     out = tmp_path_factory.mktemp("wheel")
-    _pip(
-        Path(sys.executable),
+    # from a copy of the tracked sources only: a stale build/ or egg-info must not leak in
+    src = tmp_path_factory.mktemp("src") / "payout-worker"
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, check=True, capture_output=True).stdout
+    for name in filter(None, files.decode().split("\0")):
+        if (ROOT / name).is_file():
+            (src / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, src / name)
+    wheel_args = [
         "wheel",
         "--no-deps",
         "--no-index",
@@ -52,8 +59,9 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
         str(WHEELHOUSE),
         "-w",
         str(out),
-        str(ROOT),
-    )
+        str(src),
+    ]
+    _pip(Path(sys.executable), *wheel_args)
     (built,) = out.glob("payout_worker-*.whl")
     return built
 
