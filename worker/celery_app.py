@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import redis
 from celery import Celery, signals
 
 from worker.celeryconf import celery_config
-from worker.connection import check_redis_persistence
+from worker.connection import redis_for
+from worker.durability import require_durable
 from worker.logs import configure_logging, get_logger
-from worker.settings import Settings, get_settings
+from worker.settings import ConfigError, Settings, get_settings
 
 app = Celery("payouts", include=["tasks.payouts"])
 app.add_defaults(lambda: celery_config(get_settings()))
@@ -26,17 +28,29 @@ def _setup_logging(**_: Any) -> None:
     configure_logging(s.log_format, s.log_level)
 
 
+def _check_store(process: str) -> None:
+    """Refuse to start with a store's Redis that evicts keys or breaks REDIS_DURABILITY."""
+    s = get_settings()
+    client = redis_for(s, pool_size=2)
+    try:
+        require_durable(client, s, process=process)
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+        # unreachable now: the process's runtime checks on its first connection instead
+        get_logger("payouts.worker").warning("redis.unreachable", process=process, error=type(exc).__name__)
+    except ConfigError as exc:
+        get_logger("payouts.worker").error("redis.refused", process=process, detail=str(exc))
+        raise SystemExit(str(exc)) from None
+    finally:
+        client.close()
+
+
 @signals.worker_init.connect
 def _check_worker(**_: Any) -> None:
-    """Refuse to start without gateway settings or with a Redis that evicts keys."""
+    """Refuse to start without gateway settings or with a store that is not durable enough."""
     s = get_settings()
     s.require_gateway()
-    problems, warnings = check_redis_persistence(s.redis_url)
+    _check_store("worker")
     log = get_logger("payouts.worker")
-    for w in warnings:
-        log.warning("redis.warning", detail=w)
-    if problems:
-        raise SystemExit("refusing to start: " + "; ".join(problems))
     _refuse_sandbox(s, log)
 
 
@@ -58,6 +72,12 @@ def _refuse_sandbox(s: Any, log: Any) -> None:
         )
     elif sandbox:
         log.warning("gateway.sandbox", detail="PAYOUTS_ALLOW_SANDBOX=1: no money moves")
+
+
+@signals.beat_init.connect
+def _check_beat(**_: Any) -> None:
+    """Beat schedules the sweep of the store: the same durability rule."""
+    _check_store("beat")
 
 
 @signals.task_prerun.connect

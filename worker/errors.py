@@ -73,6 +73,35 @@ class ApprovalRefused(PayoutError):
     """A maker-checker rule forbids this approval (own order, same approver twice, no name)."""
 
 
+class LossEpochPending(PayoutError):
+    """The claim was refused: the order existed before a loss epoch and was not checked at
+    the gateway since (its earlier claim may have been lost with the server's last writes)."""
+
+    def __init__(self, payout_cl_id: str, epoch_no: str, epoch_at: float) -> None:
+        super().__init__(f"order {payout_cl_id!r} predates loss epoch {epoch_no}: query it first")
+        self.payout_cl_id = payout_cl_id
+        self.epoch_no = epoch_no
+        self.epoch_at = epoch_at
+
+
+class NotDurable(PayoutError):
+    """A write was applied by the Redis master but not acknowledged by enough replicas in time.
+
+    Retryable: repeating the same call (same id, same data) is idempotent."""
+
+    def __init__(self, what: str, payout_cl_id: str, acks: int, needed: int, timeout_s: float) -> None:
+        super().__init__(
+            f"{what} of {payout_cl_id!r} not acknowledged by {needed} Redis replica(s) within "
+            f"{timeout_s:g}s (REDIS_REPLICA_ACKS, REDIS_REPLICA_ACK_TIMEOUT; got {acks}): "
+            "retry the same call, it is idempotent"
+        )
+        self.payout_cl_id = payout_cl_id
+        self.acks = acks
+        self.needed = needed
+        #: the script's reply of the write that was applied on the master (transitions)
+        self.result: list[object] | None = None
+
+
 __all__ = [
     "ApprovalRefused",
     "ConfigError",
@@ -80,6 +109,8 @@ __all__ = [
     "FieldError",
     "InvalidPayout",
     "InvalidTransition",
+    "LossEpochPending",
+    "NotDurable",
     "OrderNotFound",
     "PayoutError",
 ]

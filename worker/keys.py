@@ -64,3 +64,14 @@ def duplicate(digest: str) -> str:
 def console_audit(payout_cl_id: str) -> str:
     """List of console actions on one order that changed nothing (denied, refused, stale), newest first."""
     return f"{PREFIX}:console:audit:{payout_cl_id}"
+
+
+#: string: the identity ("run_id:master_replid") of the Redis server the store last ran on;
+#: a process connecting to a server with another identity records a loss epoch
+SERVER: Final = f"{PREFIX}:server"
+#: hash: the last loss epoch {no, at, previous, current, detected_at}: orders created
+#: before ``at`` are queried at the gateway before any create (worker/durability.py)
+LOSS_EPOCH: Final = f"{PREFIX}:loss_epoch"
+#: string: written before WAIT when the guarded write itself wrote nothing (an idempotent
+#: repeat of an enqueue), so the replica acknowledgement covers the earlier write
+ACK_PROBE: Final = f"{PREFIX}:ack_probe"

@@ -15,7 +15,8 @@ from typing import Any
 import redis
 
 from worker.celery_app import app
-from worker.connection import make_redis
+from worker.connection import redis_for
+from worker.durability import ConnectGuard, require_durable
 from worker.gateway import GatewayClient
 from worker.ratelimit import RateLimiter
 from worker.settings import Settings, get_settings
@@ -55,13 +56,27 @@ def _sender(settings: Settings) -> Callable[[str, dict[str, Any]], None]:
     return send
 
 
-def build_runtime(settings: Settings, **kw: Any) -> Runtime:
-    client = make_redis(settings.redis_url, pool_size=settings.worker_concurrency + 16)
+def build_runtime(
+    settings: Settings, *, check_durability: bool = True, process: str = "payouts runtime", **kw: Any
+) -> Runtime:
+    """Wire one process. ``check_durability``: refuse (ConfigError) a store that breaks
+    ``REDIS_DURABILITY`` before anything uses it; only ``payouts doctor``-like reporting
+    tools pass False."""
+    guard = ConnectGuard()
+    client = redis_for(settings, pool_size=settings.worker_concurrency + 16, guard=guard)
+    if check_durability:
+        try:
+            require_durable(client, settings, process=process)
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+            # not reachable now: every new connection checks first until one passes
+            guard.pending = (settings, process)
     store = OrderStore(
         client,
         events_maxlen=settings.events_maxlen,
         retention_s=settings.order_retention_days * 86400.0,
         result_redeliver_s=settings.result_redeliver_s if settings.result_task else None,
+        replica_acks=settings.required_replica_acks,
+        replica_ack_timeout_s=settings.redis_replica_ack_timeout_s,
     )
     rps = settings.gateway.max_rps if settings.gateway else 0.0
     kw.setdefault("send_task", _sender(settings))

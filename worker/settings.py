@@ -24,6 +24,7 @@ NOT_FOUND_POLICIES: Final = ("review", "resubmit")
 RECORD_SIGNATURES: Final = ("order", "md5", "off")
 #: merchant-level refusals that hold every order while they last (D21): not "rejected"
 HOLD_CODES_DEFAULT: Final = ("0018", "0003", "0004", "0010", "0027")
+DURABILITY_MODES: Final = ("strict", "relaxed")
 
 
 class ConfigError(Exception):
@@ -136,7 +137,27 @@ class Settings:
     dead_letter_queue: str = "payouts.dead"
     #: allow running against the sandbox gateway (it says so in a response header)
     allow_sandbox: bool = False
+    #: "strict": the store's Redis must fsync every write (AOF appendfsync always) and, with
+    #: replicas, the claim and the enqueue wait for replica acknowledgements; "relaxed":
+    #: appendfsync everysec is accepted with a warning (docs/reliability.md, durability)
+    redis_durability: str = "strict"
+    #: Redis Sentinel: (host, port) of each sentinel; empty = REDIS_URL names the server
+    redis_sentinels: tuple[tuple[str, int], ...] = ()
+    redis_sentinel_master: str = ""
+    redis_sentinel_password: Secret | None = None
+    #: replicas that must acknowledge the enqueue's create and the claim (strict mode)
+    redis_replica_acks: int = 0
+    redis_replica_ack_timeout_s: float = 1.0
     extra: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    @property
+    def strict(self) -> bool:
+        return self.redis_durability == "strict"
+
+    @property
+    def required_replica_acks(self) -> int:
+        """Replica acknowledgements each guarded write waits for (0 in relaxed mode)."""
+        return self.redis_replica_acks if self.strict else 0
 
     @property
     def effective_broker_url(self) -> str:
@@ -254,6 +275,20 @@ def _codes(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> froze
     return codes
 
 
+def _sentinels(env: Mapping[str, str]) -> tuple[tuple[str, int], ...]:
+    raw = _read(env, "REDIS_SENTINELS")
+    if raw is None:
+        return ()
+    out: list[tuple[str, int]] = []
+    for part in raw.split(","):
+        part = part.strip()
+        host, sep, port = part.rpartition(":")
+        if not part or not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(f"REDIS_SENTINELS must be host:port,host:port,...; got {part!r}")
+        out.append((host.strip("[]"), int(port)))
+    return tuple(out)
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Parse the environment into :class:`Settings`; raise ConfigError on a bad value."""
     env = os.environ if env is None else env
@@ -339,6 +374,14 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         raise ConfigError("APPROVAL_TWO_ABOVE needs APPROVAL_ABOVE (approval is off without it)")
     if approval_two and approval_two < approval_above:
         raise ConfigError("APPROVAL_TWO_ABOVE must be >= APPROVAL_ABOVE")
+    sentinels = _sentinels(env)
+    sentinel_master = _read(env, "REDIS_SENTINEL_MASTER") or ""
+    if sentinels and not sentinel_master:
+        raise ConfigError("REDIS_SENTINEL_MASTER is required when REDIS_SENTINELS is set")
+    if sentinel_master and not sentinels:
+        raise ConfigError("REDIS_SENTINELS is required when REDIS_SENTINEL_MASTER is set")
+    if sentinels and urlsplit(redis_url).scheme == "unix":
+        raise ConfigError("REDIS_URL must be a redis:// URL (password and db) when REDIS_SENTINELS is set")
     return Settings(
         redis_url=redis_url,
         broker_url=broker_url,
@@ -381,6 +424,12 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         result_redeliver_s=_float(env, "RESULT_REDELIVER_AFTER", 15.0, minimum=0.1),
         dead_letter_queue=_read(env, "DEAD_LETTER_QUEUE") or "payouts.dead",
         allow_sandbox=_bool(env, "PAYOUTS_ALLOW_SANDBOX"),
+        redis_durability=_choice(env, "REDIS_DURABILITY", "strict", DURABILITY_MODES),
+        redis_sentinels=sentinels,
+        redis_sentinel_master=sentinel_master,
+        redis_sentinel_password=_secret(env, "REDIS_SENTINEL_PASSWORD"),
+        redis_replica_acks=_int(env, "REDIS_REPLICA_ACKS", 1 if sentinels else 0),
+        redis_replica_ack_timeout_s=_float(env, "REDIS_REPLICA_ACK_TIMEOUT", 1.0, minimum=0.01),
     )
 
 

@@ -36,7 +36,7 @@ S = State
 
 #: allowed moves: from-state -> the states it may go to
 TRANSITIONS: Final[dict[State, frozenset[State]]] = {
-    S.RECEIVED: frozenset({S.SUBMITTING, S.REVIEW, S.AWAITING_APPROVAL}),
+    S.RECEIVED: frozenset({S.SUBMITTING, S.REVIEW, S.AWAITING_APPROVAL, S.UNCONFIRMED}),
     S.SUBMITTING: frozenset({S.ACCEPTED, S.REJECTED, S.UNCONFIRMED, S.RECEIVED}),
     S.ACCEPTED: frozenset({S.SUCCEEDED, S.FAILED, S.REVIEW}),
     S.UNCONFIRMED: frozenset({S.ACCEPTED, S.SUCCEEDED, S.FAILED, S.REVIEW, S.RECEIVED, S.REJECTED}),
@@ -47,6 +47,8 @@ TRANSITIONS: Final[dict[State, frozenset[State]]] = {
     S.AWAITING_APPROVAL: frozenset({S.RECEIVED, S.REJECTED}),
 }
 # Notes on the less obvious edges:
+# - received -> unconfirmed: after a loss epoch, the gateway has an order whose claim the
+#   store lost (its create was sent): recorded as sent, never created again.
 # - unconfirmed -> received: only NOT_FOUND_POLICY=resubmit, after the gateway confirmed
 #   (past the grace period) it does not know the order.
 # - unconfirmed -> rejected: the create's own definitive refusal arrived after the sweep's

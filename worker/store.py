@@ -16,7 +16,7 @@ from typing import Any, Final
 import redis
 
 from worker import keys
-from worker.errors import InvalidTransition, OrderNotFound
+from worker.errors import InvalidTransition, LossEpochPending, NotDurable, OrderNotFound
 from worker.payout import Payout, mask_number
 from worker.states import FINAL, OPEN, State, sources_of
 
@@ -161,6 +161,8 @@ class OrderStore:
         events_maxlen: int = 1_000_000,
         retention_s: float = 30 * 86400.0,
         result_redeliver_s: float | None = None,
+        replica_acks: int = 0,
+        replica_ack_timeout_s: float = 1.0,
     ) -> None:
         self.redis = client
         self.events_maxlen = events_maxlen
@@ -169,12 +171,31 @@ class OrderStore:
         #: ``result_pending=1`` and keeps the order in the due-index this long: the
         #: sweep re-sends the result until :func:`worker.results.deliver` clears it (D9)
         self.result_redeliver_s = result_redeliver_s
+        #: replicas that must acknowledge the create and the claim (0: none waited for)
+        self.replica_acks = replica_acks
+        self.replica_ack_timeout_s = replica_ack_timeout_s
         # registered once per client: EVALSHA, falling back to EVAL on NOSCRIPT
         self._create = client.register_script(_script("create"))
         self._transition = client.register_script(_script("transition"))
         self._lease = client.register_script(_script("lease"))
 
     # -- writes ---------------------------------------------------------------
+
+    def _replicated(self, script: Any, keys_: list[str], args: list[Any], *, probe: bool) -> tuple[Any, int]:
+        """Run ``script`` and ``WAIT`` on one connection (a non-transactional pipeline).
+
+        WAIT measures the connection's own last write, so both must share it; ``probe``
+        writes :data:`keys.ACK_PROBE` first when the script may write nothing (then the
+        acknowledgement still covers every earlier write the script saw).
+        """
+        timeout_ms = max(1, int(self.replica_ack_timeout_s * 1000))
+        pipe = self.redis.pipeline(transaction=False)
+        script(keys=keys_, args=args, client=pipe)
+        if probe:
+            pipe.incr(keys.ACK_PROBE)
+        pipe.wait(self.replica_acks, timeout_ms)
+        out = pipe.execute()
+        return out[0], int(out[-1])
 
     def create(
         self,
@@ -207,10 +228,15 @@ class OrderStore:
         for k, v in (extra or {}).items():
             pairs += [k, v]
         i = payout.payout_cl_id
-        res = self._create(
-            keys=[keys.order(i), keys.history(i), keys.DUE, keys.COUNTS, keys.EVENTS, keys.IDS],
-            args=[i, fp, stamp(now), repr(due_at), self.events_maxlen, *pairs],
-        )
+        create_keys = [keys.order(i), keys.history(i), keys.DUE, keys.COUNTS, keys.EVENTS, keys.IDS]
+        create_args: list[Any] = [i, fp, stamp(now), repr(due_at), self.events_maxlen, *pairs]
+        if self.replica_acks > 0:
+            # the repeat of an enqueue writes nothing itself: probe, so WAIT covers the record
+            res, acks = self._replicated(self._create, create_keys, create_args, probe=True)
+            if acks < self.replica_acks:
+                raise NotDurable("the enqueue", i, acks, self.replica_acks, self.replica_ack_timeout_s)
+        else:
+            res = self._create(keys=create_keys, args=create_args)
         if int(res[0]) == 1:
             stored = {
                 "state": State.RECEIVED.value,
@@ -236,6 +262,8 @@ class OrderStore:
         fields: Mapping[str, Any] | None = None,
         expect: tuple[str, str | None] | None = None,
         now: float | None = None,
+        guard: bool = False,
+        replicated: bool = False,
     ) -> State | None:
         """Atomically move an order to ``target`` if its state is in ``sources``.
 
@@ -246,6 +274,12 @@ class OrderStore:
         adds a condition on a field (value None: the field must be absent). Returns the
         previous state when applied, None when refused; raises OrderNotFound for an
         unknown id.
+
+        ``guard``: refuse with :class:`LossEpochPending` an order created before the last
+        loss epoch and not checked at the gateway since (the claim always is).
+        ``replicated``: wait for the store's replica acknowledgements; if they do not
+        come, the write is applied on the master and :class:`NotDurable` is raised (the
+        caller undoes it).
         """
         res = self._run(
             payout_cl_id,
@@ -256,6 +290,8 @@ class OrderStore:
             fields=fields,
             expect=expect,
             now=now,
+            guard=guard,
+            replicated=replicated,
         )
         return State(str(res[1])) if int(res[0]) == 1 else None
 
@@ -280,6 +316,8 @@ class OrderStore:
             fields={**fields, "submit_attempts": INCR},
             expect=None,
             now=now,
+            guard=True,
+            replicated=True,
         )
         if int(res[0]) != 1:
             return None
@@ -296,6 +334,8 @@ class OrderStore:
         fields: Mapping[str, Any] | None,
         expect: tuple[str, str | None] | None,
         now: float | None,
+        guard: bool = False,
+        replicated: bool = False,
     ) -> list[Any]:
         now = time.time() if now is None else now
         if target is None:
@@ -318,24 +358,41 @@ class OrderStore:
             pairs.extend(("result_pending", "1"))
             due_arg = repr(now + self.result_redeliver_s)
         i = payout_cl_id
-        res = self._transition(
-            keys=[keys.order(i), keys.history(i), keys.DUE, keys.COUNTS, keys.EVENTS, keys.REVIEW, keys.IDS],
-            args=[
-                i,
-                src,
-                "" if target is None else target.value,
-                stamp(now),
-                due_arg,
-                reason[:200],
-                self.events_maxlen,
-                int(self.retention_s),
-                *((expect[0], DELETE if expect[1] is None else expect[1]) if expect else ("", "")),
-                *pairs,
-            ],
-        )
-        if int(res[0]) == -1:
+        tkeys = [keys.order(i), keys.history(i), keys.DUE, keys.COUNTS, keys.EVENTS, keys.REVIEW, keys.IDS]
+        if guard:
+            tkeys.append(keys.LOSS_EPOCH)
+        targs: list[Any] = [
+            i,
+            src,
+            "" if target is None else target.value,
+            stamp(now),
+            due_arg,
+            reason[:200],
+            self.events_maxlen,
+            int(self.retention_s),
+            *((expect[0], DELETE if expect[1] is None else expect[1]) if expect else ("", "")),
+            *pairs,
+        ]
+        acks = -1
+        if replicated and self.replica_acks > 0:
+            res, acks = self._replicated(self._transition, tkeys, targs, probe=False)
+        else:
+            res = self._transition(keys=tkeys, args=targs)
+        code = int(res[0])
+        if code == -1:
             raise OrderNotFound(payout_cl_id)
+        if code == -2:
+            raise LossEpochPending(payout_cl_id, str(res[2]), float(res[3]))
+        if code == 1 and 0 <= acks < self.replica_acks:
+            err = NotDurable("the transition", i, acks, self.replica_acks, self.replica_ack_timeout_s)
+            err.result = list(res)  # applied: the caller undoes it (e.g. the claim's attempt)
+            raise err
         return list(res)
+
+    def loss_epoch(self) -> tuple[int, float]:
+        """The last loss epoch: (number, time before which orders are checked); (0, 0.0) if none."""
+        no, at = self.redis.hmget(keys.LOSS_EPOCH, ["no", "at"])
+        return int(no or 0), float(at or 0.0)
 
     def transition_or_raise(self, payout_cl_id: str, target: State, **kw: Any) -> State:
         """Like :meth:`transition`, raising InvalidTransition when refused."""

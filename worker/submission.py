@@ -14,6 +14,7 @@ from enum import StrEnum
 
 from worker import controls
 from worker.crashpoints import crash_point
+from worker.errors import LossEpochPending, NotDurable
 from worker.gateway import CreateResult, Outcome, QueryKind
 from worker.logs import get_logger
 from worker.runtime import Runtime
@@ -36,6 +37,16 @@ class SubmitStatus(StrEnum):
     HELD = "held"
     #: not sent: needs an approval first (moved to awaiting_approval or review)
     AWAITING_APPROVAL = "awaiting_approval"
+    #: the claim was not acknowledged by the replicas in time: undone, nothing sent
+    NOT_DURABLE = "not_durable"
+    #: the order predates a loss epoch and the gateway does not know it yet: waiting out
+    #: UNCONFIRMED_GRACE before a create may be sent
+    EPOCH_WAIT = "epoch_wait"
+    #: the order predates a loss epoch and the gateway has it: its lost claim was sent;
+    #: the gateway's report is applied, no create is sent
+    EPOCH_FOUND = "epoch_found"
+    #: the order predates a loss epoch and the query failed: rescheduled
+    EPOCH_QUERY_FAILED = "epoch_query_failed"
 
 
 def retry_delay_s(attempt: int, *, base_s: float = 1.0, cap_s: float = 300.0) -> float:
@@ -63,7 +74,7 @@ def claim_fresh(budget_s: float) -> Callable[[], bool]:
     return fresh
 
 
-def submit_order(rt: Runtime, payout_cl_id: str) -> SubmitStatus:
+def submit_order(rt: Runtime, payout_cl_id: str, *, _epoch_checked: bool = False) -> SubmitStatus:
     """Claim ``payout_cl_id`` and send its create request at most once."""
     store, settings = rt.store, rt.settings
     order = store.get(payout_cl_id, with_history=False)
@@ -94,18 +105,41 @@ def submit_order(rt: Runtime, payout_cl_id: str) -> SubmitStatus:
     now = time.time()
     crash_point("before_claim")
     fresh = claim_fresh(settings.submit_claim_budget_s)
-    claimed = store.claim(
-        payout_cl_id,
-        reason="claimed",
-        due=now + cfg.connect_timeout_s + cfg.read_timeout_s + settings.submitting_margin_s,
-        fields={
-            "submitted_at": stamp(now),
-            "sign_type": cfg.sign_type,
-            "late_reject_code": None,
-            **({"held": None} if "held" in order.fields else {}),
-        },
-        now=now,
-    )
+    try:
+        claimed = store.claim(
+            payout_cl_id,
+            reason="claimed",
+            due=now
+            + cfg.connect_timeout_s
+            + cfg.read_timeout_s
+            + settings.submitting_margin_s
+            + store.replica_ack_timeout_s,
+            fields={
+                "submitted_at": stamp(now),
+                "sign_type": cfg.sign_type,
+                "late_reject_code": None,
+                **({"held": None} if "held" in order.fields else {}),
+            },
+            now=now,
+        )
+    except LossEpochPending as pending:
+        if _epoch_checked:  # checked, then another loss epoch came: check again later
+            _reschedule_received(rt, payout_cl_id, 1.0, "loss epoch changed during the check")
+            return SubmitStatus.EPOCH_WAIT
+        return after_loss_epoch(rt, order, pending)
+    except NotDurable as exc:
+        # applied on the master but not on enough replicas: undo, send nothing
+        attempt = str(exc.result[2]) if exc.result and len(exc.result) > 2 else ""
+        store.transition(
+            payout_cl_id,
+            State.RECEIVED,
+            sources={State.SUBMITTING},
+            reason="claim not acknowledged by the Redis replicas in time: undone, not sent",
+            due=time.time() + retry_delay_s(int(attempt or 1), cap_s=settings.submit_retry_max_s),
+            expect=("submit_attempts", attempt),
+        )
+        log.warning("payout.submit.not_durable", acks=exc.acks, needed=exc.needed)
+        return SubmitStatus.NOT_DURABLE
     if claimed is None:
         log.info("payout.submit.claim_lost")
         return SubmitStatus.CLAIM_LOST
@@ -230,6 +264,72 @@ def _query_ambiguous(rt: Runtime, payout_cl_id: str, result: CreateResult) -> Cr
     if q.kind is QueryKind.FOUND and q.payout_id:
         return CreateResult(Outcome.ACCEPTED, "0017, then found by query", "0000", q.payout_id)
     return CreateResult(Outcome.UNKNOWN, f"0017, then query: {q.reason}"[:120], result.code)
+
+
+def _reschedule_received(
+    rt: Runtime, payout_cl_id: str, delay_s: float, reason: str, **fields: object
+) -> None:
+    rt.store.transition(
+        payout_cl_id, None, sources={State.RECEIVED}, reason=reason, due=time.time() + delay_s, fields=fields
+    )
+
+
+def after_loss_epoch(rt: Runtime, order: Order, pending: LossEpochPending) -> SubmitStatus:
+    """The claim was refused: ``order`` existed before a loss epoch, so a claim of it may
+    have been lost with the server's last writes after its create was sent. Ask the
+    gateway first: found -> apply what it says, never create; not found -> trusted only
+    once UNCONFIRMED_GRACE has passed since the epoch (then mark it checked and claim)."""
+    from worker.checks import apply_query  # checks -> reports -> submission: import here
+
+    s, store, i = rt.settings, rt.store, order.payout_cl_id
+    if not rt.limiter.acquire(max_wait_s=2.0):
+        _reschedule_received(rt, i, 1.0 + random.random(), "loss epoch: query rate limited")
+        return SubmitStatus.EPOCH_QUERY_FAILED
+    result = rt.gateway.query_order(i)
+    now = time.time()
+    if result.kind is QueryKind.FOUND:
+        # the lost claim was sent: the order is at the gateway. Never create: record it as
+        # unconfirmed (what a sent create with no recorded answer is) and apply the report
+        prev = store.transition(
+            i,
+            State.UNCONFIRMED,
+            sources={State.RECEIVED},
+            reason=f"found at the gateway after loss epoch {pending.epoch_no} (a lost claim was sent)",
+            due=now + s.unconfirmed_first_check_s,
+            fields={"epoch_checked": pending.epoch_no, "submitted_at": stamp(pending.epoch_at)},
+        )
+        if prev is None:
+            return SubmitStatus.NOT_RECEIVED
+        log.warning(
+            "payout.transition", **{"from": "received", "to": "unconfirmed"}, reason="found after loss epoch"
+        )
+        fresh = store.get(i, with_history=False)
+        if fresh is not None:
+            apply_query(rt, fresh, result)
+        return SubmitStatus.EPOCH_FOUND
+    if result.kind is QueryKind.NOT_FOUND:
+        trusted_at = pending.epoch_at + s.unconfirmed_grace_s
+        if now < trusted_at:
+            _reschedule_received(
+                rt,
+                i,
+                min(trusted_at - now, max(1.0, s.unconfirmed_grace_s / 4)) + random.uniform(0, 0.5),
+                f"loss epoch {pending.epoch_no}: not at the gateway yet, waiting out UNCONFIRMED_GRACE",
+            )
+            log.info("payout.submit.epoch_wait", epoch=pending.epoch_no, wait_s=round(trusted_at - now, 1))
+            return SubmitStatus.EPOCH_WAIT
+        store.transition(
+            i,
+            None,
+            sources={State.RECEIVED},
+            reason=f"loss epoch {pending.epoch_no}: not at the gateway after UNCONFIRMED_GRACE",
+            fields={"epoch_checked": pending.epoch_no},
+        )
+        return submit_order(rt, i, _epoch_checked=True)
+    if result.rate_limited:
+        rt.limiter.pause(1.0)
+    _reschedule_received(rt, i, retry_delay_s(2, cap_s=s.submit_retry_max_s), "loss epoch: query failed")
+    return SubmitStatus.EPOCH_QUERY_FAILED
 
 
 def notify_final(rt: Runtime, payout_cl_id: str) -> None:

@@ -60,14 +60,15 @@ def redis_server_binary() -> str:
 
 
 class RedisServer:
-    """A private redis-server on a free loopback port, AOF on, no eviction."""
+    """A private redis-server on a free loopback port, AOF on (``appendfsync always``: what
+    ``REDIS_DURABILITY=strict``, the default, requires), no eviction."""
 
     def __init__(
         self,
         *,
         port: int | None = None,
         appendonly: bool = True,
-        appendfsync: str = "everysec",
+        appendfsync: str = "always",
         password: str | None = None,
     ) -> None:
         self.port = port or free_port()

@@ -10,6 +10,9 @@
 -- KEYS[5] events stream    payouts:events
 -- KEYS[6] review zset      payouts:review
 -- KEYS[7] tombstones hash  payouts:ids (written on a final state for orders stored before it existed)
+-- KEYS[8] loss epoch       payouts:loss_epoch (optional; the claim passes it): an order
+--                          created before the epoch's ``at`` moves only once its
+--                          ``epoch_checked`` field names that epoch (worker/durability.py)
 -- ARGV[1] payout_cl_id     string
 -- ARGV[2] from             comma-separated states allowed now (",a,b," form)
 -- ARGV[3] to               target state; "" = keep the state (update fields/due only)
@@ -26,6 +29,7 @@
 -- Returns {1, previous state[, incremented value]}  applied
 --         {0, current state}   refused: state (or expect field) does not match
 --         {-1, ""}             no such order
+--         {-2, state, epoch no, epoch at}  refused: the loss-epoch guard (KEYS[8]) holds it
 local id, to, now, due, reason = ARGV[1], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local cur = redis.call('HGET', KEYS[1], 'state')
 if not cur then
@@ -42,6 +46,15 @@ if ARGV[9] ~= '' then
     end
   elseif have ~= ARGV[10] then
     return {0, cur}
+  end
+end
+if KEYS[8] then
+  local ep = redis.call('HMGET', KEYS[8], 'no', 'at')
+  if ep[1] then
+    local o = redis.call('HMGET', KEYS[1], 'created_at', 'epoch_checked')
+    if tonumber(o[1] or '0') < tonumber(ep[2] or '0') and o[2] ~= ep[1] then
+      return {-2, cur, ep[1], ep[2]}
+    end
   end
 end
 local set, del, incr = {'updated_at', now}, {}, nil

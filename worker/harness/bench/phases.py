@@ -332,7 +332,8 @@ def measure_pool(
 
 
 def _sweep_runtime(url: str, gateway_url: str) -> Runtime:
-    return build_runtime(load_settings(worker_env(url, gateway_url, 8)))
+    # AOF off on purpose (what is measured is the sweep, not persistence)
+    return build_runtime(load_settings({**worker_env(url, gateway_url, 8), "REDIS_DURABILITY": "relaxed"}))
 
 
 def timed(fn: Callable[[], Any], repeat: int) -> list[float]:
