@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -70,13 +71,21 @@ class RedisServer:
         appendonly: bool = True,
         appendfsync: str = "always",
         password: str | None = None,
+        replicaof: tuple[str, int] | None = None,
+        extra_args: Sequence[str] = (),
     ) -> None:
         self.port = port or free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="payouts-redis-"))
         self.appendonly = appendonly
         self.appendfsync = appendfsync
         self.password = password
+        self.replicaof = replicaof
+        self.extra_args = list(extra_args)
         self.proc: subprocess.Popen[bytes] | None = None
+        #: (monotonic time, AOF file, size) samples while :meth:`sample_aof` runs
+        self.aof_sizes: list[tuple[float, Path, int]] = []
+        self._sampler: threading.Thread | None = None
+        self._sampling = threading.Event()
 
     @property
     def url(self) -> str:
@@ -106,7 +115,10 @@ class RedisServer:
             str(self.dir / "redis.log"),
         ]
         if self.password:
-            args += ["--requirepass", self.password]
+            args += ["--requirepass", self.password, "--masterauth", self.password]
+        if self.replicaof:
+            args += ["--replicaof", self.replicaof[0], str(self.replicaof[1])]
+        args += self.extra_args
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL)  # noqa: S603
         client = redis.Redis.from_url(self.url, socket_connect_timeout=0.5, socket_timeout=2)
 
@@ -144,8 +156,164 @@ class RedisServer:
         self.start()
 
     def cleanup(self) -> None:
+        self.stop_sampling()
+        self.resume()
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+    def client(self, **kw: Any) -> redis.Redis:
+        """A plain client of this server (no loss-epoch hook), for tests and set-up."""
+        return redis.Redis(
+            host="127.0.0.1", port=self.port, password=self.password, decode_responses=True, **kw
+        )
+
+    # -- faults: pause, host crash --------------------------------------------
+
+    def pause(self) -> None:
+        """SIGSTOP the server: connections stay open, nothing is answered (or replicated)."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT a paused server."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGCONT)
+
+    def aof_file(self) -> Path | None:
+        """The AOF file being appended to: the newest incr file of a multi-part AOF (7.x),
+        else the single ``appendonly.aof`` (6.2)."""
+        parts = sorted(
+            (self.dir / "appendonlydir").glob("*.incr.aof"), key=lambda p: (p.stat().st_mtime, p.name)
+        )
+        if parts:
+            return parts[-1]
+        single = self.dir / "appendonly.aof"
+        return single if single.exists() else None
+
+    def sample_aof(self, interval_s: float = 0.02) -> None:
+        """Start remembering the AOF's size every ``interval_s`` (for :meth:`host_crash`)."""
+        if self._sampler is not None:
+            return
+        self._sampling.set()
+
+        def run() -> None:
+            while self._sampling.is_set():
+                path = self.aof_file()
+                if path is not None:
+                    with contextlib.suppress(OSError):
+                        now = time.monotonic()
+                        self.aof_sizes.append((now, path, path.stat().st_size))
+                        self.aof_sizes = [x for x in self.aof_sizes if now - x[0] < 10.0]
+                time.sleep(interval_s)
+
+        self._sampler = threading.Thread(target=run, name="aof-sampler", daemon=True)
+        self._sampler.start()
+
+    def stop_sampling(self) -> None:
+        self._sampling.clear()
+        if self._sampler is not None:
+            self._sampler.join(5)
+            self._sampler = None
+
+    def host_crash(self, *, lost_s: float = 1.0) -> int:
+        """SIGKILL the server and cut its AOF back to its size ``lost_s`` before the kill:
+        what a host crash loses under ``appendfsync everysec`` (the page cache's last
+        second). Needs :meth:`sample_aof` running. Returns the bytes dropped; the server
+        is down (call :meth:`start`)."""
+        killed_at = time.monotonic()
+        self.stop(kill=True)
+        self.stop_sampling()
+        path = self.aof_file()
+        older = [x for x in self.aof_sizes if x[1] == path and x[0] <= killed_at - lost_s]
+        self.aof_sizes = []
+        if path is None or not older:
+            return 0
+        size = path.stat().st_size
+        keep = min(size, older[-1][2])
+        with open(path, "r+b") as fh:
+            fh.truncate(keep)
+        return size - keep
+
+
+class SentinelServer:
+    """``redis-server --sentinel`` on a free port, monitoring ``master`` as ``name``."""
+
+    def __init__(
+        self,
+        master: tuple[str, int],
+        *,
+        name: str = "payouts",
+        quorum: int = 2,
+        down_after_ms: int = 1000,
+        failover_timeout_ms: int = 3000,
+        port: int | None = None,
+        auth_pass: str | None = None,
+    ) -> None:
+        self.port = port or free_port()
+        self.master, self.name, self.quorum = master, name, quorum
+        self.down_after_ms, self.failover_timeout_ms = down_after_ms, failover_timeout_ms
+        self.auth_pass = auth_pass
+        self.dir = Path(tempfile.mkdtemp(prefix="payouts-sentinel-"))
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> SentinelServer:
+        conf = self.dir / "sentinel.conf"
+        lines = [
+            f"port {self.port}",
+            "bind 127.0.0.1",
+            f"dir {self.dir}",
+            f"logfile {self.dir / 'sentinel.log'}",
+            f"sentinel monitor {self.name} {self.master[0]} {self.master[1]} {self.quorum}",
+            f"sentinel down-after-milliseconds {self.name} {self.down_after_ms}",
+            f"sentinel failover-timeout {self.name} {self.failover_timeout_ms}",
+            f"sentinel parallel-syncs {self.name} 1",
+        ]
+        if self.auth_pass:
+            lines.append(f"sentinel auth-pass {self.name} {self.auth_pass}")
+        conf.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        self.proc = subprocess.Popen(  # noqa: S603
+            [redis_server_binary(), str(conf), "--sentinel"], stdin=subprocess.DEVNULL
+        )
+        client = self.client()
+        try:
+            wait_for(lambda: _pings(client), 15, what="redis sentinel to answer")
+        finally:
+            client.close()
+        return self
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=self.port, decode_responses=True, socket_timeout=2)
+
+    def master_address(self) -> tuple[str, int] | None:
+        client = self.client()
+        try:
+            addr = client.sentinel_get_master_addr_by_name(self.name)
+        except redis.exceptions.RedisError:
+            return None
+        finally:
+            client.close()
+        return (str(addr[0]), int(addr[1])) if addr else None
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.proc = None
+
+    def cleanup(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _pings(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.exceptions.RedisError:
+        return False
 
 
 def redis_answers(url: str) -> bool:
