@@ -36,13 +36,28 @@ def celery_config(s: Settings) -> dict[str, Any]:
     # a tick is skipped rather than queued behind others: expire at one interval
     sweep_expires = max(1.0, s.sweep_interval_s)
     scheme = s.effective_broker_url.split("://", 1)[0]
+    transport = {
+        "redis": "worker.transport:Transport",
+        "rediss": "worker.transport:Transport",
+        "sentinel": "worker.transport:SentinelTransport",
+    }.get(scheme)
+    sentinel: dict[str, Any] = {}
+    if scheme == "sentinel":
+        # the master is found through the sentinels; their own password (if any) goes
+        # in sentinel_kwargs, the master's in the URL (celery#6301, kombu#2426)
+        sentinel["master_name"] = s.redis_sentinel_master
+        if s.redis_sentinel_password is not None:
+            sentinel["sentinel_kwargs"] = {"password": s.redis_sentinel_password.reveal()}
     return {
         "broker_url": s.effective_broker_url,
         # kombu's Redis transport plus a fix for gevent workers stalling up to 2 s
         # whenever every slot is busy (worker/transport.py; measured in docs/performance.md)
-        "broker_transport": "worker.transport:Transport" if scheme in ("redis", "rediss") else None,
+        "broker_transport": transport,
         "broker_connection_retry_on_startup": True,
+        # a failover's ReadOnlyError (a demoted master) is a channel error: retry it (celery#7946)
+        "broker_channel_error_retry": scheme == "sentinel",
         "broker_transport_options": {
+            **sentinel,
             # task limits stay well below this, or a running task is delivered twice
             "visibility_timeout": s.visibility_timeout_s,
             # gevent at -c N needs more than the default 10 connections (celery#1350)

@@ -161,8 +161,19 @@ class Settings:
 
     @property
     def effective_broker_url(self) -> str:
-        """The broker: ``CELERY_BROKER_URL`` when set, else ``REDIS_URL``."""
-        return self.broker_url or self.redis_url
+        """The broker: ``CELERY_BROKER_URL`` when set, else the store's Redis: ``REDIS_URL``,
+        or under Sentinel ``sentinel://[:password@]host:port/db;...`` (one per sentinel; the
+        password and db come from ``REDIS_URL``)."""
+        if self.broker_url:
+            return self.broker_url
+        if not self.redis_sentinels:
+            return self.redis_url
+        parts = urlsplit(self.redis_url)
+        auth = ""
+        if parts.password:
+            auth = f"{parts.username or ''}:{parts.password}@"
+        db = (parts.path or "/0").lstrip("/") or "0"
+        return ";".join(f"sentinel://{auth}{h}:{p}/{db}" for h, p in self.redis_sentinels)
 
     def require_gateway(self) -> GatewaySettings:
         """The gateway settings, or a ConfigError naming what is missing."""

@@ -20,7 +20,7 @@ ran out -- 48 payouts/s instead of ~450. This poller re-checks the credit every
 and nothing when idle (with credit the wait is the usual blocking ``BRPOP``).
 
 Used through ``broker_transport`` (worker/celeryconf.py) for ``redis://`` and
-``rediss://`` brokers; threads and prefork workers use the event loop, which this
+``rediss://`` brokers, and as :class:`SentinelTransport` for ``REDIS_SENTINELS``; threads and prefork workers use the event loop, which this
 does not touch.
 """
 
@@ -49,8 +49,8 @@ class CreditAwarePoller(kombu_redis.MultiChannelPoller):  # type: ignore[misc]
         return super().get(callback, timeout)
 
 
-class Channel(kombu_redis.Channel):  # type: ignore[misc]
-    """kombu's Redis channel, reusing one client for publishes, acks and events."""
+class _ChannelFixes:
+    """The two channel fixes, shared by the plain and the Sentinel channel."""
 
     _shared: tuple[Any, Any] | None = None
 
@@ -71,15 +71,36 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
         # from ``None`` and the worker exits with AttributeError (seen in the chaos
         # run on every Redis restart with tasks in flight). Raising a connection error
         # instead lets kombu treat it as the connection loss it is and reconnect.
+        # The Sentinel channel reads ``self.connection.client.alt`` right after this
+        # (``_sentinel_managed_pool``): the same guard covers it.
         if self.connection.client is None:
             raise redis.exceptions.ConnectionError("broker connection closed")
-        return super()._connparams(asynchronous=asynchronous)
+        return super()._connparams(asynchronous=asynchronous)  # type: ignore[misc]
+
+
+class Channel(_ChannelFixes, kombu_redis.Channel):  # type: ignore[misc]
+    """kombu's Redis channel, reusing one client for publishes, acks and events."""
+
+
+class SentinelChannel(_ChannelFixes, kombu_redis.SentinelChannel):  # type: ignore[misc]
+    """kombu's Sentinel channel with the same fixes: the master is found through the
+    sentinels (``master_name``, ``sentinel_kwargs`` transport options) on every new pool."""
 
 
 class Transport(kombu_redis.Transport):  # type: ignore[misc]
     """kombu's Redis transport with :class:`Channel` and :class:`CreditAwarePoller`."""
 
     Channel = Channel
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.cycle = CreditAwarePoller()
+
+
+class SentinelTransport(kombu_redis.SentinelTransport):  # type: ignore[misc]
+    """kombu's Sentinel transport (``sentinel://`` broker URLs) with the same fixes."""
+
+    Channel = SentinelChannel
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
