@@ -37,7 +37,9 @@ def sentinel_manager(s: Settings) -> Sentinel:
     skw: dict[str, Any] = {"socket_timeout": 2, "socket_connect_timeout": 2}
     if s.redis_sentinel_password is not None:
         skw["password"] = s.redis_sentinel_password.reveal()
-    return Sentinel(list(s.redis_sentinels), sentinel_kwargs=skw, socket_timeout=10, socket_connect_timeout=5)
+    return Sentinel(  # type: ignore[no-untyped-call]
+        list(s.redis_sentinels), sentinel_kwargs=skw, socket_timeout=10, socket_connect_timeout=5
+    )
 
 
 def url_auth(url: str) -> dict[str, Any]:
@@ -69,7 +71,10 @@ def redis_for(
     kw = {**_CLIENT_KW, "max_connections": pool_size, **url_auth(s.redis_url)}
     if hook is not None:
         kw["redis_connect_func"] = hook
-    return sentinel_manager(s).master_for(s.redis_sentinel_master, **kw)
+    client: redis.Redis = sentinel_manager(s).master_for(  # type: ignore[no-untyped-call]
+        s.redis_sentinel_master, **kw
+    )
+    return client
 
 
 def check_redis_persistence(url: str) -> tuple[list[str], list[str]]:

@@ -204,10 +204,10 @@ def check_durability(client: redis.Redis, s: Settings) -> Durability:
         else:
             d.warnings.append(f"{text}; check persistence by hand")
         return d
-    d.appendonly = cfg.get("appendonly", "no")
-    d.appendfsync = cfg.get("appendfsync", "?")
-    d.maxmemory_policy = cfg.get("maxmemory-policy", "noeviction")
-    d.min_replicas_to_write = cfg.get("min-replicas-to-write", "?")
+    d.appendonly = str(cfg.get("appendonly", "no"))
+    d.appendfsync = str(cfg.get("appendfsync", "?"))
+    d.maxmemory_policy = str(cfg.get("maxmemory-policy", "noeviction"))
+    d.min_replicas_to_write = str(cfg.get("min-replicas-to-write", "?"))
     if d.maxmemory_policy != "noeviction":
         d.problems.append(
             f"Redis maxmemory-policy is {d.maxmemory_policy!r}: orders and queue keys could vanish; "

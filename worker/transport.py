@@ -20,8 +20,8 @@ ran out -- 48 payouts/s instead of ~450. This poller re-checks the credit every
 and nothing when idle (with credit the wait is the usual blocking ``BRPOP``).
 
 Used through ``broker_transport`` (worker/celeryconf.py) for ``redis://`` and
-``rediss://`` brokers, and as :class:`SentinelTransport` for ``REDIS_SENTINELS``; threads and prefork workers use the event loop, which this
-does not touch.
+``rediss://`` brokers, and as :class:`SentinelTransport` for ``REDIS_SENTINELS`` (threads
+and prefork workers use the event loop, which this does not touch).
 """
 
 from __future__ import annotations
@@ -51,6 +51,11 @@ class CreditAwarePoller(kombu_redis.MultiChannelPoller):  # type: ignore[misc]
 
 class _ChannelFixes:
     """The two channel fixes, shared by the plain and the Sentinel channel."""
+
+    # provided by kombu's channel this is mixed into
+    pool: Any
+    connection: Any
+    _create_client: Any
 
     _shared: tuple[Any, Any] | None = None
 

@@ -52,7 +52,9 @@ def settled(stack: LocalStack, ids: list[str]) -> bool:
         orders = stack.rt.store.get_many(ids)
     except redis.exceptions.RedisError:
         return False
-    return len(orders) == len(ids) and all(o.state in FINAL or o.state is State.REVIEW for o in orders.values())
+    return len(orders) == len(ids) and all(
+        o.state in FINAL or o.state is State.REVIEW for o in orders.values()
+    )
 
 
 def gateway_verdict(stack: LocalStack, data: dict[str, dict[str, Any]]) -> tuple[list[str], dict[str, Any]]:
@@ -63,14 +65,18 @@ def gateway_verdict(stack: LocalStack, data: dict[str, dict[str, Any]]) -> tuple
     stored = read_orders(stack.redis, list(data))
     verdict = check_orders(expected, stored, ledger)
     twice = [p for p, c in ledger["create_requests"].items() if int(c["total"]) > 1]
-    return verdict.violations + [f"{p}: {ledger['create_requests'][p]} create requests" for p in twice], ledger
+    return verdict.violations + [
+        f"{p}: {ledger['create_requests'][p]} create requests" for p in twice
+    ], ledger
 
 
 def found_after_epoch(stack: LocalStack, ids: list[str]) -> list[str]:
     """Orders the guard found at the gateway after a loss epoch (their claim was lost)."""
     stored = read_orders(stack.redis, ids)
     return [
-        p for p, o in stored.items() if any("after loss epoch" in str(h.get("reason", "")) for h in o["history"])
+        p
+        for p, o in stored.items()
+        if any("after loss epoch" in str(h.get("reason", "")) for h in o["history"])
     ]
 
 

@@ -287,7 +287,7 @@ class SentinelServer:
     def master_address(self) -> tuple[str, int] | None:
         client = self.client()
         try:
-            addr = client.sentinel_get_master_addr_by_name(self.name)
+            addr: Any = client.sentinel_get_master_addr_by_name(self.name)
         except redis.exceptions.RedisError:
             return None
         finally:

@@ -169,15 +169,31 @@ def cmd_back_to_polling(args: argparse.Namespace) -> int:
 
 
 def cmd_reconcile(args: argparse.Namespace) -> int:
-    from worker.ops.commands import reconcile
+    import time
 
-    rows = reconcile(_runtime(), args.ids or None)
+    from worker.ops.commands import find_orphans, reconcile
+
+    rt = _runtime()
+    rows = reconcile(rt, args.ids or None)
     bad = 0
     for r in rows:
         print(f"{r.verdict:<9} {r.payout_cl_id:<34} ours={r.ours:<12} gateway={r.gateway}")
         bad += r.verdict != "match"
     print(f"{len(rows)} compared, {len(rows) - bad} match, {bad} not matching", file=sys.stderr)
-    return 1 if bad else 0
+    orphans = []
+    if not args.ids and args.orphans_hours > 0:
+        orphans = find_orphans(rt, since=time.time() - args.orphans_hours * 3600)
+        for o in orphans:
+            print(
+                f"{'orphan':<9} {o.payout_cl_id:<34} ours={'unknown':<12} gateway=status {o.status}, "
+                f"payout_id {o.payout_id}, amount {o.amount}"
+            )
+        print(
+            f"{len(orphans)} orphan(s): gateway orders of the last {args.orphans_hours:g}h the store "
+            "does not know",
+            file=sys.stderr,
+        )
+    return 1 if bad or orphans else 0
 
 
 def cmd_delegate(module: str, rest: list[str]) -> int:
@@ -259,8 +275,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--note", required=True, help="why (recorded in the history)")
     s.add_argument("--by", default="cli", help="who is acting (recorded)")
     s.set_defaults(func=cmd_back_to_polling)
-    s = sub.add_parser("reconcile", help="compare orders with the gateway; exit 1 on any mismatch")
+    s = sub.add_parser(
+        "reconcile", help="compare orders with the gateway, list orphans; exit 1 on any mismatch or orphan"
+    )
     s.add_argument("ids", nargs="*")
+    s.add_argument(
+        "--orphans-hours",
+        type=float,
+        default=24.0,
+        help="list gateway orders created in the last N hours that the store does not know (0: skip; "
+        "not with ids)",
+    )
     s.set_defaults(func=cmd_reconcile)
     for name, (_, helptext) in DELEGATED.items():
         sub.add_parser(name, help=helptext, add_help=False)

@@ -227,3 +227,44 @@ def reconcile(rt: Runtime, ids: list[str] | None = None) -> list[ReconcileRow]:
         else:
             rows.append(ReconcileRow(i, ours, gw, "mismatch"))
     return rows
+
+
+@dataclass(frozen=True)
+class Orphan:
+    """An order the gateway has that the store does not know (a lost enqueue that was sent)."""
+
+    payout_cl_id: str
+    payout_id: str
+    status: str
+    amount: str
+
+
+def find_orphans(rt: Runtime, *, since: float, until: float | None = None) -> list[Orphan]:
+    """Orders the gateway created in ``[since, until]`` (list query, time window, every page)
+    whose ``payout_cl_id`` the store does not hold: what a Redis that lost an acknowledged
+    enqueue (relaxed mode, or both nodes lost) leaves behind after its create was sent.
+    Orders older than ORDER_RETENTION_DAYS were deleted here on purpose: keep ``since``
+    within it. Raises PayoutError when the gateway does not answer a page."""
+    until = time.time() if until is None else until
+    out: list[Orphan] = []
+    seen: set[str] = set()
+    offset = 0
+    while True:
+        rt.limiter.acquire(max_wait_s=10.0)
+        page = rt.gateway.query_window(created_gte=int(since), created_lte=int(until) + 1, offset=offset)
+        if page is None:
+            raise PayoutError("the gateway's list query failed: orphans not checked")
+        results, total = page
+        records = [r.record for r in results]
+        ids = [str(r.get("payout_cl_id", "")) for r in records]
+        pipe = rt.redis.pipeline(transaction=False)
+        for i in ids:
+            pipe.exists(keys.order(i))
+        for i, rec, known in zip(ids, records, pipe.execute(), strict=True):
+            if i and not known and i not in seen:
+                seen.add(i)
+                pid, status, amount = (str(rec.get(k, "")) for k in ("payout_id", "status", "amount"))
+                out.append(Orphan(i, pid, status, amount))
+        offset += len(results)
+        if not results or offset >= total or offset >= 1_000_000:
+            return out

@@ -1,6 +1,7 @@
 """``payouts doctor``: a checklist before going live.
 
-``doctor`` checks, in order: the settings, Redis (reachable, no eviction, AOF), the
+``doctor`` checks, in order: the settings, Redis (reachable, no eviction, AOF and
+``REDIS_DURABILITY``: the mode and what it protects, the last loss epoch), the
 clock against Redis ``TIME``, and the gateway (a query for an order that does not
 exist must come back "not found": that proves the URL, the route and the
 Authorization token). It prints one line per check and exits 1 on any error.
@@ -14,6 +15,7 @@ import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit
 
 from worker.settings import ConfigError, Settings, load_settings
@@ -103,9 +105,9 @@ def check_settings(report: Checklist) -> Settings | None:
 
 
 def check_redis(report: Checklist, s: Settings) -> bool:
-    from worker.connection import check_redis_persistence, make_redis
+    from worker.connection import redis_for
 
-    client = make_redis(s.redis_url, pool_size=2)
+    client = redis_for(s, pool_size=2, identity_check=False)
     try:
         client.ping()
         info = client.info("server")
@@ -114,18 +116,17 @@ def check_redis(report: Checklist, s: Settings) -> bool:
         secs, micros = client.time()
         after = time.time()
     except Exception as exc:
+        client.close()
         report.fail("redis", f"no answer from REDIS_URL ({type(exc).__name__}: {exc})")
         return False
+    where = ""
+    if s.redis_sentinels:
+        where = f"master {s.redis_sentinel_master!r} via {len(s.redis_sentinels)} sentinel(s), "
+    report.ok("redis", f"answers ({where}version {version})")
+    try:
+        check_durability_mode(report, s, client)
     finally:
         client.close()
-    report.ok("redis", f"answers (version {version})")
-    problems, warnings = check_redis_persistence(s.redis_url)
-    for p in problems:
-        report.fail("redis persistence", p)
-    for w in warnings:
-        report.warn("redis persistence", w)
-    if not problems and not warnings:
-        report.ok("redis persistence", "maxmemory-policy noeviction, AOF on")
     skew = abs((secs + micros / 1e6) - (local + after) / 2)
     if skew > CLOCK_SKEW_WARN_S:
         report.warn(
@@ -136,6 +137,28 @@ def check_redis(report: Checklist, s: Settings) -> bool:
     else:
         report.ok("clock", f"within {skew:.3f}s of Redis TIME")
     return True
+
+
+def check_durability_mode(report: Checklist, s: Settings, client: Any) -> None:
+    """REDIS_DURABILITY: the mode, what it protects, and whether this Redis satisfies it."""
+    from worker import keys
+    from worker.durability import check_durability
+
+    d = check_durability(client, s)
+    for p in d.problems:
+        report.fail("redis persistence", p)
+    for w in d.warnings:
+        report.warn("redis persistence", w)
+    if not d.problems:
+        report.ok("redis persistence", f"{d.summary()}; maxmemory-policy {d.maxmemory_policy}")
+    report.ok("durability", f"{d.mode}: {d.protects}")
+    epoch = client.hgetall(keys.LOSS_EPOCH)
+    if epoch:
+        report.ok(
+            "loss epoch",
+            f"#{epoch.get('no')} recorded at {epoch.get('detected_at')}: orders created before it "
+            "are queried at the gateway before any create",
+        )
 
 
 def check_gateway(report: Checklist, s: Settings) -> None:
