@@ -41,16 +41,18 @@ def test_commands_name_the_right_modules(compose: dict[str, Any]) -> None:
 
 
 def test_redis_never_evicts_and_persists(compose: dict[str, Any]) -> None:
-    """Redis: noeviction, AOF on (fsync policy from the environment), a password from it too."""
+    """Redis: noeviction, AOF on with appendfsync always by default (config/redis.conf, and the
+    environment's override defaulting to always), a password from the environment."""
     redis = compose["services"]["redis"]
     cmd = command_text(redis)
     assert "--maxmemory-policy noeviction" in cmd
     assert "--appendonly yes" in cmd
+    assert "redis-server /usr/local/etc/redis/redis.conf" in cmd
+    assert "./config/redis.conf:/usr/local/etc/redis/redis.conf:ro" in redis["volumes"]
+    conf = (ROOT / "config" / "redis.conf").read_text()
+    assert re.search(r"^appendfsync always$", conf, re.M) and re.search(r"^appendonly yes$", conf, re.M)
     assert '--appendfsync "$$REDIS_APPENDFSYNC"' in cmd
-    assert redis["environment"]["REDIS_APPENDFSYNC"] in (
-        "${REDIS_APPENDFSYNC:-everysec}",
-        "${REDIS_APPENDFSYNC:-always}",
-    )
+    assert redis["environment"]["REDIS_APPENDFSYNC"] == "${REDIS_APPENDFSYNC:-always}"
     assert '--requirepass "$$REDIS_PASSWORD"' in cmd
     assert redis["environment"]["REDIS_PASSWORD"].startswith("${REDIS_PASSWORD:?")
     assert "redis-cli ping" in " ".join(redis["healthcheck"]["test"])
@@ -120,3 +122,13 @@ def test_procfile_processes() -> None:
     assert "gunicorn worker.callbacks:app" in procs["web"]
     assert "${FLOWER_BASIC_AUTH:?" in procs["flower"]
     assert "celery -A worker.celery_app flower" in procs["flower"]
+
+
+def test_durability_defaults_to_strict(compose: dict[str, Any]) -> None:
+    """Strict is the default everywhere: the app services' environment and .env.example."""
+    for name in APP_SERVICES:
+        env = compose["services"][name]["environment"]
+        assert env["REDIS_DURABILITY"] == "${REDIS_DURABILITY:-strict}", name
+    example = (ROOT / ".env.example").read_text()
+    assert re.search(r"^REDIS_DURABILITY=strict$", example, re.M)
+    assert re.search(r"^REDIS_APPENDFSYNC=always$", example, re.M)
