@@ -8,7 +8,10 @@ Starts its own Redis (AOF on), sandbox gateway, workers and beat, then measures:
    ratio to min(concurrency / latency, CPU ceiling), and 1 vs 2 worker processes;
 4. the sweep tick with 1,000 vs 1,000,000 open-not-due orders, and dispatching 10,000
    due ones;
-5. Redis bytes per stored order and worker CPU per payout.
+5. Redis bytes per stored order and worker CPU per payout;
+6. durability: submit throughput at ``appendfsync always`` vs ``everysec`` (alternating
+   batches, one run) and the latency a replica acknowledgement (``WAIT 1``) adds to the
+   enqueue's create and to the claim (worker/harness/bench/durability.py).
 
 ``--quick`` (``make bench``) runs every step with smaller batches in under 3 minutes
 and writes the same keys. Method and the last figures: docs/performance.md.
@@ -105,7 +108,7 @@ def machine_info() -> dict[str, Any]:
 
 
 def run(plan: Plan, *, workdir: Path | None, log: Any) -> dict[str, Any]:
-    from worker.harness.bench import phases
+    from worker.harness.bench import durability, phases
     from worker.harness.bench.stack import BenchStack
 
     started = time.perf_counter()
@@ -186,6 +189,14 @@ def run(plan: Plan, *, workdir: Path | None, log: Any) -> dict[str, Any]:
         }
         stack.stop_workers()
 
+        # durability: appendfsync always vs everysec, and the replica acknowledgement
+        log("durability: submit with appendfsync always vs everysec ...")
+        out["durability"] = durability.measure_fsync(
+            stack, pairs=1 if plan.chunk < 300 else 2, chunk=plan.chunk, pool=pool, concurrency=conc
+        )
+        log("durability: enqueue and claim with and without a replica acknowledgement ...")
+        out["durability"]["replica_ack"] = durability.measure_replica_ack(stack, n=min(1000, plan.chunk))
+
         # step 4-5: sweep and memory on a second Redis
         log(f"sweep: {plan.sweep_small:,} vs {plan.sweep_big:,} not-due orders ...")
         out["sweep"] = phases.measure_sweep(
@@ -209,6 +220,7 @@ def run(plan: Plan, *, workdir: Path | None, log: Any) -> dict[str, Any]:
 def headline(out: dict[str, Any]) -> dict[str, Any]:
     """The top-level keys (``make bench`` and the docs read these)."""
     d, prod, lat, sw = out["drains"], out["producer"], out["latency"], out["sweep"]
+    dur = out["durability"]
     default = out["pools"][0]
     return {
         "noop_tasks_per_s": d["noop_tasks_per_s"],
@@ -232,6 +244,10 @@ def headline(out: dict[str, Any]) -> dict[str, Any]:
         "redis_bytes_per_order_e2e": d["redis_bytes_per_order_e2e"],
         "cpu_ms_per_payout": d["cpu_ms_per_payout"],
         "noop_cpu_ms": d["noop_cpu_ms"],
+        "submit_always_vs_everysec": dur["submit_always_vs_everysec"],
+        "submit_per_s_everysec": dur["submit_per_s_everysec"],
+        "replica_ack_create_added_ms": dur["replica_ack"]["create_ack_added_ms_p50"],
+        "replica_ack_claim_added_ms": dur["replica_ack"]["claim_ack_added_ms_p50"],
     }
 
 
@@ -254,6 +270,10 @@ TARGETS: tuple[tuple[str, str, float | None, str], ...] = (
     ("Redis bytes per order, end to end", "redis_bytes_per_order_e2e", None, ""),
     ("worker CPU ms per payout", "cpu_ms_per_payout", None, ""),
     ("worker CPU ms per no-op task", "noop_cpu_ms", None, ""),
+    ("submit, appendfsync always / everysec", "submit_always_vs_everysec", 0.9, "ge"),
+    ("submit payouts/s, appendfsync everysec", "submit_per_s_everysec", None, ""),
+    ("replica ack: ms added per enqueue (p50)", "replica_ack_create_added_ms", None, ""),
+    ("replica ack: ms added per claim (p50)", "replica_ack_claim_added_ms", None, ""),
 )
 
 
