@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from worker import keys
-from worker.connection import make_redis
+from worker.connection import redis_for
 from worker.settings import ConfigError, Settings, load_settings
 
 
@@ -38,7 +38,8 @@ def assess_health(
     """Progress-based liveness: Redis answers, the sweep runs, due orders are picked up."""
     max_late = max_late_s if max_late_s is not None else max(3 * s.sweep_interval_s, 60.0)
     max_sweep = max_sweep_age_s if max_sweep_age_s is not None else 3 * s.sweep_interval_s
-    client = make_redis(s.redis_url, pool_size=2)
+    # read-only (never claims): no loss-epoch check on its connection; under Sentinel the master
+    client = redis_for(s, pool_size=2, identity_check=False)
     try:
         pipe = client.pipeline(transaction=False)
         pipe.zrange(keys.DUE, 0, 0, withscores=True)

@@ -71,6 +71,67 @@ def measure_fsync(
     }
 
 
+def measure_fsync_split_broker(
+    stack: BenchStack, *, pairs: int, chunk: int, pool: str, concurrency: int
+) -> dict[str, Any]:
+    """As :func:`measure_fsync`, with the Celery broker on a second Redis (``everysec``):
+    only the order store's writes (enqueue, claim, answer) pay the fsync. Safe for
+    ``enqueue_payout`` (a lost submit message is re-driven by the sweep from the store),
+    not for by-name ``payouts.create`` messages (the order is not stored yet)."""
+    from worker.celery_app import make_producer_app
+    from worker.celeryconf import SUBMIT_TASK
+    from worker.producer import store_payout
+    from worker.settings import load_settings
+
+    if stack.workers:
+        raise RuntimeError("measure_fsync_split_broker stages its batches with no worker running")
+    broker = RedisServer(appendfsync="everysec").start()
+    bclient = broker.client()
+    try:
+        producer = make_producer_app(load_settings(stack.env(concurrency, CELERY_BROKER_URL=broker.url)))
+        stages: list[tuple[str, str]] = []
+        for k in range(pairs):
+            for mode in MODES if k % 2 == 0 else MODES[::-1]:
+                stage = stack.new_stage(f"split-{mode}")
+                for i in range(chunk):
+                    pid = f"sb{mode[0]}-{k}-{i:06d}"
+                    data = {
+                        "payout_cl_id": pid,
+                        "amount": AMOUNT_MINOR,
+                        "bank_name": "BCA",
+                        "name": "Siti Rahma",
+                        "number": ACCOUNT,
+                    }
+                    store_payout(stack.rt, data)
+                    producer.send_task(SUBMIT_TASK, args=[pid])
+                bclient.rename(SUBMIT_QUEUE, stage)
+                stages.append((mode, stage))
+        w = stack.start_worker(pool, concurrency, CELERY_BROKER_URL=broker.url)
+        assert w.log_path is not None
+        log_path = w.log_path
+        wait_for(lambda: b" ready." in log_path.read_bytes(), 90, what="the split-broker worker")
+        rates: dict[str, list[float]] = {m: [] for m in MODES}
+        for mode, stage in stages:
+            stack.redis.config_set("appendfsync", mode)
+            base = stack.answered_count()
+            t0 = time.perf_counter()
+            bclient.rename(stage, SUBMIT_QUEUE)
+            wait_for(lambda b=base: stack.answered_count() - b >= chunk, 300, interval_s=0.01, what="drain")  # type: ignore[misc]
+            rates[mode].append(chunk / (time.perf_counter() - t0))
+    finally:
+        stack.redis.config_set("appendfsync", "always")
+        stack.stop_workers()
+        bclient.close()
+        broker.cleanup()
+    ratios = [a / e for a, e in zip(rates["always"], rates["everysec"], strict=True) if e > 0]
+    return {
+        "submit_per_s_always": round(statistics.median(rates["always"]), 1),
+        "submit_per_s_everysec": round(statistics.median(rates["everysec"]), 1),
+        "submit_always_vs_everysec": round(statistics.median(ratios), 3) if ratios else 0.0,
+        "submit_always_vs_everysec_each": [round(r, 3) for r in ratios],
+    }
+
+
 def measure_replica_ack(stack: BenchStack, *, n: int, slice_n: int = 50) -> dict[str, Any]:
     """Per-call latency of the enqueue's create and of the claim, without and with WAIT 1."""
     assert stack.redis_server is not None
