@@ -11,6 +11,8 @@ from worker.states import FINAL, OPEN, TRANSITIONS, State, is_allowed, sources_o
 EXPECTED_EDGES = {
     ("received", "submitting"),
     ("received", "review"),
+    # after a loss epoch: the gateway has an order whose claim the store lost (it was sent)
+    ("received", "unconfirmed"),
     ("submitting", "accepted"),
     ("submitting", "rejected"),
     ("submitting", "unconfirmed"),
