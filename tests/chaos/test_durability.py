@@ -216,6 +216,8 @@ class Sentinels:
             try:
                 c.set("payouts:test:probe", "2")
                 return int(c.wait(1, 500)) >= 1
+            except redis.exceptions.ResponseError:
+                return False  # not (yet) a master: the sentinels announce before the switch
             finally:
                 c.close()
 
