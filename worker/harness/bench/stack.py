@@ -102,7 +102,7 @@ class Drain:
 
 
 class BenchStack:
-    """Redis (AOF on, as in production), the sandbox, workers and beat of one run.
+    """Redis (AOF ``appendfsync always``, as in production), the sandbox, workers and beat of one run.
 
     The processes come from one :class:`~worker.harness.stack.LocalStack`; this class adds
     what a measurement needs: staged queues, CPU accounting and drain sampling.
@@ -126,7 +126,9 @@ class BenchStack:
             self.workdir,
             sandbox=cfg,
             credentials=CREDENTIALS,
-            appendfsync="everysec",
+            # production's setting: REDIS_DURABILITY=strict (the default) requires it; the
+            # durability step measures everysec against it (bench/durability.py)
+            appendfsync="always",
             callbacks=False,
             overrides={**BENCH_SETTINGS, "LOG_LEVEL": self.log_level},
         )
