@@ -241,7 +241,8 @@ def check_durability(client: redis.Redis, s: Settings) -> Durability:
             "loses every write the promoted replica had not received"
         )
     if d.role != "master" and d.role != "?":
-        d.problems.append(f"the store's Redis is a {d.role}, not a master: writes would be refused")
+        # a warning, not a refusal: writes fail (and are retried) until it is a master again
+        d.warnings.append(f"the store's Redis is a {d.role}, not a master: writes are refused until it is")
     if d.replica_acks > d.connected_replicas:
         d.warnings.append(
             f"REDIS_REPLICA_ACKS={d.replica_acks} but {d.connected_replicas} replica(s) connected: "
