@@ -208,7 +208,16 @@ class OrderStore:
             pairs += [k, v]
         i = payout.payout_cl_id
         res = self._create(
-            keys=[keys.order(i), keys.history(i), keys.DUE, keys.COUNTS, keys.EVENTS, keys.IDS],
+            keys=[
+                keys.order(i),
+                keys.history(i),
+                keys.DUE,
+                keys.COUNTS,
+                keys.EVENTS,
+                keys.IDS,
+                keys.OPEN_SINCE,
+                keys.METRIC_TRANSITIONS,
+            ],
             args=[i, fp, stamp(now), repr(due_at), self.events_maxlen, *pairs],
         )
         if int(res[0]) == 1:
@@ -319,7 +328,18 @@ class OrderStore:
             due_arg = repr(now + self.result_redeliver_s)
         i = payout_cl_id
         res = self._transition(
-            keys=[keys.order(i), keys.history(i), keys.DUE, keys.COUNTS, keys.EVENTS, keys.REVIEW, keys.IDS],
+            keys=[
+                keys.order(i),
+                keys.history(i),
+                keys.DUE,
+                keys.COUNTS,
+                keys.EVENTS,
+                keys.REVIEW,
+                keys.IDS,
+                keys.OPEN_SINCE,
+                keys.METRIC_TRANSITIONS,
+                keys.METRIC_TIME_TO_FINAL,
+            ],
             args=[
                 i,
                 src,
