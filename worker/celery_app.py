@@ -8,15 +8,62 @@ from __future__ import annotations
 
 from typing import Any
 
+import celery.apps.worker
 from celery import Celery, signals
+from celery.apps.beat import Beat
+from celery.apps.worker import Worker
+from kombu.utils.objects import cached_property
 
+from worker import metrics
 from worker.celeryconf import celery_config
 from worker.connection import check_redis_persistence
-from worker.logs import configure_logging, get_logger
+from worker.logs import configure_logging, get_logger, say_json
+from worker.payout import ID_RE
 from worker.settings import Settings, get_settings
 
-app = Celery("payouts", include=["tasks.payouts"])
+
+class _JsonWorker(Worker):  # type: ignore[misc]  # celery is untyped
+    """``celery worker`` whose start-up banner is one JSON line, not a block of text."""
+
+    def emit_banner(self) -> None:
+        get_logger("celery.worker").info(
+            "celery.worker.start",
+            hostname=self.hostname,
+            concurrency=self.concurrency,
+            pool=getattr(self.pool_cls, "__name__", str(self.pool_cls)),
+            queues=sorted(self.app.amqp.queues.consume_from or self.app.amqp.queues),
+        )
+
+
+class _JsonBeat(Beat):  # type: ignore[misc]
+    """``celery beat`` without its text banner: one JSON line instead."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["quiet"] = True
+        super().__init__(*args, **kwargs)
+
+    def run(self) -> None:
+        s = get_settings()
+        configure_logging(s.log_format, s.log_level)
+        get_logger("celery.beat").info("celery.beat.start", schedule=str(self.schedule))
+        super().run()
+
+
+class _App(Celery):  # type: ignore[misc]
+    @cached_property
+    def Worker(self) -> Any:  # noqa: N802 - Celery's attribute name
+        return self.subclass_with_self(_JsonWorker)
+
+    @cached_property
+    def Beat(self) -> Any:  # noqa: N802
+        return self.subclass_with_self(_JsonBeat)
+
+
+app = _App("payouts", include=["tasks.payouts"])
 app.add_defaults(lambda: celery_config(get_settings()))
+# Celery prints "worker: Warm shutdown (MainProcess)" and friends from signal handlers
+# straight to stdout; render them as JSON lines (same no-lock write as Celery's own).
+celery.apps.worker.safe_say = lambda msg, f=None: say_json(msg, f)
 
 
 @signals.setup_logging.connect
@@ -60,12 +107,36 @@ def _refuse_sandbox(s: Any, log: Any) -> None:
         log.warning("gateway.sandbox", detail="PAYOUTS_ALLOW_SANDBOX=1: no money moves")
 
 
+def order_id_of(args: Any, kwargs: Any) -> str | None:
+    """The order a task concerns: its single positional arg, or ``kwargs['payout_cl_id']``."""
+    value: Any = None
+    if isinstance(args, (list, tuple)) and len(args) == 1:
+        value = args[0]
+    elif isinstance(kwargs, dict):
+        value = kwargs.get("payout_cl_id")
+    return value if isinstance(value, str) and ID_RE.fullmatch(value) else None
+
+
 @signals.task_prerun.connect
-def _bind_task_context(task_id: str | None = None, task: Any = None, **_: Any) -> None:
+def _bind_task_context(
+    task_id: str | None = None, task: Any = None, args: Any = None, kwargs: Any = None, **_: Any
+) -> None:
+    """Every line a task writes, Celery's own succeeded/retry/failure lines included, carries
+    the task id and (when the task concerns one order) ``payout_cl_id``."""
     import structlog
 
     structlog.contextvars.clear_contextvars()
-    structlog.contextvars.bind_contextvars(task_id=task_id, task=getattr(task, "name", None))
+    ctx: dict[str, Any] = {"task_id": task_id, "task": getattr(task, "name", None)}
+    order = order_id_of(args, kwargs)
+    if order:
+        ctx["payout_cl_id"] = order
+    structlog.contextvars.bind_contextvars(**ctx)
+
+
+@signals.worker_shutdown.connect
+def _flush_metrics(**_: Any) -> None:
+    """The last buffered gateway counts reach Redis before the process exits."""
+    metrics.flush()
 
 
 @signals.task_postrun.connect
