@@ -25,6 +25,12 @@ from worker.settings import Settings, get_settings
 class _JsonWorker(Worker):  # type: ignore[misc]  # celery is untyped
     """``celery worker`` whose start-up banner is one JSON line, not a block of text."""
 
+    def on_before_init(self, **kwargs: Any) -> None:
+        # logging first: Celery warns about privileges (a Python warning) right after this
+        s = get_settings()
+        configure_logging(s.log_format, s.log_level)
+        super().on_before_init(**kwargs)
+
     def emit_banner(self) -> None:
         get_logger("celery.worker").info(
             "celery.worker.start",
