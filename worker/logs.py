@@ -98,11 +98,13 @@ def withhold_bodies(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> Mu
     """structlog processor (foreign records): Celery's decode-error, unknown-task and invalid-task
     lines print the whole message body and headers -- the beneficiary's name and account number
     for a by-name create. Keep the first line, the task id and name; drop the rest (D15)."""
+    # the record's args (ProcessorFormatter(pass_foreign_args=True)); never rendered
+    args = event_dict.pop("positional_args", None) or ()
     record = event_dict.get("_record")
     msg = getattr(record, "msg", None)
     if not isinstance(msg, str) or not msg.startswith(_BODY_TEMPLATES):
         return event_dict
-    headers = next((a for a in (getattr(record, "args", None) or ()) if isinstance(a, Mapping)), {})
+    headers = next((a for a in args if isinstance(a, Mapping)), {}) if isinstance(args, tuple) else {}
     first = msg.split("\n", 1)[0].split(":", 1)[0].replace(" of type %s", "").rstrip(".")
     event_dict["event"] = first + " (message body withheld)"
     event_dict["body_withheld"] = True
@@ -183,6 +185,7 @@ def configure_logging(fmt: str = "json", level: str = "INFO", *, force: bool = F
     )
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=_shared_processors(),
+        pass_foreign_args=True,
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info,
