@@ -175,7 +175,7 @@ def test_metrics_answer_503_when_redis_is_down(tmp_path: Path, redis_url: str) -
     from tests.helpers import base_env
     from worker.harness.processes import free_port
 
-    env = base_env("redis://127.0.0.1:9/0", REDIS_SOCKET_TIMEOUT="1")
+    env = base_env("redis://127.0.0.1:9/0")
     web = WebProcess(env, port=free_port(), log_dir=tmp_path).start()
     try:
         # when
