@@ -57,11 +57,11 @@ class _JsonBeat(Beat):  # type: ignore[misc]
 
 class _App(Celery):  # type: ignore[misc]
     @cached_property
-    def Worker(self) -> Any:  # noqa: N802 - Celery's attribute name
+    def Worker(self) -> Any:
         return self.subclass_with_self(_JsonWorker)
 
     @cached_property
-    def Beat(self) -> Any:  # noqa: N802
+    def Beat(self) -> Any:
         return self.subclass_with_self(_JsonBeat)
 
 

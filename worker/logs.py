@@ -19,7 +19,9 @@ import structlog
 from worker.payout import ID_RE
 
 #: keys whose values are never written, whatever the event
-SECRET_KEYS: Final = frozenset({"sign", "signature", "platform_key", "key", "authorization", "token", "password"})
+SECRET_KEYS: Final = frozenset(
+    {"sign", "signature", "platform_key", "key", "authorization", "token", "password"}
+)
 #: keys that hold a person's name -- except a Celery task name (``name`` in Celery's own
 #: log context and events is the task's dotted name, e.g. ``payouts.submit``: kept)
 NAME_KEYS: Final = frozenset({"name", "beneficiary", "account_name"})

@@ -82,7 +82,9 @@ class _Buffer:
         self.thread: threading.Thread | None = None
         self.pid = os.getpid()
 
-    def add(self, client: redis.Redis, ints: list[tuple[str, str]], floats: list[tuple[str, str, float]]) -> None:
+    def add(
+        self, client: redis.Redis, ints: list[tuple[str, str]], floats: list[tuple[str, str, float]]
+    ) -> None:
         with self.lock:
             self.client = client
             for key in ints:
@@ -259,7 +261,9 @@ def _pause_facts(raw: Mapping[str, str]) -> Iterator[tuple[str, str, str, float 
         yield scope, str(d.get("source") or "operator"), str(d.get("reason") or "")[:64], since_f
 
 
-def _histogram(raw: Mapping[str, str], bounds: tuple[float, ...]) -> dict[str, tuple[list[tuple[str, float]], float]]:
+def _histogram(
+    raw: Mapping[str, str], bounds: tuple[float, ...]
+) -> dict[str, tuple[list[tuple[str, float]], float]]:
     """From "label|le" / "label|sum" fields (non-cumulative buckets): label value -> (cumulative
     buckets, sum). A bound is written as Lua ``tostring`` ("60") or Python ``repr`` ("0.25")."""
     per: dict[str, dict[float, float]] = defaultdict(lambda: defaultdict(float))
@@ -269,7 +273,7 @@ def _histogram(raw: Mapping[str, str], bounds: tuple[float, ...]) -> dict[str, t
         if part == "sum":
             sums[lv] += float(v)
         elif part == "count":
-            per[lv]  # noqa: B018 - a label seen only in a count still gets its series
+            per[lv]
         else:
             try:
                 le = float(part)  # "+Inf" -> inf
@@ -306,12 +310,16 @@ def collect_families(snap: Snapshot) -> list[Any]:
     fams.append(orders)
     fams.append(GaugeMetricFamily("payouts_open_orders", "Orders in the due-index", value=snap.open_total))
     fams.append(
-        GaugeMetricFamily("payouts_due_backlog", "Open orders whose due time has passed", value=snap.due_backlog)
+        GaugeMetricFamily(
+            "payouts_due_backlog", "Open orders whose due time has passed", value=snap.due_backlog
+        )
     )
     overdue = max(0.0, now - snap.oldest_due) if snap.oldest_due is not None else 0.0
     fams.append(
         GaugeMetricFamily(
-            "payouts_oldest_due_overdue_seconds", "How far the most overdue open order is past due", value=overdue
+            "payouts_oldest_due_overdue_seconds",
+            "How far the most overdue open order is past due",
+            value=overdue,
         )
     )
     oldest_open = max(0.0, now - snap.oldest_open) if snap.oldest_open is not None else 0.0
@@ -331,7 +339,9 @@ def collect_families(snap: Snapshot) -> list[Any]:
         )
     )
     pauses = list(_pause_facts(snap.pauses))
-    fams.append(GaugeMetricFamily("payouts_paused", "1 while any pause or hold is active", value=int(bool(pauses))))
+    fams.append(
+        GaugeMetricFamily("payouts_paused", "1 while any pause or hold is active", value=int(bool(pauses)))
+    )
     fams.append(
         GaugeMetricFamily(
             "payouts_balance_hold",
@@ -340,7 +350,9 @@ def collect_families(snap: Snapshot) -> list[Any]:
         )
     )
     info = InfoMetricFamily("payouts_pause", "One series per active pause", labels=["scope", "source"])
-    age = GaugeMetricFamily("payouts_pause_age_seconds", "How long each active pause has lasted", labels=["scope", "source"])
+    age = GaugeMetricFamily(
+        "payouts_pause_age_seconds", "How long each active pause has lasted", labels=["scope", "source"]
+    )
     for scope, src, reason, since in pauses:
         info.add_metric([scope, src], {"reason": reason})
         age.add_metric([scope, src], max(0.0, now - since) if since is not None else 0.0)
@@ -348,10 +360,14 @@ def collect_families(snap: Snapshot) -> list[Any]:
     sweep_age = now - float(snap.sweep_last) if snap.sweep_last else float("inf")
     fams.append(
         GaugeMetricFamily(
-            "payouts_sweep_last_age_seconds", "Seconds since the last completed sweep (+Inf: never)", value=sweep_age
+            "payouts_sweep_last_age_seconds",
+            "Seconds since the last completed sweep (+Inf: never)",
+            value=sweep_age,
         )
     )
-    trans = CounterMetricFamily("payouts_transitions", "State changes (from '' = stored)", labels=["from", "to"])
+    trans = CounterMetricFamily(
+        "payouts_transitions", "State changes (from '' = stored)", labels=["from", "to"]
+    )
     for fld, v in sorted(snap.transitions.items()):
         src, _, dst = fld.partition("|")
         trans.add_metric([src, dst], float(v))
@@ -363,7 +379,8 @@ def collect_families(snap: Snapshot) -> list[Any]:
         ttf.add_metric([lv], buckets, total)
     fams.append(ttf)
     gw = CounterMetricFamily(
-        "payouts_gateway_requests", "Gateway requests by endpoint, outcome and error code",
+        "payouts_gateway_requests",
+        "Gateway requests by endpoint, outcome and error code",
         labels=["endpoint", "outcome", "code"],
     )
     for fld, v in sorted(snap.gateway.items()):
@@ -374,9 +391,7 @@ def collect_families(snap: Snapshot) -> list[Any]:
     lat = HistogramMetricFamily(
         "payouts_gateway_request_duration_seconds", "Gateway request latency", labels=["endpoint"]
     )
-    for lv, (buckets, total) in sorted(
-        _histogram(snap.gateway_latency, GATEWAY_LATENCY_BUCKETS).items()
-    ):
+    for lv, (buckets, total) in sorted(_histogram(snap.gateway_latency, GATEWAY_LATENCY_BUCKETS).items()):
         lat.add_metric([lv], buckets, total)
     fams.append(lat)
     for name in sorted(COUNTERS):
@@ -402,5 +417,5 @@ def render(client: redis.Redis) -> bytes:
     from prometheus_client import CollectorRegistry, generate_latest
 
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Collector(client))  # type: ignore[arg-type]
+    registry.register(_Collector(client))
     return generate_latest(registry)

@@ -65,7 +65,10 @@ def sweep_due(rt: Runtime, *, now: float | None = None, max_batches: int = 20) -
             order = orders.get(i)
             if order is None:
                 # expired record: nothing left to do
-                store.redis.pipeline(transaction=False).zrem(keys.DUE, i).zrem(keys.OPEN_SINCE, i).execute()
+                pipe = store.redis.pipeline(transaction=False)
+                pipe.zrem(keys.DUE, i)
+                pipe.zrem(keys.OPEN_SINCE, i)
+                pipe.execute()
                 out.dropped += 1
                 continue
             _route(rt, order, now, call_s, out, paused)

@@ -120,7 +120,9 @@ def test_flower_shows_submit_tasks_with_only_the_order_id(stack: Stack, flower: 
 
 
 @pytest.fixture
-def store_down(tmp_path: Path, redis_client: Any, redis_url: str, ops_sandbox: SandboxProcess) -> Iterator[Stack]:
+def store_down(
+    tmp_path: Path, redis_client: Any, redis_url: str, ops_sandbox: SandboxProcess
+) -> Iterator[Stack]:
     """A stack whose broker answers but whose order store (REDIS_URL) does not: a by-name
     create cannot be stored, so Celery holds it in autoretry (an ETA task: "scheduled")."""
     s = Stack(
@@ -172,7 +174,10 @@ def test_flower_and_inspect_show_only_the_order_id_of_a_create_held_in_retry(
         def held_in_scheduled() -> bool:
             # the task lists (scheduled, active, reserved) come only for a named worker
             r = requests.get(
-                f"{flower}/api/workers", params={"refresh": "1", "workername": workername}, auth=LOGIN, timeout=15
+                f"{flower}/api/workers",
+                params={"refresh": "1", "workername": workername},
+                auth=LOGIN,
+                timeout=15,
             )
             r.raise_for_status()
             views["text"] = r.text
@@ -188,11 +193,24 @@ def test_flower_and_inspect_show_only_the_order_id_of_a_create_held_in_retry(
             wait_for(held_in_scheduled, 60, interval_s=1.0, what="a retrying create in scheduled")
         except TimeoutError:
             doc = json.loads(views.get("text") or "{}")
-            raise AssertionError({w: {k: v for k, v in i.items() if k != "conf"} for w, i in doc.items()}) from None
+            raise AssertionError(
+                {w: {k: v for k, v in i.items() if k != "conf"} for w, i in doc.items()}
+            ) from None
         tasks = requests.get(f"{flower}/api/tasks", auth=LOGIN, timeout=5)
         tasks.raise_for_status()
         cli = subprocess.run(
-            [sys.executable, "-m", "celery", "-A", "worker.celery_app", "inspect", "--json", "-t", "5", "scheduled"],
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "worker.celery_app",
+                "inspect",
+                "--json",
+                "-t",
+                "5",
+                "scheduled",
+            ],
             env={**os.environ, **stack.env},
             capture_output=True,
             text=True,
@@ -216,7 +234,9 @@ def test_flower_and_inspect_show_only_the_order_id_of_a_create_held_in_retry(
     assert req["args"] == "()"
     assert req["kwargs"].startswith("{'payout_cl_id': 'held-")
     assert _personal_data_in(views["text"]) == []
-    retried = [t for t in tasks.json().values() if t.get("name") == CREATE_TASK and (t.get("retries") or 0) > 0]
+    retried = [
+        t for t in tasks.json().values() if t.get("name") == CREATE_TASK and (t.get("retries") or 0) > 0
+    ]
     assert retried, "flower saw the re-published retries"
     assert all(t["kwargs"].startswith("{'payout_cl_id': 'held-") for t in retried)
     assert _personal_data_in(tasks.text) == []

@@ -28,8 +28,32 @@ RULES = ROOT / "config" / "prometheus" / "alerts.yml"
 DASHBOARD = ROOT / "config" / "grafana" / "dashboards" / "payouts.json"
 #: PromQL functions, aggregations and keywords (not metric names)
 PROMQL_WORDS = frozenset(
-    "sum max min avg count rate increase delta irate by without and or unless on ignoring group_left "
-    "group_right clamp_min clamp_max histogram_quantile absent offset bool".split()
+    {
+        "sum",
+        "max",
+        "min",
+        "avg",
+        "count",
+        "rate",
+        "increase",
+        "delta",
+        "irate",
+        "by",
+        "without",
+        "and",
+        "or",
+        "unless",
+        "on",
+        "ignoring",
+        "group_left",
+        "group_right",
+        "clamp_min",
+        "clamp_max",
+        "histogram_quantile",
+        "absent",
+        "offset",
+        "bool",
+    }
 )
 ALERTS_REQUIRED = {
     "PayoutsOrdersStuckPastDue",
@@ -51,7 +75,9 @@ def _populated(rt: Runtime) -> None:
     store.transition("al-0", State.REJECTED, reason="0018 insufficient merchant balance")
     store.transition("al-1", State.REVIEW, reason="test")
     rt.redis.set(keys.SWEEP_LAST, repr(now))
-    rt.redis.hset(keys.PAUSE, "*", json.dumps({"reason": "low", "by": "auto", "since": now, "source": "balance"}))
+    rt.redis.hset(
+        keys.PAUSE, "*", json.dumps({"reason": "low", "by": "auto", "since": now, "source": "balance"})
+    )
     metrics.count_gateway(rt.redis, "create", "rejected", "0018", 0.1)
     metrics.count_gateway(rt.redis, "query", "found", "0000", 0.05)
     metrics.flush()
@@ -148,11 +174,15 @@ def test_selector_parser_catches_a_misspelled_name(series: dict[str, set[str]]) 
     assert not {"stat"} <= series["payouts_orders"]
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed (apt install prometheus)")
+@pytest.mark.skipif(
+    shutil.which("promtool") is None, reason="promtool not installed (apt install prometheus)"
+)
 def test_promtool_accepts_the_rules() -> None:
     """`promtool check rules` parses every expression and template."""
     # given / when
-    res = subprocess.run(["promtool", "check", "rules", str(RULES)], capture_output=True, text=True, timeout=60)
+    res = subprocess.run(
+        ["promtool", "check", "rules", str(RULES)], capture_output=True, text=True, timeout=60
+    )
     # then
     assert res.returncode == 0, res.stdout + res.stderr
     assert f"SUCCESS: {len(rule_exprs())} rules found" in res.stdout

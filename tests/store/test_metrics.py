@@ -107,8 +107,24 @@ def test_gateway_counts_are_buffered_then_flushed(redis_client: redis.Redis) -> 
     got = scrape(redis_client)
     # then
     assert unflushed == {}
-    assert got[("payouts_gateway_requests_total", (("code", "0018"), ("endpoint", "create"), ("outcome", "rejected")))] == 2
-    assert got[("payouts_gateway_requests_total", (("code", "other"), ("endpoint", "query"), ("outcome", "error")))] == 1
+    assert (
+        got[
+            (
+                "payouts_gateway_requests_total",
+                (("code", "0018"), ("endpoint", "create"), ("outcome", "rejected")),
+            )
+        ]
+        == 2
+    )
+    assert (
+        got[
+            (
+                "payouts_gateway_requests_total",
+                (("code", "other"), ("endpoint", "query"), ("outcome", "error")),
+            )
+        ]
+        == 1
+    )
     b = "payouts_gateway_request_duration_seconds_bucket"
     assert got[(b, (("endpoint", "create"), ("le", "0.025")))] == 0
     assert got[(b, (("endpoint", "create"), ("le", "0.05")))] == 1
@@ -125,7 +141,9 @@ def test_pause_and_balance_hold(redis_client: redis.Redis) -> None:
     # when: a balance hold on BCA since 120 s
     since = time.time() - 120
     redis_client.hset(
-        keys.PAUSE, "BCA", json.dumps({"reason": "0018 balance", "by": "auto", "since": since, "source": "balance"})
+        keys.PAUSE,
+        "BCA",
+        json.dumps({"reason": "0018 balance", "by": "auto", "since": since, "source": "balance"}),
     )
     got = scrape(redis_client)
     # then
@@ -133,7 +151,10 @@ def test_pause_and_balance_hold(redis_client: redis.Redis) -> None:
     assert got[("payouts_paused", ())] == 1
     assert got[("payouts_balance_hold", ())] == 1
     assert 119 <= got[("payouts_pause_age_seconds", (("scope", "BCA"), ("source", "balance")))] <= 130
-    assert got[("payouts_pause_info", (("reason", "0018 balance"), ("scope", "BCA"), ("source", "balance")))] == 1
+    assert (
+        got[("payouts_pause_info", (("reason", "0018 balance"), ("scope", "BCA"), ("source", "balance")))]
+        == 1
+    )
 
 
 def test_sweep_age_and_review(store: OrderStore) -> None:
