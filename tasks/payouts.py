@@ -77,10 +77,14 @@ def sweep() -> dict[str, int]:
     return summary
 
 
-def _shown(kwargs: Any) -> str:
-    """What a by-name create may show anywhere (Flower, inspect, events, logs): its order id."""
-    kw = kwargs if isinstance(kwargs, dict) else {}
-    return repr({"payout_cl_id": str(kw.get("payout_cl_id", ""))[:32]})
+def _shown(kwargs_or_id: Any) -> str:
+    """What a by-name create may show anywhere (Flower, inspect, events, logs): its order id.
+    Takes the task's kwargs or the order id itself."""
+    if isinstance(kwargs_or_id, dict):
+        pid = kwargs_or_id.get("payout_cl_id", "")
+    else:
+        pid = kwargs_or_id if isinstance(kwargs_or_id, str) else ""
+    return repr({"payout_cl_id": str(pid)[:32]})
 
 
 class RedactedRequest(Request):  # type: ignore[misc]  # celery is untyped
@@ -172,10 +176,6 @@ def create(self: Any, **fields: Any) -> str:
     if needs_submit:
         submit.delay(order_id)
     return "created" if needs_submit else "exists"
-
-
-def _shown(pid: str) -> str:
-    return repr({"payout_cl_id": pid})
 
 
 def _dead_letter(rt: Any, fields: dict[str, Any], exc: BaseException) -> None:

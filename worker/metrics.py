@@ -211,7 +211,7 @@ def read_snapshot(client: redis.Redis, *, now: float | None = None) -> Snapshot:
     pipe.zcount(keys.DUE, "-inf", repr(now))
     pipe.zrange(keys.DUE, 0, 0, withscores=True)
     pipe.zrange(keys.OPEN_SINCE, 0, 0, withscores=True)
-    pipe.zcard(keys.DUE)
+    pipe.zcard(keys.OPEN_SINCE)
     pipe.zcard(keys.REVIEW)
     pipe.hgetall(keys.PAUSE)
     pipe.get(keys.SWEEP_LAST)
@@ -316,10 +316,16 @@ def collect_families(snap: Snapshot) -> list[Any]:
     for s in State:
         orders.add_metric([s.value], float(int(snap.counts.get(s.value, 0) or 0)))
     fams.append(orders)
-    fams.append(GaugeMetricFamily("payouts_open_orders", "Orders in the due-index", value=snap.open_total))
     fams.append(
         GaugeMetricFamily(
-            "payouts_due_backlog", "Open orders whose due time has passed", value=snap.due_backlog
+            "payouts_open_orders", "Open orders (not final, not in review)", value=snap.open_total
+        )
+    )
+    fams.append(
+        GaugeMetricFamily(
+            "payouts_due_backlog",
+            "Due-index entries past their due time (open orders; final ones owing a result)",
+            value=snap.due_backlog,
         )
     )
     overdue = max(0.0, now - snap.oldest_due) if snap.oldest_due is not None else 0.0

@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from worker import keys, metrics
 from worker.payout import Payout
-from worker.states import State
+from worker.states import OPEN, State
 from worker.store import OrderStore
 
 LUA = Path(metrics.__file__).parent / "lua" / "transition.lua"
@@ -48,6 +48,17 @@ def test_lua_buckets_match_python() -> None:
     # then
     assert found is not None
     assert tuple(int(x) for x in found.group(1).split(",")) == metrics.TIME_TO_FINAL_BUCKETS
+
+
+def test_lua_open_states_match_python() -> None:
+    """transition.lua's open-since index uses the same open states as worker.states.OPEN."""
+    # given
+    src = LUA.read_text()
+    # when
+    found = re.search(r"local OPEN_STATES = \{([^}]*)\}", src)
+    # then
+    assert found is not None
+    assert set(re.findall(r"([a-z_]+) = true", found.group(1))) == {s.value for s in OPEN}
 
 
 def test_state_gauges_cover_every_state_and_follow_transitions(store: OrderStore) -> None:
