@@ -201,6 +201,7 @@ class Snapshot:
     time_to_final: Mapping[str, str]
     gateway: Mapping[str, str]
     gateway_latency: Mapping[str, str]
+    held: Mapping[str, str]
     counters: Mapping[str, Mapping[str, str]]
 
 
@@ -219,6 +220,7 @@ def read_snapshot(client: redis.Redis, *, now: float | None = None) -> Snapshot:
     pipe.hgetall(keys.METRIC_TIME_TO_FINAL)
     pipe.hgetall(keys.METRIC_GATEWAY)
     pipe.hgetall(keys.METRIC_GATEWAY_LATENCY)
+    pipe.hgetall(keys.HELD)
     names = sorted(COUNTERS)
     for name in names:
         pipe.hgetall(keys.metric_counter(name))
@@ -238,7 +240,8 @@ def read_snapshot(client: redis.Redis, *, now: float | None = None) -> Snapshot:
         time_to_final=text(r[9]),
         gateway=text(r[10]),
         gateway_latency=text(r[11]),
-        counters={n: text(v) for n, v in zip(names, r[12:], strict=True)},
+        held=text(r[12]),
+        counters={n: text(v) for n, v in zip(names, r[13:], strict=True)},
     )
 
 
@@ -408,6 +411,14 @@ def collect_families(snap: Snapshot) -> list[Any]:
     for lv, (buckets, total) in sorted(_histogram(snap.gateway_latency, GATEWAY_LATENCY_BUCKETS).items()):
         lat.add_metric([lv], buckets, total)
     fams.append(lat)
+    held = CounterMetricFamily(
+        "payouts_held_submits",
+        "Submit attempts held back by a pause or hold (worker.controls), by kind",
+        labels=["kind"],
+    )
+    for kind, v in sorted(snap.held.items()):
+        held.add_metric([kind], float(v))
+    fams.append(held)
     for name in sorted(COUNTERS):
         help_text, label_names = COUNTERS[name]
         fam = CounterMetricFamily(name.removesuffix("_total"), help_text, labels=list(label_names))

@@ -142,8 +142,10 @@ def test_pause_and_balance_hold(redis_client: redis.Redis) -> None:
         "BCA",
         json.dumps({"reason": "0018 balance", "by": "auto", "since": since, "source": "balance"}),
     )
+    redis_client.hincrby(keys.HELD, "balance", 3)
     got = scrape(redis_client)
     # then
+    assert got[("payouts_held_submits_total", (("kind", "balance"),))] == 3
     assert idle[("payouts_paused", ())] == 0 and idle[("payouts_balance_hold", ())] == 0
     assert got[("payouts_paused", ())] == 1
     assert got[("payouts_balance_hold", ())] == 1
