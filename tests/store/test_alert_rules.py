@@ -78,6 +78,7 @@ def _populated(rt: Runtime) -> None:
     rt.redis.hset(
         keys.PAUSE, "*", json.dumps({"reason": "low", "by": "auto", "since": now, "source": "balance"})
     )
+    rt.redis.hincrby(keys.HELD, "pause", 1)
     metrics.count_gateway(rt.redis, "create", "rejected", "0018", 0.1)
     metrics.count_gateway(rt.redis, "query", "found", "0000", 0.05)
     metrics.flush()
