@@ -6,7 +6,7 @@ this module never needs the gateway's secrets; a worker checks them at start.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NoReturn
 
 import celery.apps.worker
 from celery import Celery, signals
@@ -19,7 +19,7 @@ from worker.celeryconf import celery_config
 from worker.connection import check_redis_persistence
 from worker.logs import configure_logging, get_logger, say_json
 from worker.payout import ID_RE
-from worker.settings import Settings, get_settings
+from worker.settings import ConfigError, Settings, get_settings
 
 
 class _JsonWorker(Worker):  # type: ignore[misc]  # celery is untyped
@@ -83,14 +83,23 @@ def _setup_logging(**_: Any) -> None:
 def _check_worker(**_: Any) -> None:
     """Refuse to start without gateway settings or with a Redis that evicts keys."""
     s = get_settings()
-    s.require_gateway()
-    problems, warnings = check_redis_persistence(s.redis_url)
     log = get_logger("payouts.worker")
+    try:
+        s.require_gateway()
+    except ConfigError as exc:
+        _refuse(log, str(exc))
+    problems, warnings = check_redis_persistence(s.redis_url)
     for w in warnings:
         log.warning("redis.warning", detail=w)
     if problems:
-        raise SystemExit("refusing to start: " + "; ".join(problems))
+        _refuse(log, "; ".join(problems))
     _refuse_sandbox(s, log)
+
+
+def _refuse(log: Any, why: str) -> NoReturn:
+    """Exit with one JSON line saying why (a SystemExit text would print a plain-text line)."""
+    log.critical("worker.refusing_to_start", detail="refusing to start: " + why)
+    raise SystemExit(1)
 
 
 def _refuse_sandbox(s: Any, log: Any) -> None:
@@ -105,9 +114,10 @@ def _refuse_sandbox(s: Any, log: Any) -> None:
     if sandbox is None:
         log.warning("gateway.unreachable_at_start")
     elif sandbox and not s.allow_sandbox:
-        raise SystemExit(
-            "refusing to start: GATEWAY_BASE_URL answers as the sandbox (X-Payout-Sandbox); "
-            "set PAYOUTS_ALLOW_SANDBOX=1 for tests and demos"
+        _refuse(
+            log,
+            "GATEWAY_BASE_URL answers as the sandbox (X-Payout-Sandbox); "
+            "set PAYOUTS_ALLOW_SANDBOX=1 for tests and demos",
         )
     elif sandbox:
         log.warning("gateway.sandbox", detail="PAYOUTS_ALLOW_SANDBOX=1: no money moves")
