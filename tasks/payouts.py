@@ -60,7 +60,9 @@ def sweep() -> dict[str, int]:
     checks = result.check
     if len(checks) >= BATCH_CHECK_THRESHOLD:
         for i in range(0, len(checks), 500):
-            check_batch.delay(checks[i : i + 500])
+            chunk = checks[i : i + 500]
+            # Flower and the logs show a count, not 500 ids under no payout_cl_id key
+            check_batch.apply_async((chunk,), argsrepr=f"({len(chunk)} order ids)", kwargsrepr="{}")
     else:
         _publish(check, checks)
     summary = {
@@ -75,18 +77,45 @@ def sweep() -> dict[str, int]:
     return summary
 
 
+def _shown(kwargs_or_id: Any) -> str:
+    """What a by-name create may show anywhere (Flower, inspect, events, logs): its order id.
+    Takes the task's kwargs or the order id itself."""
+    if isinstance(kwargs_or_id, dict):
+        pid = kwargs_or_id.get("payout_cl_id", "")
+    else:
+        pid = kwargs_or_id if isinstance(kwargs_or_id, str) else ""
+    return repr({"payout_cl_id": str(pid)[:32]})
+
+
 class RedactedRequest(Request):  # type: ignore[misc]  # celery is untyped
     """A by-name create carries the account number and name in its kwargs: keep them out
-    of task events (Flower) and Celery's own log lines; only the order id is shown."""
+    of task events (Flower), ``celery inspect`` and Celery's own log lines (D13)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        kw = self.kwargs if isinstance(self.kwargs, dict) else {}
-        shown = repr({"payout_cl_id": str(kw.get("payout_cl_id", ""))[:32]})
+        shown = _shown(self.kwargs)
         self._argsrepr = "()"
         self._kwargsrepr = shown
         self._request_dict["argsrepr"] = "()"
         self._request_dict["kwargsrepr"] = shown
+
+    def info(self, safe: bool = False) -> dict[str, Any]:
+        """``inspect active/reserved/scheduled`` and Flower's worker page call this without
+        ``safe``, which would return the raw kwargs: always answer the redacted reprs."""
+        out: dict[str, Any] = super().info(safe=True)
+        return out
+
+
+class RedactedTask(app.Task):  # type: ignore[misc,name-defined]
+    """Every publish of a by-name create -- its autoretries above all, which Celery re-sends
+    through ``signature_from_request`` without the original reprs -- carries redacted
+    ``argsrepr``/``kwargsrepr`` headers, so neither the message header nor its ``task-sent``
+    event holds the account number or the name."""
+
+    def apply_async(self, args: Any = None, kwargs: Any = None, **options: Any) -> Any:
+        options["argsrepr"] = "()"
+        options["kwargsrepr"] = _shown(kwargs)
+        return super().apply_async(args, kwargs, **options)
 
 
 #: errors after which a by-name create is tried again: the order is not stored yet, so the
@@ -104,6 +133,7 @@ CREATE_MAX_RETRIES = 30
 
 @app.task(
     name=CREATE_TASK,
+    base=RedactedTask,
     ignore_result=True,
     bind=True,
     Request=RedactedRequest,
@@ -146,10 +176,6 @@ def create(self: Any, **fields: Any) -> str:
     if needs_submit:
         submit.delay(order_id)
     return "created" if needs_submit else "exists"
-
-
-def _shown(pid: str) -> str:
-    return repr({"payout_cl_id": pid})
 
 
 def _dead_letter(rt: Any, fields: dict[str, Any], exc: BaseException) -> None:

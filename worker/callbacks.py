@@ -27,7 +27,7 @@ from urllib.parse import parse_qsl
 import redis
 import structlog
 
-from worker import signing
+from worker import metrics, signing
 from worker.gateway import record_from_json
 from worker.logs import configure_logging, get_logger
 from worker.payout import ID_RE
@@ -37,6 +37,7 @@ from worker.runtime import Runtime, get_runtime
 log = get_logger("payouts.callbacks")
 
 NOTIFY_PATH = "/payouts/notify"
+METRICS_PATH = "/metrics"
 MAX_BODY = 64 * 1024
 StartResponse = Callable[..., Any]
 
@@ -205,6 +206,19 @@ def handle_notice(rt: Runtime, notice: dict[str, Any]) -> tuple[int, str, str]:
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 
+def _metrics(rt: Runtime, start: StartResponse) -> list[bytes]:
+    """``GET /metrics``: the cluster's Prometheus exposition, read from Redis (worker.metrics)."""
+    try:
+        data = metrics.render(rt.redis)
+    except ImportError:
+        return _reply(start, "501 Not Implemented", "0003", "install the 'metrics' extra (prometheus_client)")
+    except redis.exceptions.RedisError as exc:
+        log.error("metrics.store_down", error=type(exc).__name__)
+        return _reply(start, "503 Service Unavailable", "0001", "store unavailable")
+    start("200 OK", [("Content-Type", metrics.CONTENT_TYPE), ("Content-Length", str(len(data)))])
+    return [data]
+
+
 def make_app(runtime: Runtime | None = None) -> WSGIApp:
     """Build the WSGI app; ``runtime`` defaults to the process runtime (tests pass one).
 
@@ -222,6 +236,8 @@ def make_app(runtime: Runtime | None = None) -> WSGIApp:
         method = environ.get("REQUEST_METHOD", "GET")
         if path == "/healthz" and method == "GET":
             return _reply(start, "200 OK", "0000")
+        if path == METRICS_PATH and method == "GET":
+            return _metrics(runtime or get_runtime(), start)
         if path != NOTIFY_PATH:
             return _reply(start, "404 Not Found", "0002", "not found")
         if method != "POST":

@@ -6,19 +6,72 @@ this module never needs the gateway's secrets; a worker checks them at start.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NoReturn
 
+import celery.apps.worker
 import redis
 from celery import Celery, signals
+from celery.apps.beat import Beat
+from celery.apps.worker import Worker
+from kombu.utils.objects import cached_property
 
+from worker import metrics
 from worker.celeryconf import celery_config
 from worker.connection import redis_for
 from worker.durability import require_durable
-from worker.logs import configure_logging, get_logger
+from worker.logs import configure_logging, get_logger, say_json
+from worker.payout import ID_RE
 from worker.settings import ConfigError, Settings, get_settings
 
-app = Celery("payouts", include=["tasks.payouts"])
+
+class _JsonWorker(Worker):  # type: ignore[misc]  # celery is untyped
+    """``celery worker`` whose start-up banner is one JSON line, not a block of text."""
+
+    def on_before_init(self, **kwargs: Any) -> None:
+        # logging first: Celery warns about privileges (a Python warning) right after this
+        s = get_settings()
+        configure_logging(s.log_format, s.log_level)
+        super().on_before_init(**kwargs)
+
+    def emit_banner(self) -> None:
+        get_logger("celery.worker").info(
+            "celery.worker.start",
+            hostname=self.hostname,
+            concurrency=self.concurrency,
+            pool=getattr(self.pool_cls, "__name__", str(self.pool_cls)),
+            queues=sorted(self.app.amqp.queues.consume_from or self.app.amqp.queues),
+        )
+
+
+class _JsonBeat(Beat):  # type: ignore[misc]
+    """``celery beat`` without its text banner: one JSON line instead."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["quiet"] = True
+        super().__init__(*args, **kwargs)
+
+    def run(self) -> None:
+        s = get_settings()
+        configure_logging(s.log_format, s.log_level)
+        get_logger("celery.beat").info("celery.beat.start", schedule=str(self.schedule))
+        super().run()
+
+
+class _App(Celery):  # type: ignore[misc]
+    @cached_property
+    def Worker(self) -> Any:
+        return self.subclass_with_self(_JsonWorker)
+
+    @cached_property
+    def Beat(self) -> Any:
+        return self.subclass_with_self(_JsonBeat)
+
+
+app = _App("payouts", include=["tasks.payouts"])
 app.add_defaults(lambda: celery_config(get_settings()))
+# Celery prints "worker: Warm shutdown (MainProcess)" and friends from signal handlers
+# straight to stdout; render them as JSON lines (same no-lock write as Celery's own).
+celery.apps.worker.safe_say = lambda msg, f=None: say_json(msg, f)
 
 
 @signals.setup_logging.connect
@@ -38,8 +91,7 @@ def _check_store(process: str) -> None:
         # unreachable now: the process's runtime checks on its first connection instead
         get_logger("payouts.worker").warning("redis.unreachable", process=process, error=type(exc).__name__)
     except ConfigError as exc:
-        get_logger("payouts.worker").error("redis.refused", process=process, detail=str(exc))
-        raise SystemExit(str(exc)) from None
+        _refuse(get_logger("payouts.worker"), str(exc), process=process)
     finally:
         client.close()
 
@@ -48,10 +100,19 @@ def _check_store(process: str) -> None:
 def _check_worker(**_: Any) -> None:
     """Refuse to start without gateway settings or with a store that is not durable enough."""
     s = get_settings()
-    s.require_gateway()
-    _check_store("worker")
     log = get_logger("payouts.worker")
+    try:
+        s.require_gateway()
+    except ConfigError as exc:
+        _refuse(log, str(exc))
+    _check_store("worker")
     _refuse_sandbox(s, log)
+
+
+def _refuse(log: Any, why: str, process: str = "worker") -> NoReturn:
+    """Exit with one JSON line saying why (a SystemExit text would print a plain-text line)."""
+    log.critical("worker.refusing_to_start", process=process, detail="refusing to start: " + why)
+    raise SystemExit(1)
 
 
 def _refuse_sandbox(s: Any, log: Any) -> None:
@@ -66,9 +127,10 @@ def _refuse_sandbox(s: Any, log: Any) -> None:
     if sandbox is None:
         log.warning("gateway.unreachable_at_start")
     elif sandbox and not s.allow_sandbox:
-        raise SystemExit(
-            "refusing to start: GATEWAY_BASE_URL answers as the sandbox (X-Payout-Sandbox); "
-            "set PAYOUTS_ALLOW_SANDBOX=1 for tests and demos"
+        _refuse(
+            log,
+            "GATEWAY_BASE_URL answers as the sandbox (X-Payout-Sandbox); "
+            "set PAYOUTS_ALLOW_SANDBOX=1 for tests and demos",
         )
     elif sandbox:
         log.warning("gateway.sandbox", detail="PAYOUTS_ALLOW_SANDBOX=1: no money moves")
@@ -80,12 +142,36 @@ def _check_beat(**_: Any) -> None:
     _check_store("beat")
 
 
+def order_id_of(args: Any, kwargs: Any) -> str | None:
+    """The order a task concerns: its single positional arg, or ``kwargs['payout_cl_id']``."""
+    value: Any = None
+    if isinstance(args, (list, tuple)) and len(args) == 1:
+        value = args[0]
+    elif isinstance(kwargs, dict):
+        value = kwargs.get("payout_cl_id")
+    return value if isinstance(value, str) and ID_RE.fullmatch(value) else None
+
+
 @signals.task_prerun.connect
-def _bind_task_context(task_id: str | None = None, task: Any = None, **_: Any) -> None:
+def _bind_task_context(
+    task_id: str | None = None, task: Any = None, args: Any = None, kwargs: Any = None, **_: Any
+) -> None:
+    """Every line a task writes, Celery's own succeeded/retry/failure lines included, carries
+    the task id and (when the task concerns one order) ``payout_cl_id``."""
     import structlog
 
     structlog.contextvars.clear_contextvars()
-    structlog.contextvars.bind_contextvars(task_id=task_id, task=getattr(task, "name", None))
+    ctx: dict[str, Any] = {"task_id": task_id, "task": getattr(task, "name", None)}
+    order = order_id_of(args, kwargs)
+    if order:
+        ctx["payout_cl_id"] = order
+    structlog.contextvars.bind_contextvars(**ctx)
+
+
+@signals.worker_shutdown.connect
+def _flush_metrics(**_: Any) -> None:
+    """The last buffered gateway counts reach Redis before the process exits."""
+    metrics.flush()
 
 
 @signals.task_postrun.connect

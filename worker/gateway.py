@@ -8,6 +8,7 @@ only a request that provably never left may be sent again.
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -234,11 +235,18 @@ def record_from_json(body: bytes) -> Any:
     return json.loads(body, parse_float=str, parse_int=str)
 
 
+_REASON_CODE: Final = re.compile(r"(?<![0-9])[0-9]{4}(?![0-9])")
+#: called after every request with (endpoint, outcome, error code or "", seconds): metrics
+Observer = Callable[[str, str, str, float], None]
+
+
 class GatewayClient:
     """One per process: a pooled ``requests.Session`` with no automatic retries."""
 
-    def __init__(self, cfg: GatewaySettings, *, pool_size: int = 32) -> None:
+    def __init__(self, cfg: GatewaySettings, *, pool_size: int = 32, observe: Observer | None = None) -> None:
         self.cfg = cfg
+        #: metrics hook (worker.metrics.count_gateway via the runtime); never raises
+        self.observe = observe
         self.session = requests.Session()
         self.session.trust_env = False  # no proxy/netrc lookups: ~30% less CPU per call
         adapter = _TrackingAdapter(
@@ -281,7 +289,7 @@ class GatewayClient:
         body["sign"] = signing.sign(body, self.cfg.platform_key.reveal(), sign_type)
         return body
 
-    def create_payout(
+    def _create_payout(
         self,
         payout: Payout,
         *,
@@ -314,6 +322,56 @@ class GatewayClient:
         return classify_create(resp.status_code, resp.content)
 
     # -- query ----------------------------------------------------------------
+
+    # -- the public calls: each one timed and counted (endpoint, outcome, code) --------
+
+    def _observed(self, endpoint: str, outcome: str, code: str, started: float) -> None:
+        if self.observe is not None:
+            self.observe(endpoint, outcome, code, time.perf_counter() - started)
+
+    def create_payout(
+        self,
+        payout: Payout,
+        *,
+        sign_type: str,
+        notify_url: str | None,
+        may_send: Callable[[], bool] | None = None,
+    ) -> CreateResult:
+        """Send the create request once and classify the answer (see ``_create_payout``)."""
+        started = time.perf_counter()
+        result = self._create_payout(payout, sign_type=sign_type, notify_url=notify_url, may_send=may_send)
+        self._observed("create", result.outcome.value, result.code, started)
+        return result
+
+    def query_order(self, payout_cl_id: str, *, sign_type: str | None = None) -> QueryResult:
+        """Look one order up (see ``_query_order``)."""
+        started = time.perf_counter()
+        result = self._query_order(payout_cl_id, sign_type=sign_type)
+        found = _REASON_CODE.search(result.reason)
+        outcome = "rate_limited" if result.rate_limited else result.kind.value
+        self._observed("query", outcome, found.group(0) if found else "", started)
+        return result
+
+    def query_window(
+        self,
+        *,
+        created_gte: int,
+        created_lte: int,
+        offset: int = 0,
+        limit: int = LIST_LIMIT_MAX,
+        sign_types: Mapping[str, str | None] | None = None,
+    ) -> tuple[list[QueryResult], int] | None:
+        """One page of the list query over a creation-time window (see ``_query_window``)."""
+        started = time.perf_counter()
+        page = self._query_window(
+            created_gte=created_gte,
+            created_lte=created_lte,
+            offset=offset,
+            limit=limit,
+            sign_types=sign_types,
+        )
+        self._observed("list", "error" if page is None else "found", "", started)
+        return page
 
     def _get(self, path: str, params: Mapping[str, Any] | None = None) -> requests.Response:
         resp = self.session.get(
@@ -377,7 +435,7 @@ class GatewayClient:
             record, key, allowed=self.cfg.accepted_sign_types, expected_type=own, absent_type=own
         )
 
-    def query_order(self, payout_cl_id: str, *, sign_type: str | None = None) -> QueryResult:
+    def _query_order(self, payout_cl_id: str, *, sign_type: str | None = None) -> QueryResult:
         """Look one order up by payout_cl_id (list form, or the single form by setting).
 
         ``sign_type``: the algorithm the order was created with (verifies its record).
@@ -449,7 +507,7 @@ class GatewayClient:
             record=record,
         )
 
-    def query_window(
+    def _query_window(
         self,
         *,
         created_gte: int,

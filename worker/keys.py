@@ -36,6 +36,16 @@ BALANCE_LOW: Final = f"{PREFIX}:balance:low"
 BALANCE_POLL: Final = f"{PREFIX}:balance:poll"
 #: hash: held-by-pause counters {held: n} (submit attempts that found a pause)
 HELD: Final = f"{PREFIX}:held"
+#: sorted set: open order id -> unix time it became open (the age of the oldest open order)
+OPEN_SINCE: Final = f"{PREFIX}:open"
+#: hash: "from|to" -> number of state changes (metrics; written by create/transition.lua)
+METRIC_TRANSITIONS: Final = f"{PREFIX}:metrics:transitions"
+#: hash: "state|le" / "state|sum" / "state|count" -> enqueue-to-final histogram (transition.lua)
+METRIC_TIME_TO_FINAL: Final = f"{PREFIX}:metrics:time_to_final"
+#: hash: "endpoint|outcome|code" -> gateway requests (worker.metrics, flushed from each process)
+METRIC_GATEWAY: Final = f"{PREFIX}:metrics:gateway"
+#: hash: "endpoint|le" / "endpoint|sum" / "endpoint|count" -> gateway latency histogram
+METRIC_GATEWAY_LATENCY: Final = f"{PREFIX}:metrics:gateway_latency"
 #: hash: sha256 of an imported file -> JSON {at, file, rows}, for `payouts enqueue`
 IMPORTS: Final = f"{PREFIX}:imports"
 
@@ -75,3 +85,8 @@ LOSS_EPOCH: Final = f"{PREFIX}:loss_epoch"
 #: string: written before WAIT when the guarded write itself wrote nothing (an idempotent
 #: repeat of an enqueue), so the replica acknowledgement covers the earlier write
 ACK_PROBE: Final = f"{PREFIX}:ack_probe"
+
+
+def metric_counter(name: str) -> str:
+    """Hash of one generic counter (worker.metrics.incr): "label=value,..." -> count."""
+    return f"{PREFIX}:metrics:counter:{name}"

@@ -14,6 +14,7 @@ from typing import Any
 
 import redis
 
+from worker import metrics
 from worker.celery_app import app
 from worker.connection import redis_for
 from worker.durability import ConnectGuard, require_durable
@@ -40,8 +41,13 @@ class Runtime:
             with self._lock:
                 if self._gateway is None:
                     cfg = self.settings.require_gateway()
-                    self._gateway = GatewayClient(cfg, pool_size=self.settings.worker_concurrency + 4)
+                    self._gateway = GatewayClient(
+                        cfg, pool_size=self.settings.worker_concurrency + 4, observe=self._count_gateway
+                    )
         return self._gateway
+
+    def _count_gateway(self, endpoint: str, outcome: str, code: str, seconds: float) -> None:
+        metrics.count_gateway(self.redis, endpoint, outcome, code, seconds)
 
     def close(self) -> None:
         if self._gateway is not None:

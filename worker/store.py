@@ -228,7 +228,16 @@ class OrderStore:
         for k, v in (extra or {}).items():
             pairs += [k, v]
         i = payout.payout_cl_id
-        create_keys = [keys.order(i), keys.history(i), keys.DUE, keys.COUNTS, keys.EVENTS, keys.IDS]
+        create_keys = [
+            keys.order(i),
+            keys.history(i),
+            keys.DUE,
+            keys.COUNTS,
+            keys.EVENTS,
+            keys.IDS,
+            keys.OPEN_SINCE,
+            keys.METRIC_TRANSITIONS,
+        ]
         create_args: list[Any] = [i, fp, stamp(now), repr(due_at), self.events_maxlen, *pairs]
         if self.replica_acks > 0:
             # the repeat of an enqueue writes nothing itself: probe, so WAIT covers the record
@@ -358,9 +367,20 @@ class OrderStore:
             pairs.extend(("result_pending", "1"))
             due_arg = repr(now + self.result_redeliver_s)
         i = payout_cl_id
-        tkeys = [keys.order(i), keys.history(i), keys.DUE, keys.COUNTS, keys.EVENTS, keys.REVIEW, keys.IDS]
+        tkeys = [
+            keys.order(i),
+            keys.history(i),
+            keys.DUE,
+            keys.COUNTS,
+            keys.EVENTS,
+            keys.REVIEW,
+            keys.IDS,
+            keys.OPEN_SINCE,
+            keys.METRIC_TRANSITIONS,
+            keys.METRIC_TIME_TO_FINAL,
+        ]
         if guard:
-            tkeys.append(keys.LOSS_EPOCH)
+            tkeys.append(keys.LOSS_EPOCH)  # KEYS[11]
         targs: list[Any] = [
             i,
             src,

@@ -64,7 +64,11 @@ def sweep_due(rt: Runtime, *, now: float | None = None, max_batches: int = 20) -
         for i in ids:
             order = orders.get(i)
             if order is None:
-                store.redis.zrem(keys.DUE, i)  # expired record: nothing left to do
+                # expired record: nothing left to do
+                pipe = store.redis.pipeline(transaction=False)
+                pipe.zrem(keys.DUE, i)
+                pipe.zrem(keys.OPEN_SINCE, i)
+                pipe.execute()
                 out.dropped += 1
                 continue
             _route(rt, order, now, call_s, out, paused)

@@ -215,6 +215,8 @@ def chaos_settings(cfg: ChaosConfig) -> dict[str, str]:
         "UNCONFIRMED_GRACE": "15",
         "NOT_FOUND_POLICY": "review",
         "WORKER_CONCURRENCY": str(cfg.concurrency),
+        # strict durability refuses a Redis that fsyncs once a second: say so explicitly
+        "REDIS_DURABILITY": "strict" if cfg.appendfsync == "always" else "relaxed",
     }
 
 

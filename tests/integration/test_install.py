@@ -188,7 +188,7 @@ def test_worker_from_a_fresh_install_claims_the_order(
 def test_web_extra_serves_the_callback_receiver(
     make_venv: Callable[[str], Path], env: dict[str, str], tmp_path: Path
 ) -> None:
-    """`payout-worker[web]` alone runs gunicorn with the callback receiver."""
+    """`payout-worker[web]` alone runs gunicorn with the callback receiver and /metrics."""
     # given a venv with the web extra and gunicorn serving worker.callbacks:app
     python = make_venv("web")
     port = free_port()
@@ -196,6 +196,8 @@ def test_web_extra_serves_the_callback_receiver(
         [
             str(python.parent / "gunicorn"),
             "worker.callbacks:app",
+            "-c",
+            "python:worker.gunicornconf",
             "--bind",
             f"127.0.0.1:{port}",
             "--workers",
@@ -204,7 +206,7 @@ def test_web_extra_serves_the_callback_receiver(
         env=env,
         cwd=tmp_path,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=open(tmp_path / "web.err", "wb"),  # noqa: SIM115 - closed with the process
     )
     try:
         # when an unsigned callback arrives
@@ -216,11 +218,15 @@ def test_web_extra_serves_the_callback_receiver(
                 return None
 
         (resp,) = wait_for(answer, 30, what="gunicorn to answer")
+        scrape = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10)
     finally:
         proc.terminate()
         proc.wait(10)
     # then the receiver refuses it (4xx): it ran, and it verified before acting
     assert 400 <= resp.status_code < 500
+    # and the extra brings prometheus_client: the metrics answer
+    assert scrape.status_code == 200, (tmp_path / "web.err").read_text()[-3000:]
+    assert 'payouts_orders{state="received"}' in scrape.text
 
 
 def test_sandbox_extra_runs_the_sandbox_alone(make_venv: Callable[[str], Path], env: dict[str, str]) -> None:

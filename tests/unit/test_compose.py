@@ -35,7 +35,7 @@ def test_commands_name_the_right_modules(compose: dict[str, Any]) -> None:
     s = compose["services"]
     assert re.search(r"celery -A worker\.celery_app worker -P threads\b", command_text(s["worker"]))
     assert "celery -A worker.celery_app beat" in command_text(s["beat"])
-    assert "gunicorn worker.callbacks:app" in command_text(s["web"])
+    assert "gunicorn worker.callbacks:app -c python:worker.gunicornconf" in command_text(s["web"])
     assert "celery -A worker.celery_app flower" in command_text(s["flower"])
     assert "payouts sandbox --host 0.0.0.0 --port 8099" in command_text(s["sandbox"])
 
@@ -119,7 +119,7 @@ def test_procfile_processes() -> None:
         r"celery -A worker\.celery_app worker -P threads -c \"\$\{WORKER_CONCURRENCY:-64\}\"", procs["worker"]
     )
     assert "celery -A worker.celery_app beat" in procs["beat"]
-    assert "gunicorn worker.callbacks:app" in procs["web"]
+    assert "gunicorn worker.callbacks:app -c python:worker.gunicornconf" in procs["web"]
     assert "${FLOWER_BASIC_AUTH:?" in procs["flower"]
     assert "celery -A worker.celery_app flower" in procs["flower"]
 
@@ -132,3 +132,31 @@ def test_durability_defaults_to_strict(compose: dict[str, Any]) -> None:
     example = (ROOT / ".env.example").read_text()
     assert re.search(r"^REDIS_DURABILITY=strict$", example, re.M)
     assert re.search(r"^REDIS_APPENDFSYNC=always$", example, re.M)
+
+
+def test_monitoring_profile(compose: dict[str, Any]) -> None:
+    """Prometheus and Grafana run only with the "monitoring" profile, on loopback, from the
+    rules, scrape config and dashboard in config/ (each file exists)."""
+    s = compose["services"]
+    prom, graf = s["prometheus"], s["grafana"]
+    assert prom["profiles"] == ["monitoring"] and graf["profiles"] == ["monitoring"]
+    for svc in (prom, graf):
+        assert all(str(p).startswith("127.0.0.1:") for p in svc["ports"])
+        for vol in svc["volumes"]:
+            src = vol.split(":", 1)[0]
+            if src.startswith("./"):
+                assert (ROOT / src).exists(), src
+                assert vol.endswith(":ro"), vol
+    mounts = " ".join(prom["volumes"])
+    assert "./config/prometheus/alerts.yml:/etc/prometheus/alerts.yml" in mounts
+    scrape = yaml.safe_load((ROOT / "config/prometheus/prometheus.yml").read_text())
+    assert scrape["rule_files"] == ["/etc/prometheus/alerts.yml"]
+    job = scrape["scrape_configs"][0]
+    assert job["metrics_path"] == "/metrics" and job["static_configs"][0]["targets"] == ["web:8000"]
+    assert "./config/grafana/dashboards:/var/lib/grafana/dashboards:ro" in graf["volumes"]
+    assert graf["environment"]["GF_SECURITY_ADMIN_PASSWORD"].startswith("${GRAFANA_ADMIN_PASSWORD:?")
+
+
+def test_install_includes_the_metrics_extra(compose: dict[str, Any]) -> None:
+    """The compose virtualenv has prometheus_client, or /metrics would answer 501."""
+    assert "metrics" in command_text(compose["services"]["install"])

@@ -407,3 +407,81 @@ class CeleryProcess:
         if self._sched_dir is not None:
             shutil.rmtree(self._sched_dir, ignore_errors=True)
             self._sched_dir = None
+
+
+class WebProcess:
+    """``gunicorn -c python:worker.gunicornconf worker.callbacks:app``: the callback receiver and
+    ``/metrics`` as in production, stdout and stderr each to its own file."""
+
+    def __init__(
+        self,
+        env: Mapping[str, str],
+        *,
+        port: int,
+        log_dir: Path,
+        workers: int = 1,
+        python: str = sys.executable,
+    ) -> None:
+        self.env = {**os.environ, **env}
+        self.port = port
+        self.log_dir = log_dir
+        self.workers = workers
+        self.python = python
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._files: list[Any] = []
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout_s: float = 30.0) -> WebProcess:
+        out = open(self.log_dir / "web.stdout.log", "ab")  # noqa: SIM115 - closed in stop()
+        err = open(self.log_dir / "web.stderr.log", "ab")  # noqa: SIM115
+        self._files = [out, err]
+        self.proc = subprocess.Popen(  # noqa: S603
+            [
+                self.python,
+                "-m",
+                "gunicorn",
+                "-c",
+                "python:worker.gunicornconf",
+                "--bind",
+                f"127.0.0.1:{self.port}",
+                "--workers",
+                str(self.workers),
+                "worker.callbacks:app",
+            ],
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
+            start_new_session=True,
+        )
+
+        def answers() -> bool:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"gunicorn exited: see {self.log_dir / 'web.stderr.log'}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
+                    s.sendall(b"GET /healthz HTTP/1.0\r\nHost: x\r\n\r\n")
+                    return bool(s.recv(12))
+            except OSError:
+                return False
+
+        wait_for(answers, timeout_s, interval_s=0.1, what="gunicorn to answer")
+        return self
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+        self.proc = None
+        for f in self._files:
+            f.close()
+        self._files = []

@@ -77,6 +77,8 @@ class GunicornReceiver:
                     sys.executable,
                     "-m",
                     "gunicorn",
+                    "-c",
+                    "python:worker.gunicornconf",
                     "worker.callbacks:app",
                     "--bind",
                     f"127.0.0.1:{self.port}",

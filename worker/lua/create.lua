@@ -6,6 +6,8 @@
 -- KEYS[4] counts hash      payouts:counts
 -- KEYS[5] events stream    payouts:events
 -- KEYS[6] tombstones hash  payouts:ids (id -> unix seconds it was first stored; never expires)
+-- KEYS[7] open-since zset  payouts:open (id -> time it became open)
+-- KEYS[8] metrics hash     payouts:metrics:transitions ("from|to" -> count; "|received" here)
 -- ARGV[1] payout_cl_id     string
 -- ARGV[2] fingerprint      string, digest of the order's data (duplicate detection)
 -- ARGV[3] now              unix seconds, decimal string
@@ -34,6 +36,8 @@ end
 redis.call('HSET', KEYS[1], unpack(fields))
 redis.call('ZADD', KEYS[3], ARGV[4], id)
 redis.call('HINCRBY', KEYS[4], 'received', 1)
+redis.call('ZADD', KEYS[7], now, id)
+redis.call('HINCRBY', KEYS[8], '|received', 1)
 redis.call('RPUSH', KEYS[2], cjson.encode({at = tonumber(now), from = '', to = 'received', reason = 'enqueued'}))
 redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[5], '*',
   'payout_cl_id', id, 'from', '', 'to', 'received', 'reason', 'enqueued', 'at', now, 'payout_id', '')

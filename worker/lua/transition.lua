@@ -10,7 +10,10 @@
 -- KEYS[5] events stream    payouts:events
 -- KEYS[6] review zset      payouts:review
 -- KEYS[7] tombstones hash  payouts:ids (written on a final state for orders stored before it existed)
--- KEYS[8] loss epoch       payouts:loss_epoch (optional; the claim passes it): an order
+-- KEYS[8] open-since zset  payouts:open (id -> time it became open; open states only)
+-- KEYS[9] metrics hash     payouts:metrics:transitions ("from|to" -> count)
+-- KEYS[10] metrics hash    payouts:metrics:time_to_final ("state|le", "state|sum", "state|count")
+-- KEYS[11] loss epoch      payouts:loss_epoch (optional; the claim passes it): an order
 --                          created before the epoch's ``at`` moves only once its
 --                          ``epoch_checked`` field names that epoch (worker/durability.py)
 -- ARGV[1] payout_cl_id     string
@@ -29,8 +32,12 @@
 -- Returns {1, previous state[, incremented value]}  applied
 --         {0, current state}   refused: state (or expect field) does not match
 --         {-1, ""}             no such order
---         {-2, state, epoch no, epoch at}  refused: the loss-epoch guard (KEYS[8]) holds it
+--         {-2, state, epoch no, epoch at}  refused: the loss-epoch guard (KEYS[11]) holds it
 local id, to, now, due, reason = ARGV[1], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+-- upper bounds (seconds) of the enqueue-to-final histogram; worker/metrics.py TIME_TO_FINAL_BUCKETS
+local TTF_BUCKETS = {1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400}
+-- worker/states.py OPEN (tests/store/test_metrics.py checks they agree)
+local OPEN_STATES = {received = true, submitting = true, accepted = true, unconfirmed = true, awaiting_approval = true}
 local cur = redis.call('HGET', KEYS[1], 'state')
 if not cur then
   return {-1, ''}
@@ -48,8 +55,8 @@ if ARGV[9] ~= '' then
     return {0, cur}
   end
 end
-if KEYS[8] then
-  local ep = redis.call('HMGET', KEYS[8], 'no', 'at')
+if KEYS[11] then
+  local ep = redis.call('HMGET', KEYS[11], 'no', 'at')
   if ep[1] then
     local o = redis.call('HMGET', KEYS[1], 'created_at', 'epoch_checked')
     if tonumber(o[1] or '0') < tonumber(ep[2] or '0') and o[2] ~= ep[1] then
@@ -87,6 +94,15 @@ if due == '-' then
 elseif due ~= '' then
   redis.call('ZADD', KEYS[3], due, id)
 end
+-- the open-since index: an order enters it when it becomes open, leaves it when it stops
+local changed = to ~= '' and to ~= cur
+if OPEN_STATES[changed and to or cur] then
+  if changed or due ~= '' then
+    redis.call('ZADD', KEYS[8], 'NX', now, id)
+  end
+elseif changed then
+  redis.call('ZREM', KEYS[8], id)
+end
 if to ~= '' and to ~= cur then
   redis.call('HINCRBY', KEYS[4], cur, -1)
   redis.call('HINCRBY', KEYS[4], to, 1)
@@ -99,8 +115,25 @@ if to ~= '' and to ~= cur then
   elseif cur == 'review' then
     redis.call('ZREM', KEYS[6], id)
   end
+  -- metrics: O(1) each, in the same atomic step (docs/operating.md, "Metrics")
+  redis.call('HINCRBY', KEYS[9], cur .. '|' .. to, 1)
+  local final = to == 'succeeded' or to == 'failed' or to == 'rejected'
+  local created = final and tonumber(redis.call('HGET', KEYS[1], 'created_at') or '')
+  if created then
+    local dt = math.max(0, tonumber(now) - created)
+    local le = '+Inf'
+    for _, b in ipairs(TTF_BUCKETS) do
+      if dt <= b then
+        le = tostring(b)
+        break
+      end
+    end
+    redis.call('HINCRBY', KEYS[10], to .. '|' .. le, 1)
+    redis.call('HINCRBYFLOAT', KEYS[10], to .. '|sum', dt)
+    redis.call('HINCRBY', KEYS[10], to .. '|count', 1)
+  end
   local retention = tonumber(ARGV[8])
-  if (to == 'succeeded' or to == 'failed' or to == 'rejected') and retention > 0 then
+  if final and retention > 0 then
     redis.call('HSETNX', KEYS[7], id, string.match(redis.call('HGET', KEYS[1], 'created_at') or now, '^%d+') or now)
     redis.call('EXPIRE', KEYS[1], retention)
     redis.call('EXPIRE', KEYS[2], retention)
