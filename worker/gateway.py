@@ -66,6 +66,8 @@ NOT_CREATED: Final[dict[str, str]] = {
 }
 #: The gateway's "order not found" on the single-order query form.
 NOT_FOUND_CODE: Final = "0050"
+#: the reason of the NOT_SENT a stale claim gets (nothing was sent: the claim was too old)
+STALE_CLAIM: Final = "not sent: the claim is older than SUBMIT_CLAIM_BUDGET"
 
 
 class Outcome(StrEnum):
@@ -299,7 +301,7 @@ class GatewayClient:
         )
         data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
         if may_send is not None and not may_send():
-            return CreateResult(Outcome.NOT_SENT, "not sent: the claim is older than SUBMIT_CLAIM_BUDGET")
+            return CreateResult(Outcome.NOT_SENT, STALE_CLAIM)
         _start_tracking()
         try:
             resp = self.session.post(

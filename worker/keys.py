@@ -64,3 +64,8 @@ def duplicate(digest: str) -> str:
 def console_audit(payout_cl_id: str) -> str:
     """List of console actions on one order that changed nothing (denied, refused, stale), newest first."""
     return f"{PREFIX}:console:audit:{payout_cl_id}"
+
+
+def worker_heartbeat(worker: str) -> str:
+    """String: unix time the worker (Celery node name) last consumed a message."""
+    return f"{PREFIX}:worker:{worker}"

@@ -25,7 +25,7 @@ _HEX_SIG: Final = re.compile(r"\b[0-9a-f]{32}(?:[0-9a-f]{32})?\b")
 
 #: keys whose values are identifiers, never personal data: left as they are
 _PLAIN_KEYS: Final = frozenset(
-    {"timestamp", "level", "logger", "task_id", "payout_cl_id", "payout_id", "task"}
+    {"timestamp", "level", "logger", "task_id", "payout_cl_id", "payout_id", "task", "from", "to", "outcome"}
 )
 
 _configured = False
@@ -60,6 +60,14 @@ def redact(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapp
         if key in _PLAIN_KEYS:
             continue
         event_dict[key] = _redact_value(key, event_dict[key])
+    return event_dict
+
+
+def _redact_exception(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """structlog processor: mask the traceback text ``format_exc_info`` just rendered."""
+    exc = event_dict.get("exception")
+    if isinstance(exc, str):
+        event_dict["exception"] = redact_text(exc)
     return event_dict
 
 
@@ -99,7 +107,9 @@ def configure_logging(fmt: str = "json", level: str = "INFO", *, force: bool = F
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info,
-            redact,
+            # every field was redacted before it got here (the structlog chain and
+            # foreign_pre_chain both end with `redact`): only the traceback text is new
+            _redact_exception,
             renderer,
         ],
     )

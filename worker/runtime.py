@@ -15,6 +15,7 @@ from typing import Any
 import redis
 
 from worker.celery_app import app
+from worker.celeryconf import SUBMIT_QUEUE
 from worker.connection import make_redis
 from worker.gateway import GatewayClient
 from worker.ratelimit import RateLimiter
@@ -57,13 +58,17 @@ def _sender(settings: Settings) -> Callable[[str, dict[str, Any]], None]:
 
 def build_runtime(settings: Settings, **kw: Any) -> Runtime:
     client = make_redis(settings.redis_url, pool_size=settings.worker_concurrency + 16)
+    # the claim script reads the submit backlog when the broker is this same Redis
+    same_broker = settings.effective_broker_url == settings.redis_url
+    rps = settings.gateway.max_rps if settings.gateway else 0.0
     store = OrderStore(
         client,
         events_maxlen=settings.events_maxlen,
         retention_s=settings.order_retention_days * 86400.0,
         result_redeliver_s=settings.result_redeliver_s if settings.result_task else None,
+        submit_queue=SUBMIT_QUEUE if same_broker else None,
+        submit_rate=rps,
     )
-    rps = settings.gateway.max_rps if settings.gateway else 0.0
     kw.setdefault("send_task", _sender(settings))
     return Runtime(settings, client, store, RateLimiter(client, rps), **kw)
 

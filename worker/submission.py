@@ -14,11 +14,11 @@ from enum import StrEnum
 
 from worker import controls
 from worker.crashpoints import crash_point
-from worker.gateway import CreateResult, Outcome, QueryKind
+from worker.gateway import STALE_CLAIM, CreateResult, Outcome, QueryKind
 from worker.logs import get_logger
 from worker.runtime import Runtime
 from worker.states import State
-from worker.store import Order, stamp
+from worker.store import INCR, NO_QUEUE, Order, stamp
 
 log = get_logger("payouts.submit")
 
@@ -38,10 +38,30 @@ class SubmitStatus(StrEnum):
     AWAITING_APPROVAL = "awaiting_approval"
 
 
+#: 2 ** this is the largest backoff factor: past it the cap applies anyway, and a float
+#: power overflows at 2 ** 1024 (D29)
+MAX_BACKOFF_EXPONENT = 30
+
+
+def backoff_s(base_s: float, cap_s: float, exponent: int) -> float:
+    """min(cap, base * 2 ** exponent) with the exponent clamped to [0, 30]."""
+    factor: int = 2 ** min(MAX_BACKOFF_EXPONENT, max(0, exponent))
+    return min(cap_s, base_s * factor)
+
+
 def retry_delay_s(attempt: int, *, base_s: float = 1.0, cap_s: float = 300.0) -> float:
     """Capped exponential backoff with +-20% jitter (attempt 1 -> ~base)."""
-    raw: float = min(cap_s, base_s * 2 ** max(0, attempt - 1))
-    return raw * random.uniform(0.8, 1.2)
+    return backoff_s(base_s, cap_s, attempt - 1) * random.uniform(0.8, 1.2)
+
+
+def defer_s(rt: Runtime) -> float:
+    """How long a submit that got no rate token waits: no sooner than the sweep's lease,
+    and no sooner than the submit messages queued ahead need at the rate (D17)."""
+    s, limiter = rt.settings, rt.limiter
+    backlog = 0
+    if limiter.enabled and rt.store.submit_queue != NO_QUEUE:
+        backlog = int(rt.redis.llen(rt.store.submit_queue))
+    return max(s.lease_s, backlog / limiter.rate if limiter.enabled else 0.0)
 
 
 def _clock() -> tuple[float, float]:
@@ -77,15 +97,18 @@ def submit_order(rt: Runtime, payout_cl_id: str) -> SubmitStatus:
     if held is not None:
         return _hold(rt, order, held)
     gateway = rt.gateway
-    if not rt.limiter.acquire(max_wait_s=2.0):
+    if not rt.limiter.acquire(max_wait_s=settings.submit_token_wait_s):
+        # deferred: a counter, no state change, no history, no event (D20); due again
+        # after max(lease, backlog / rate), so no second message while one waits (D17)
         store.transition(
             payout_cl_id,
             None,
             sources={State.RECEIVED},
             reason="rate limited",
-            due=time.time() + retry_delay_s(1, cap_s=settings.submit_retry_max_s),
+            due=time.time() + defer_s(rt),
+            fields={"deferrals": INCR},
         )
-        log.info("payout.submit.rate_limited")
+        log.info("payout.submit.deferred")
         return SubmitStatus.RATE_LIMITED
 
     # claim: the only way to the create request; the attempt number is incremented
@@ -135,6 +158,7 @@ def submit_order(rt: Runtime, payout_cl_id: str) -> SubmitStatus:
     now = time.time()
     merchant_code = result.outcome is Outcome.REJECTED and result.code in settings.hold_codes
     fields: dict[str, object] = {"last_gateway": result.reason, "answered_at": stamp(now)}
+    quiet = False
     if result.outcome is Outcome.ACCEPTED:
         target, status = State.ACCEPTED, SubmitStatus.ACCEPTED
         fields["payout_id"] = result.payout_id
@@ -151,11 +175,18 @@ def submit_order(rt: Runtime, payout_cl_id: str) -> SubmitStatus:
         target, status = State.UNCONFIRMED, SubmitStatus.UNCONFIRMED
         due = now + settings.unconfirmed_first_check_s
     else:  # NOT_SENT or RATE_LIMITED: provably never processed -> may be sent again
+        # a counter on the order, not a logged move: a day-long outage must not flood
+        # the history and the events stream (D20)
+        # (a stale claim that sent nothing is rare and worth its history entry: logged)
         target, status = State.RECEIVED, SubmitStatus.NOT_SENT
+        quiet = result.reason != STALE_CLAIM
         if result.outcome is Outcome.RATE_LIMITED:
             rt.limiter.pause(retry_delay_s(1))
             status = SubmitStatus.RATE_LIMITED
-        due = now + retry_delay_s(attempts, cap_s=settings.submit_retry_max_s)
+            fields["rate_limited"] = INCR
+        else:
+            fields["not_sent"] = INCR
+        due = now + max(settings.lease_s, retry_delay_s(attempts, cap_s=settings.submit_retry_max_s))
     reason = f"{result.code} {result.reason}".strip() if result.code else result.reason
     if merchant_code:
         reason = f"held: {reason}"
@@ -169,6 +200,7 @@ def submit_order(rt: Runtime, payout_cl_id: str) -> SubmitStatus:
         fields=fields,
         now=now,
         expect=("submit_attempts", str(attempts)),
+        quiet=quiet,
     )
     crash_point("after_state_write")
     if applied is None:
@@ -198,6 +230,7 @@ def submit_order(rt: Runtime, payout_cl_id: str) -> SubmitStatus:
         reason=reason,
         outcome=result.outcome.value,
         payout_id=result.payout_id,
+        attempt=attempts,
     )
     if merchant_code:
         log.error("payout.held", code=result.code, reason=result.reason)

@@ -171,12 +171,12 @@ def cmd_back_to_polling(args: argparse.Namespace) -> int:
 def cmd_reconcile(args: argparse.Namespace) -> int:
     from worker.ops.commands import reconcile
 
-    rows = reconcile(_runtime(), args.ids or None)
-    bad = 0
-    for r in rows:
-        print(f"{r.verdict:<9} {r.payout_cl_id:<34} ours={r.ours:<12} gateway={r.gateway}")
+    bad = n = 0
+    for r in reconcile(_runtime(), args.ids or None):  # rows as they are compared (O(page))
+        print(f"{r.verdict:<9} {r.payout_cl_id:<34} ours={r.ours:<12} gateway={r.gateway}", flush=True)
+        n += 1
         bad += r.verdict != "match"
-    print(f"{len(rows)} compared, {len(rows) - bad} match, {bad} not matching", file=sys.stderr)
+    print(f"{n} compared, {n - bad} match, {bad} not matching", file=sys.stderr)
     return 1 if bad else 0
 
 
