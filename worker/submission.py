@@ -177,9 +177,11 @@ def submit_order(rt: Runtime, payout_cl_id: str) -> SubmitStatus:
     else:  # NOT_SENT or RATE_LIMITED: provably never processed -> may be sent again
         # a counter on the order, not a logged move: a day-long outage must not flood
         # the history and the events stream (D20)
-        # (a stale claim that sent nothing is rare and worth its history entry: logged)
+        # the first one of an order is logged (its reason in the history); the next ones
+        # are counters only; a stale claim that sent nothing is rare: always logged
         target, status = State.RECEIVED, SubmitStatus.NOT_SENT
-        quiet = result.reason != STALE_CLAIM
+        repeated = order.field_int("not_sent") + order.field_int("rate_limited") > 0
+        quiet = repeated and result.reason != STALE_CLAIM
         if result.outcome is Outcome.RATE_LIMITED:
             rt.limiter.pause(retry_delay_s(1))
             status = SubmitStatus.RATE_LIMITED
