@@ -13,10 +13,18 @@ import structlog
 from celery.exceptions import Reject
 from celery.worker.request import Request
 
-from worker.celery_app import app
-from worker.celeryconf import CHECK_BATCH_TASK, CHECK_TASK, CREATE_TASK, SUBMIT_TASK, SWEEP_TASK
+from worker.celery_app import app, worker_name
+from worker.celeryconf import (
+    CHECK_BATCH_TASK,
+    CHECK_TASK,
+    CREATE_TASK,
+    HEARTBEAT_TASK,
+    SUBMIT_TASK,
+    SWEEP_TASK,
+)
 from worker.checks import check_order, check_window
 from worker.errors import DuplicatePayout, InvalidPayout
+from worker.liveness import write_heartbeat
 from worker.logs import get_logger
 from worker.producer import store_payout
 from worker.results import report_refused
@@ -52,6 +60,15 @@ def check_batch(payout_cl_ids: list[str]) -> int:
     return len(payout_cl_ids) - len(rest)
 
 
+@app.task(name=HEARTBEAT_TASK, ignore_result=True)
+def heartbeat() -> str:
+    """Sent to one worker's direct queue by ``payouts health --worker``: prove it consumes."""
+    name = worker_name() or ""
+    if name:
+        write_heartbeat(get_runtime().redis, name, force=True)
+    return name
+
+
 @app.task(name=SWEEP_TASK, ignore_result=True)
 def sweep() -> dict[str, int]:
     """Lease due orders and dispatch submit/check for each."""
@@ -71,6 +88,8 @@ def sweep() -> dict[str, int]:
         "check": len(checks),
         "unconfirmed": len(result.unconfirmed),
         "dropped": result.dropped,
+        "held_back": result.held_back,
+        "submit_queue": result.submit_queue,
     }
     if result.leased:
         log.info("payouts.sweep", **summary)

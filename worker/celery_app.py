@@ -187,3 +187,32 @@ def make_producer_app(settings: Settings) -> Celery:
     producer = Celery("payouts-producer", set_as_current=False)
     producer.conf.update(celery_config(settings))
     return producer
+
+
+#: this worker's node name (``celery -n``), known once the worker is set up
+_worker_name: str | None = None
+
+
+@signals.celeryd_after_setup.connect
+def _remember_name(sender: Any = None, **_: Any) -> None:
+    global _worker_name
+    _worker_name = str(sender) if sender else None
+
+
+@signals.task_postrun.connect
+def _heartbeat(**_: Any) -> None:
+    """A finished task proves this worker consumes: write its heartbeat (throttled)."""
+    if _worker_name is None:
+        return
+    from worker.liveness import write_heartbeat
+    from worker.runtime import get_runtime
+
+    try:
+        write_heartbeat(get_runtime().redis, _worker_name)
+    except Exception:
+        get_logger("payouts.worker").warning("heartbeat.failed")
+
+
+def worker_name() -> str | None:
+    """This worker's node name (None outside a worker)."""
+    return _worker_name

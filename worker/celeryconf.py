@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from celery.utils.nodenames import worker_direct
 from kombu import Exchange, Queue
 
 from worker.settings import Settings
@@ -18,6 +19,7 @@ CREATE_TASK = "payouts.create"
 CHECK_TASK = "payouts.check"
 CHECK_BATCH_TASK = "payouts.check_batch"
 SWEEP_TASK = "payouts.sweep"
+HEARTBEAT_TASK = "payouts.heartbeat"
 
 SUBMIT_QUEUE = "payouts"
 CHECK_QUEUE = "payouts.check"
@@ -30,6 +32,11 @@ ROUTES = {
     CHECK_BATCH_TASK: {"queue": CHECK_QUEUE},
     SWEEP_TASK: {"queue": SWEEP_QUEUE},
 }
+
+
+def worker_queue(worker: str) -> Queue:
+    """The direct queue only ``worker`` (its Celery node name) consumes (``worker_direct``)."""
+    return worker_direct(worker)
 
 
 def celery_config(s: Settings) -> dict[str, Any]:
@@ -81,8 +88,12 @@ def celery_config(s: Settings) -> dict[str, Any]:
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
-        # a broker reconnect otherwise re-runs tasks still in progress (celery#4671)
+        # a broker reconnect otherwise re-runs tasks still in progress (celery#4671);
+        # prefork only: the threads pool cannot terminate a thread (a warning in 5.7)
         "worker_cancel_long_running_tasks_on_connection_loss": True,
+        # enforced by prefork and gevent only; the threads pool ignores both limits, so
+        # every task bounds its own time (GATEWAY_TOTAL_TIMEOUT, SUBMIT_TOKEN_WAIT,
+        # CHECK_BATCH_PAGES; settings.max_task_s <= half the visibility timeout, D19)
         "task_time_limit": s.task_time_limit_s,
         "task_soft_time_limit": max(1.0, s.task_time_limit_s - 5),
         # Flower: task events on, sent-events so queued tasks show too
@@ -101,6 +112,9 @@ def celery_config(s: Settings) -> dict[str, Any]:
         "worker_hijack_root_logger": False,
         "worker_redirect_stdouts": False,
         "worker_concurrency": s.worker_concurrency,
+        # each worker also consumes its own direct queue: `payouts health --worker NAME`
+        # sends it a heartbeat task there (worker/liveness.py)
+        "worker_direct": True,
         "beat_schedule": {
             SWEEP_TASK: {
                 "task": SWEEP_TASK,

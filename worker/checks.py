@@ -7,11 +7,11 @@ A check is one order (:func:`check_order`) or a time window of the list query
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Iterable
 from enum import StrEnum
 
+from worker import keys
 from worker.gateway import QueryKind, QueryResult
 from worker.logs import get_logger
 from worker.reports import FINAL_STATUS, ReportResult, apply_report, next_check_delay_s, send_to_review
@@ -30,6 +30,10 @@ class CheckStatus(StrEnum):
     MISSING = "missing"
     #: the order is not in a state that is checked
     SKIPPED = "skipped"
+    #: the order is no longer due (another check ran and rescheduled it): no gateway call
+    NOT_DUE = "not_due"
+    #: no rate token within SUBMIT_TOKEN_WAIT: due again after the lease (a counter)
+    DEFERRED = "deferred"
     #: the query failed (error, rate limit): rescheduled
     QUERY_FAILED = "query_failed"
     #: the gateway does not know it yet: rescheduled within the grace period
@@ -81,6 +85,30 @@ def _reschedule(rt: Runtime, order: Order, delay_s: float, **fields: object) -> 
         due=time.time() + delay_s,
         fields={"checks": order.field_int("checks") + 1, **fields},
     )
+
+
+def _defer(rt: Runtime, order: Order) -> None:
+    """No rate token: due again after the lease; counted as a deferral, not a check (D29)."""
+    rt.store.transition(
+        order.payout_cl_id,
+        None,
+        sources={order.state},
+        reason="deferred",
+        due=time.time() + rt.settings.lease_s,
+        fields={"deferrals": order.field_int("deferrals") + 1},
+    )
+
+
+def is_due_for_check(order: Order, now: float) -> bool:
+    """A check message still stands for ``order``: it is due, or still held by the lease
+    the dispatching sweep (or batch) recorded. Rescheduled since (another check ran),
+    or unscheduled: the message is stale and the check does nothing (D17)."""
+    if order.due_at is None:
+        return False
+    if order.due_at <= now:
+        return True
+    lease = order.fields.get("lease")
+    return lease is not None and lease != "" and abs(float(lease) - order.due_at) < 1e-3
 
 
 def handle_not_found(rt: Runtime, order: Order, reason: str) -> CheckStatus:
@@ -139,18 +167,26 @@ def handle_not_found(rt: Runtime, order: Order, reason: str) -> CheckStatus:
     return CheckStatus.REVIEW
 
 
-def check_order(rt: Runtime, payout_cl_id: str) -> CheckStatus:
-    """Query the gateway for one open order and apply what it says."""
+def check_order(rt: Runtime, payout_cl_id: str, *, force: bool = False) -> CheckStatus:
+    """Query the gateway for one open order and apply what it says.
+
+    A message for an order that is no longer due (see :func:`is_due_for_check`) does
+    nothing, without a gateway call; ``force`` (the operator's ``payouts check``) always
+    queries.
+    """
     order = rt.store.get(payout_cl_id, with_history=False)
     if order is None:
         return CheckStatus.MISSING
     if order.state not in (State.ACCEPTED, State.UNCONFIRMED):
         return CheckStatus.SKIPPED
-    too_old = time.time() - age_since(order) > rt.settings.max_order_age_s
+    now = time.time()
+    if not force and not is_due_for_check(order, now):
+        return CheckStatus.NOT_DUE
+    too_old = now - age_since(order) > rt.settings.max_order_age_s
     gateway = rt.gateway
-    if not rt.limiter.acquire(max_wait_s=2.0):
-        _reschedule(rt, order, 1.0 + random.random())
-        return CheckStatus.QUERY_FAILED
+    if not rt.limiter.acquire(max_wait_s=rt.settings.submit_token_wait_s):
+        _defer(rt, order)
+        return CheckStatus.DEFERRED
     result = gateway.query_order(payout_cl_id, sign_type=order.sign_type)
     if too_old:
         # one final query before an age-based review: an order that finished at the
@@ -184,42 +220,85 @@ def apply_query(rt: Runtime, order: Order, result: QueryResult) -> CheckStatus:
     return CheckStatus.APPLIED
 
 
-def check_window(rt: Runtime, ids: Iterable[str]) -> list[str]:
-    """Check many orders with the list query's time window (limit 500 per page).
+def windows(orders: Iterable[Order], width_s: float) -> list[list[Order]]:
+    """Group orders into creation-time windows at most ``width_s`` wide, oldest first."""
+    ordered = sorted(orders, key=lambda o: o.submitted_at or o.created_at)
+    out: list[list[Order]] = []
+    start = 0.0
+    for o in ordered:
+        t = o.submitted_at or o.created_at
+        if not out or t - start > width_s:
+            out.append([])
+            start = t
+        out[-1].append(o)
+    return out
 
-    Returns the ids the window did not settle (not found there, or the query
-    failed), which the caller checks one by one.
+
+def check_window(rt: Runtime, ids: Iterable[str]) -> list[str]:
+    """Check many orders with the list query, in bounded work (D18).
+
+    The ids are grouped into narrow creation-time windows (``CHECK_WINDOW``); the task
+    reads at most ``CHECK_BATCH_PAGES`` pages in all and stops at its deadline; the
+    lease of every id it holds is extended first, so no sweep dispatches them again
+    meanwhile; only records that match a held id are signature-checked and applied.
+    Returns the ids a fully read window did not find (or whose query failed), which the
+    caller checks one by one. Ids of windows not reached are due again at once.
     """
-    orders = {
-        i: o for i, o in rt.store.get_many(ids).items() if o.state in (State.ACCEPTED, State.UNCONFIRMED)
-    }
+    s, store = rt.settings, rt.store
+    orders = {i: o for i, o in store.get_many(ids).items() if o.state in (State.ACCEPTED, State.UNCONFIRMED)}
     if not orders:
         return []
-    times = [int(o.submitted_at or o.created_at) for o in orders.values()]
-    lo, hi = min(times) - 120, max(times) + 120
-    seen: set[str] = set()
-    offset = 0
+    one_call = s.submit_token_wait_s + s.call_s
+    budget_s = s.check_batch_pages * one_call
+    deadline = time.monotonic() + budget_s
+    held_until = repr(time.time() + budget_s + s.lease_s)
+    pipe = store.redis.pipeline(transaction=False)
+    pipe.zadd(keys.DUE, dict.fromkeys(orders, held_until), xx=True)
+    for i in orders:
+        pipe.hset(keys.order(i), "lease", held_until)
+    pipe.execute()
     gateway = rt.gateway
-    while offset < 100_000:
-        if not rt.limiter.acquire(max_wait_s=5.0):
-            break
-        page = gateway.query_window(
-            created_gte=lo,
-            created_lte=hi,
-            offset=offset,
-            sign_types={i: o.sign_type for i, o in orders.items()},
-        )
-        if page is None:
-            break
-        results, total = page
-        for res in results:
-            pid = str(res.record.get("payout_cl_id", ""))
-            order = orders.get(pid)
-            if order is None or pid in seen or res.kind is not QueryKind.FOUND:
-                continue  # not ours, or unverified: checked singly (which also sees duplicates)
-            seen.add(pid)
-            apply_query(rt, order, res)
-        offset += len(results)
-        if not results or offset >= total:
-            break
-    return [i for i in orders if i not in seen]
+    pages = 0
+    rest: list[str] = []
+    not_reached: list[str] = []
+    for group in windows(orders.values(), s.check_window_s):
+        wanted = {o.payout_cl_id: o for o in group}
+        if pages >= s.check_batch_pages or time.monotonic() + one_call > deadline:
+            not_reached.extend(wanted)
+            continue
+        times = [int(o.submitted_at or o.created_at) for o in group]
+        margin = int(s.check_window_margin_s) + 1
+        lo, hi = min(times) - margin, max(times) + margin
+        seen: set[str] = set()
+        offset, complete = 0, False
+        while pages < s.check_batch_pages and time.monotonic() + one_call <= deadline:
+            if not rt.limiter.acquire(max_wait_s=s.submit_token_wait_s):
+                break
+            pages += 1
+            # only the records of this window's ids are verified (the others: "not ours")
+            page = gateway.query_window(
+                created_gte=lo,
+                created_lte=hi,
+                offset=offset,
+                sign_types={i: o.sign_type for i, o in wanted.items()},
+            )
+            if page is None:
+                break
+            results, total = page
+            for res in results:
+                pid = str(res.record.get("payout_cl_id", ""))
+                order = wanted.get(pid)
+                if order is None or pid in seen or res.kind is not QueryKind.FOUND:
+                    continue  # not ours, or unverified: checked singly (which also sees duplicates)
+                seen.add(pid)
+                apply_query(rt, order, res)
+            offset += len(results)
+            if not results or offset >= total:
+                complete = True
+                break
+        unseen = [i for i in wanted if i not in seen]
+        (rest if complete else not_reached).extend(unseen)
+    if not_reached:
+        # back to due now: the next sweep batches them again
+        store.redis.zadd(keys.DUE, dict.fromkeys(not_reached, repr(time.time())), xx=True)
+    return rest

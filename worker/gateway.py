@@ -67,6 +67,8 @@ NOT_CREATED: Final[dict[str, str]] = {
 }
 #: The gateway's "order not found" on the single-order query form.
 NOT_FOUND_CODE: Final = "0050"
+#: the reason of the NOT_SENT a stale claim gets (nothing was sent: the claim was too old)
+STALE_CLAIM: Final = "not sent: the claim is older than SUBMIT_CLAIM_BUDGET"
 
 
 class Outcome(StrEnum):
@@ -216,6 +218,30 @@ def _is_not_sent(exc: requests.exceptions.ConnectionError) -> bool:
     return False
 
 
+class DeadlineExceeded(requests.exceptions.Timeout):
+    """The call's total deadline (``GATEWAY_TOTAL_TIMEOUT``) passed while reading the answer."""
+
+
+def read_within(resp: requests.Response, deadline: float) -> requests.Response:
+    """Read a streamed answer's body in chunks against ``deadline`` (monotonic): a
+    trickling answer cannot hold a task past it (the threads pool enforces no Celery
+    time limit, D19). The connect and each read stay bounded by their timeouts."""
+    if getattr(resp, "_content_consumed", True):
+        return resp  # already read (not streamed)
+    chunks = []
+    try:
+        for chunk in resp.iter_content(65536):
+            chunks.append(chunk)
+            if time.monotonic() > deadline:
+                raise DeadlineExceeded("total deadline passed reading the answer")
+    except BaseException:
+        resp.close()  # a half-read connection is never reused
+        raise
+    resp._content = b"".join(chunks)
+    resp._content_consumed = True
+    return resp
+
+
 def classify_failure(exc: requests.exceptions.RequestException, *, written: bool) -> CreateResult:
     """A create that raised: NOT_SENT only when provably no byte of it left (D26)."""
     name = type(exc).__name__
@@ -307,8 +333,9 @@ class GatewayClient:
         )
         data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
         if may_send is not None and not may_send():
-            return CreateResult(Outcome.NOT_SENT, "not sent: the claim is older than SUBMIT_CLAIM_BUDGET")
+            return CreateResult(Outcome.NOT_SENT, STALE_CLAIM)
         _start_tracking()
+        deadline = time.monotonic() + self.cfg.total_timeout_s
         try:
             resp = self.session.post(
                 self.cfg.base_url + CREATE_PATH,
@@ -316,7 +343,9 @@ class GatewayClient:
                 headers={"Content-Type": "application/json;charset=utf-8"},
                 timeout=self.timeout,
                 allow_redirects=False,
+                stream=True,
             )
+            read_within(resp, deadline)
         except requests.exceptions.RequestException as exc:
             return classify_failure(exc, written=not _nothing_written())
         return classify_create(resp.status_code, resp.content)
@@ -374,13 +403,16 @@ class GatewayClient:
         return page
 
     def _get(self, path: str, params: Mapping[str, Any] | None = None) -> requests.Response:
+        deadline = time.monotonic() + self.cfg.total_timeout_s
         resp = self.session.get(
             self.cfg.base_url + path,
             params=params,
             headers={"Authorization": self.cfg.authorization.reveal()},
             timeout=self.timeout,
             allow_redirects=False,
+            stream=True,
         )
+        read_within(resp, deadline)
         if resp.headers.get(SANDBOX_HEADER):
             self.sandbox_seen = True
         return resp

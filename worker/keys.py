@@ -90,3 +90,8 @@ ACK_PROBE: Final = f"{PREFIX}:ack_probe"
 def metric_counter(name: str) -> str:
     """Hash of one generic counter (worker.metrics.incr): "label=value,..." -> count."""
     return f"{PREFIX}:metrics:counter:{name}"
+
+
+def worker_heartbeat(worker: str) -> str:
+    """String: unix time the worker (Celery node name) last consumed a message."""
+    return f"{PREFIX}:worker:{worker}"

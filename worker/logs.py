@@ -39,7 +39,19 @@ _QUOTED_FIELD: Final = re.compile(
 
 #: keys whose values are identifiers, never personal data: left as they are
 _PLAIN_KEYS: Final = frozenset(
-    {"timestamp", "level", "logger", "task_id", "payout_cl_id", "payout_id", "task", "id"}
+    {
+        "timestamp",
+        "level",
+        "logger",
+        "task_id",
+        "payout_cl_id",
+        "payout_id",
+        "task",
+        "id",
+        "from",
+        "to",
+        "outcome",
+    }
 )
 #: Celery log lines that embed a raw message body (D15): the body is withheld
 _BODY_TEMPLATES: Final = (
@@ -152,6 +164,14 @@ def add_order_id(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> Mutab
     return event_dict
 
 
+def _redact_exception(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """structlog processor: mask the traceback text ``format_exc_info`` just rendered."""
+    exc = event_dict.get("exception")
+    if isinstance(exc, str):
+        event_dict["exception"] = redact_text(exc)
+    return event_dict
+
+
 def _shared_processors() -> list[Any]:
     return [
         structlog.contextvars.merge_contextvars,
@@ -191,7 +211,9 @@ def configure_logging(fmt: str = "json", level: str = "INFO", *, force: bool = F
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info,
-            redact,
+            # every field was redacted before it got here (the structlog chain and
+            # foreign_pre_chain both end with `redact`): only the traceback text is new
+            _redact_exception,
             renderer,
         ],
     )

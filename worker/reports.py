@@ -17,7 +17,7 @@ from worker.logs import get_logger
 from worker.runtime import Runtime
 from worker.states import FINAL, State
 from worker.store import Order
-from worker.submission import notify_final
+from worker.submission import backoff_s, notify_final
 
 log = get_logger("payouts.reports")
 
@@ -56,9 +56,10 @@ def amount_matches(reported: str | None, stored: int) -> bool:
 
 
 def next_check_delay_s(rt: Runtime, checks: int) -> float:
+    """min(CHECK_INTERVAL_MAX, CHECK_INTERVAL_MIN * 2 ** checks), +-10%; the exponent is
+    capped, so no count of checks overflows a float (D29)."""
     s = rt.settings
-    raw: float = min(s.check_interval_max_s, s.check_interval_min_s * 2 ** max(0, checks))
-    return raw * random.uniform(0.9, 1.1)
+    return backoff_s(s.check_interval_min_s, s.check_interval_max_s, checks) * random.uniform(0.9, 1.1)
 
 
 def send_to_review(rt: Runtime, order: Order, reason: str, **fields: object) -> ReportResult:

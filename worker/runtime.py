@@ -16,6 +16,7 @@ import redis
 
 from worker import metrics
 from worker.celery_app import app
+from worker.celeryconf import SUBMIT_QUEUE
 from worker.connection import redis_for
 from worker.durability import ConnectGuard, require_durable
 from worker.gateway import GatewayClient
@@ -76,6 +77,9 @@ def build_runtime(
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
             # not reachable now: every new connection checks first until one passes
             guard.pending = (settings, process)
+    # create.lua reads the submit backlog when the broker is this same Redis
+    same_broker = settings.effective_broker_url == settings.redis_url
+    rps = settings.gateway.max_rps if settings.gateway else 0.0
     store = OrderStore(
         client,
         events_maxlen=settings.events_maxlen,
@@ -83,8 +87,9 @@ def build_runtime(
         result_redeliver_s=settings.result_redeliver_s if settings.result_task else None,
         replica_acks=settings.required_replica_acks,
         replica_ack_timeout_s=settings.redis_replica_ack_timeout_s,
+        submit_queue=SUBMIT_QUEUE if same_broker else None,
+        submit_rate=rps,
     )
-    rps = settings.gateway.max_rps if settings.gateway else 0.0
     kw.setdefault("send_task", _sender(settings))
     return Runtime(settings, client, store, RateLimiter(client, rps), **kw)
 

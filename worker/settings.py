@@ -68,6 +68,9 @@ class GatewaySettings:
     accepted_sign_types: frozenset[str] = frozenset({"HMAC-SHA256"})
     connect_timeout_s: float = 3.0
     read_timeout_s: float = 15.0
+    #: the whole HTTP call (connect, send, answer, body), enforced in code: the threads
+    #: pool enforces no Celery time limit (D19)
+    total_timeout_s: float = 18.0
     query_form: str = "list"
     max_rps: float = 50.0
     service_id: str = "SVC0004"
@@ -148,6 +151,15 @@ class Settings:
     #: replicas that must acknowledge the enqueue's create and the claim (strict mode)
     redis_replica_acks: int = 0
     redis_replica_ack_timeout_s: float = 1.0
+    #: a submit waits at most this long for a rate token, then is deferred (a counter)
+    submit_token_wait_s: float = 2.0
+    #: pages of the list query one check_batch task may read
+    check_batch_pages: int = 10
+    #: width of one list-query window: a batch's ids are grouped into windows this wide
+    check_window_s: float = 300.0
+    #: a window reaches this far before the first and after the last submission time
+    #: (clock skew and latency between our stamp and the gateway's create_time)
+    check_window_margin_s: float = 30.0
     extra: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @property
@@ -174,6 +186,24 @@ class Settings:
             auth = f"{parts.username or ''}:{parts.password}@"
         db = (parts.path or "/0").lstrip("/") or "0"
         return ";".join(f"sentinel://{auth}{h}:{p}/{db}" for h, p in self.redis_sentinels)
+
+    @property
+    def call_s(self) -> float:
+        """The longest one gateway call takes (its total deadline)."""
+        return self.gateway.total_timeout_s if self.gateway else 20.0
+
+    @property
+    def lease_s(self) -> float:
+        """How long a dispatched order is not dispatched again (the sweep's base lease;
+        a longer submit queue lengthens it, worker/sweep.py)."""
+        return max(2 * self.sweep_interval_s, self.call_s + self.submit_token_wait_s + 5.0)
+
+    @property
+    def max_task_s(self) -> float:
+        """The longest any task runs by its own deadlines: submit and check are one
+        token wait plus one call; check_batch is its page budget of those."""
+        one = self.submit_token_wait_s + self.call_s
+        return max(one, self.check_batch_pages * one)
 
     def require_gateway(self) -> GatewaySettings:
         """The gateway settings, or a ConfigError naming what is missing."""
@@ -334,6 +364,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     )
     connect_s = _float(env, "GATEWAY_CONNECT_TIMEOUT", 3.0, minimum=0.001)
     read_s = _float(env, "GATEWAY_READ_TIMEOUT", 15.0, minimum=0.001)
+    total_s = _float(env, "GATEWAY_TOTAL_TIMEOUT", connect_s + read_s, minimum=0.001)
+    if total_s < connect_s:
+        raise ConfigError("GATEWAY_TOTAL_TIMEOUT must be at least GATEWAY_CONNECT_TIMEOUT")
     gateway = None
     if not missing:
         assert base_url and platform_id and key and token
@@ -346,6 +379,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             accepted_sign_types=accepted,
             connect_timeout_s=connect_s,
             read_timeout_s=read_s,
+            total_timeout_s=total_s,
             query_form=_choice(env, "GATEWAY_QUERY_FORM", "list", QUERY_FORMS),
             max_rps=_float(env, "GATEWAY_MAX_RPS", 50.0),
             service_id=_read(env, "GATEWAY_SERVICE_ID") or "SVC0004",
@@ -356,15 +390,32 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     log_default = "console" if sys.stdout.isatty() else "json"
     banks_raw = _read(env, "PAYOUT_BANK_LIST")
     banks = frozenset(b.strip() for b in (banks_raw or "").split(",") if b.strip())
-    task_limit = _float(env, "TASK_TIME_LIMIT", max(120.0, 4 * (connect_s + read_s)), minimum=1)
+    token_wait = _float(env, "SUBMIT_TOKEN_WAIT", 2.0)
+    pages = _int(env, "CHECK_BATCH_PAGES", 10, minimum=1)
+    # What bounds a task is its own deadlines (the threads pool ignores Celery's time
+    # limits, D19): a token wait plus one call's total deadline, check_batch a page
+    # budget of those. A task that outlives the visibility timeout is delivered twice.
+    max_task = max(1, pages) * (token_wait + total_s)
+    task_limit = _float(
+        env, "TASK_TIME_LIMIT", max(120.0, 4 * (connect_s + read_s), max_task + 30.0), minimum=1
+    )
     visibility = _float(env, "BROKER_VISIBILITY_TIMEOUT", 3600.0, minimum=1)
+    if max_task * 2 > visibility:
+        raise ConfigError(
+            "BROKER_VISIBILITY_TIMEOUT must be at least twice the longest task "
+            f"(CHECK_BATCH_PAGES x (SUBMIT_TOKEN_WAIT + GATEWAY_TOTAL_TIMEOUT) = {max_task:g}s): "
+            "a task that outlives the visibility timeout is delivered twice"
+        )
     if task_limit * 2 > visibility:
         raise ConfigError(
             "TASK_TIME_LIMIT must be at most half of BROKER_VISIBILITY_TIMEOUT "
-            "(a task that outlives the visibility timeout is delivered twice)"
+            "(enforced by Celery on prefork and gevent only; on threads the task deadlines are)"
         )
-    if connect_s + read_s >= task_limit:
-        raise ConfigError("GATEWAY_CONNECT_TIMEOUT + GATEWAY_READ_TIMEOUT must be below TASK_TIME_LIMIT")
+    if max_task >= task_limit:
+        raise ConfigError(
+            "TASK_TIME_LIMIT must be above the longest task by its own deadlines "
+            f"(CHECK_BATCH_PAGES x (SUBMIT_TOKEN_WAIT + GATEWAY_TOTAL_TIMEOUT) = {max_task:g}s)"
+        )
     amount_min = _int(env, "PAYOUT_AMOUNT_MIN", 1, minimum=1)
     amount_max = _int(env, "PAYOUT_AMOUNT_MAX", 9_999_999_999, minimum=1)
     if amount_max > 9_999_999_999 or amount_min > amount_max:
@@ -441,6 +492,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         redis_sentinel_password=_secret(env, "REDIS_SENTINEL_PASSWORD"),
         redis_replica_acks=_int(env, "REDIS_REPLICA_ACKS", 1 if sentinels else 0),
         redis_replica_ack_timeout_s=_float(env, "REDIS_REPLICA_ACK_TIMEOUT", 1.0, minimum=0.01),
+        submit_token_wait_s=token_wait,
+        check_batch_pages=pages,
+        check_window_s=_float(env, "CHECK_WINDOW", 300.0, minimum=1),
+        check_window_margin_s=_float(env, "CHECK_WINDOW_MARGIN", 30.0),
     )
 
 

@@ -10,6 +10,7 @@ import json
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from enum import IntEnum
 from importlib import resources
 from typing import Any, Final
 
@@ -28,6 +29,36 @@ DELETE: Final = "\0"
 INCR: Final = "\1"
 #: the state :meth:`OrderStore.create` reports for an id whose order expired (tombstone)
 EXPIRED: Final = "expired"
+#: an order's history keeps its first entry and at most this many in all (transition.lua)
+HISTORY_MAX: Final = 64
+#: a key that never exists: the "submit queue" when the broker is another Redis
+NO_QUEUE: Final = f"{keys.PREFIX}:no-queue"
+
+
+class ClaimCode(IntEnum):
+    """What ``claim.lua`` did (its first return value)."""
+
+    MISSING = -1
+    NOT_RECEIVED = 0
+    CLAIMED = 1
+    WAIT = 2
+    DEFERRED = 3
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The answer of :meth:`OrderStore.claim`."""
+
+    code: ClaimCode
+    #: CLAIMED: the order as claimed (state submitting, attempt recorded)
+    order: Order | None = None
+    attempt: int = 0
+    #: NOT_RECEIVED: the state found
+    state: str = ""
+    #: WAIT: seconds until a token; DEFERRED: the new due time
+    wait_s: float = 0.0
+    due: float = 0.0
+    deferrals: int = 0
 
 
 def stamp(t: float) -> str:
@@ -163,6 +194,9 @@ class OrderStore:
         result_redeliver_s: float | None = None,
         replica_acks: int = 0,
         replica_ack_timeout_s: float = 1.0,
+        history_max: int = HISTORY_MAX,
+        submit_queue: str | None = None,
+        submit_rate: float = 0.0,
     ) -> None:
         self.redis = client
         self.events_maxlen = events_maxlen
@@ -174,10 +208,16 @@ class OrderStore:
         #: replicas that must acknowledge the create and the claim (0: none waited for)
         self.replica_acks = replica_acks
         self.replica_ack_timeout_s = replica_ack_timeout_s
+        self.history_max = history_max
+        #: the broker's submit list when the broker is this Redis (the claim reads its length)
+        self.submit_queue = submit_queue or NO_QUEUE
+        #: GATEWAY_MAX_RPS: a new order's re-drive waits for the queue ahead (create.lua)
+        self.submit_rate = repr(float(submit_rate))
         # registered once per client: EVALSHA, falling back to EVAL on NOSCRIPT
         self._create = client.register_script(_script("create"))
         self._transition = client.register_script(_script("transition"))
         self._lease = client.register_script(_script("lease"))
+        self._claim = client.register_script(_script("claim"))
 
     # -- writes ---------------------------------------------------------------
 
@@ -237,8 +277,17 @@ class OrderStore:
             keys.IDS,
             keys.OPEN_SINCE,
             keys.METRIC_TRANSITIONS,
+            self.submit_queue,
         ]
-        create_args: list[Any] = [i, fp, stamp(now), repr(due_at), self.events_maxlen, *pairs]
+        create_args: list[Any] = [
+            i,
+            fp,
+            stamp(now),
+            repr(due_at),
+            self.events_maxlen,
+            self.submit_rate,
+            *pairs,
+        ]
         if self.replica_acks > 0:
             # the repeat of an enqueue writes nothing itself: probe, so WAIT covers the record
             res, acks = self._replicated(self._create, create_keys, create_args, probe=True)
@@ -256,7 +305,7 @@ class OrderStore:
             # the entry create.lua wrote (millisecond stamp, as cjson encodes it)
             entry = {"at": float(stamp(now)), "from": "", "to": State.RECEIVED.value, "reason": "enqueued"}
             order = _order_from(i, stored)
-            order = replace(order, history=[entry], due_at=float(repr(due_at)))
+            order = replace(order, history=[entry], due_at=float(res[2]))
             return Created(True, fp, State.RECEIVED.value, order)
         return Created(False, str(res[1]), str(res[2]))
 
@@ -273,6 +322,7 @@ class OrderStore:
         now: float | None = None,
         guard: bool = False,
         replicated: bool = False,
+        quiet: bool = False,
     ) -> State | None:
         """Atomically move an order to ``target`` if its state is in ``sources``.
 
@@ -280,9 +330,11 @@ class OrderStore:
         ``sources`` is required). ``sources`` defaults to every state the table lets
         reach ``target``. ``due``: None leaves the due-index alone, :data:`REMOVE`
         takes the order out, a number is the next due time. ``expect=(field, value)``
-        adds a condition on a field (value None: the field must be absent). Returns the
-        previous state when applied, None when refused; raises OrderNotFound for an
-        unknown id.
+        adds a condition on a field (value None: the field must be absent). ``quiet``
+        moves the state without a history entry or an event (a not-sent return to
+        ``received``: counted on the order instead; the next logged move writes the
+        catch-up entry). Returns the previous state when applied, None when refused;
+        raises OrderNotFound for an unknown id.
 
         ``guard``: refuse with :class:`LossEpochPending` an order created before the last
         loss epoch and not checked at the gateway since (the claim always is).
@@ -301,6 +353,7 @@ class OrderStore:
             now=now,
             guard=guard,
             replicated=replicated,
+            quiet=quiet,
         )
         return State(str(res[1])) if int(res[0]) == 1 else None
 
@@ -345,6 +398,7 @@ class OrderStore:
         now: float | None,
         guard: bool = False,
         replicated: bool = False,
+        quiet: bool = False,
     ) -> list[Any]:
         now = time.time() if now is None else now
         if target is None:
@@ -391,6 +445,8 @@ class OrderStore:
             self.events_maxlen,
             int(self.retention_s),
             *((expect[0], DELETE if expect[1] is None else expect[1]) if expect else ("", "")),
+            "1" if quiet else "",
+            self.history_max,
             *pairs,
         ]
         acks = -1
@@ -422,8 +478,64 @@ class OrderStore:
             raise InvalidTransition(payout_cl_id, current.value if current else None, target)
         return prev
 
+    def claim_rated(
+        self,
+        payout_cl_id: str,
+        *,
+        now: float,
+        call_deadline: float,
+        rate: float,
+        burst: float,
+        wait_left_s: float,
+        min_defer_s: float,
+        sign_type: str,
+    ) -> Claim:
+        """Take a rate token and claim ``received -> submitting`` in one round trip.
+
+        See ``claim.lua``: with no token within ``wait_left_s`` the order is deferred
+        (``deferrals`` counter, due again after max(``min_defer_s``, backlog / rate)).
+        """
+        i = payout_cl_id
+        res = self._claim(
+            keys=[
+                keys.order(i),
+                keys.history(i),
+                keys.DUE,
+                keys.COUNTS,
+                keys.EVENTS,
+                keys.RATE,
+                keys.BACKOFF,
+                self.submit_queue,
+            ],
+            args=[
+                i,
+                stamp(now),
+                repr(call_deadline),
+                repr(float(rate)),
+                repr(float(burst)),
+                int(wait_left_s * 1000),
+                repr(float(min_defer_s)),
+                self.events_maxlen,
+                sign_type,
+                self.history_max,
+            ],
+        )
+        code = ClaimCode(int(res[0]))
+        if code is ClaimCode.CLAIMED:
+            flat = res[2:]
+            data = dict(zip(flat[::2], flat[1::2], strict=True))
+            return Claim(code, order=_order_from(i, data), attempt=int(res[1]))
+        if code is ClaimCode.NOT_RECEIVED:
+            return Claim(code, state=str(res[1]))
+        if code is ClaimCode.WAIT:
+            return Claim(code, wait_s=int(res[1]) / 1000.0)
+        if code is ClaimCode.DEFERRED:
+            return Claim(code, deferrals=int(res[1]), due=float(res[2]))
+        return Claim(code)
+
     def lease_due(self, *, now: float, batch: int, lease_s: float) -> list[str]:
-        """Take up to ``batch`` due ids and push their due time to ``now + lease_s``."""
+        """Take up to ``batch`` due ids and push their due time to ``now + lease_s``
+        (written as ``repr(now + lease_s)``: the lease token checks compare)."""
         res = self._lease(keys=[keys.DUE], args=[repr(now), batch, repr(now + lease_s)])
         return [str(x) for x in res]
 

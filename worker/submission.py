@@ -15,11 +15,11 @@ from enum import StrEnum
 from worker import controls
 from worker.crashpoints import crash_point
 from worker.errors import LossEpochPending, NotDurable
-from worker.gateway import CreateResult, Outcome, QueryKind
+from worker.gateway import STALE_CLAIM, CreateResult, Outcome, QueryKind
 from worker.logs import get_logger
 from worker.runtime import Runtime
 from worker.states import State
-from worker.store import Order, stamp
+from worker.store import INCR, NO_QUEUE, Order, stamp
 
 log = get_logger("payouts.submit")
 
@@ -49,10 +49,30 @@ class SubmitStatus(StrEnum):
     EPOCH_QUERY_FAILED = "epoch_query_failed"
 
 
+#: 2 ** this is the largest backoff factor: past it the cap applies anyway, and a float
+#: power overflows at 2 ** 1024 (D29)
+MAX_BACKOFF_EXPONENT = 30
+
+
+def backoff_s(base_s: float, cap_s: float, exponent: int) -> float:
+    """min(cap, base * 2 ** exponent) with the exponent clamped to [0, 30]."""
+    factor: int = 2 ** min(MAX_BACKOFF_EXPONENT, max(0, exponent))
+    return min(cap_s, base_s * factor)
+
+
 def retry_delay_s(attempt: int, *, base_s: float = 1.0, cap_s: float = 300.0) -> float:
     """Capped exponential backoff with +-20% jitter (attempt 1 -> ~base)."""
-    raw: float = min(cap_s, base_s * 2 ** max(0, attempt - 1))
-    return raw * random.uniform(0.8, 1.2)
+    return backoff_s(base_s, cap_s, attempt - 1) * random.uniform(0.8, 1.2)
+
+
+def defer_s(rt: Runtime) -> float:
+    """How long a submit that got no rate token waits: no sooner than the sweep's lease,
+    and no sooner than the submit messages queued ahead need at the rate (D17)."""
+    s, limiter = rt.settings, rt.limiter
+    backlog = 0
+    if limiter.enabled and rt.store.submit_queue != NO_QUEUE:
+        backlog = int(rt.redis.llen(rt.store.submit_queue))
+    return max(s.lease_s, backlog / limiter.rate if limiter.enabled else 0.0)
 
 
 def _clock() -> tuple[float, float]:
@@ -88,15 +108,18 @@ def submit_order(rt: Runtime, payout_cl_id: str, *, _epoch_checked: bool = False
     if held is not None:
         return _hold(rt, order, held)
     gateway = rt.gateway
-    if not rt.limiter.acquire(max_wait_s=2.0):
+    if not rt.limiter.acquire(max_wait_s=settings.submit_token_wait_s):
+        # deferred: a counter, no state change, no history, no event (D20); due again
+        # after max(lease, backlog / rate), so no second message while one waits (D17)
         store.transition(
             payout_cl_id,
             None,
             sources={State.RECEIVED},
             reason="rate limited",
-            due=time.time() + retry_delay_s(1, cap_s=settings.submit_retry_max_s),
+            due=time.time() + defer_s(rt),
+            fields={"deferrals": INCR},
         )
-        log.info("payout.submit.rate_limited")
+        log.info("payout.submit.deferred")
         return SubmitStatus.RATE_LIMITED
 
     # claim: the only way to the create request; the attempt number is incremented
@@ -169,6 +192,7 @@ def submit_order(rt: Runtime, payout_cl_id: str, *, _epoch_checked: bool = False
     now = time.time()
     merchant_code = result.outcome is Outcome.REJECTED and result.code in settings.hold_codes
     fields: dict[str, object] = {"last_gateway": result.reason, "answered_at": stamp(now)}
+    quiet = False
     if result.outcome is Outcome.ACCEPTED:
         target, status = State.ACCEPTED, SubmitStatus.ACCEPTED
         fields["payout_id"] = result.payout_id
@@ -185,11 +209,20 @@ def submit_order(rt: Runtime, payout_cl_id: str, *, _epoch_checked: bool = False
         target, status = State.UNCONFIRMED, SubmitStatus.UNCONFIRMED
         due = now + settings.unconfirmed_first_check_s
     else:  # NOT_SENT or RATE_LIMITED: provably never processed -> may be sent again
+        # a counter on the order, not a logged move: a day-long outage must not flood
+        # the history and the events stream (D20)
+        # the first one of an order is logged (its reason in the history); the next ones
+        # are counters only; a stale claim that sent nothing is rare: always logged
         target, status = State.RECEIVED, SubmitStatus.NOT_SENT
+        repeated = order.field_int("not_sent") + order.field_int("rate_limited") > 0
+        quiet = repeated and result.reason != STALE_CLAIM
         if result.outcome is Outcome.RATE_LIMITED:
             rt.limiter.pause(retry_delay_s(1))
             status = SubmitStatus.RATE_LIMITED
-        due = now + retry_delay_s(attempts, cap_s=settings.submit_retry_max_s)
+            fields["rate_limited"] = INCR
+        else:
+            fields["not_sent"] = INCR
+        due = now + max(settings.lease_s, retry_delay_s(attempts, cap_s=settings.submit_retry_max_s))
     reason = f"{result.code} {result.reason}".strip() if result.code else result.reason
     if merchant_code:
         reason = f"held: {reason}"
@@ -203,6 +236,7 @@ def submit_order(rt: Runtime, payout_cl_id: str, *, _epoch_checked: bool = False
         fields=fields,
         now=now,
         expect=("submit_attempts", str(attempts)),
+        quiet=quiet,
     )
     crash_point("after_state_write")
     if applied is None:
@@ -232,6 +266,7 @@ def submit_order(rt: Runtime, payout_cl_id: str, *, _epoch_checked: bool = False
         reason=reason,
         outcome=result.outcome.value,
         payout_id=result.payout_id,
+        attempt=attempts,
     )
     if merchant_code:
         log.error("payout.held", code=result.code, reason=result.reason)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -12,7 +13,7 @@ from worker.reports import send_to_review
 from worker.results import deliver
 from worker.runtime import Runtime
 from worker.states import State
-from worker.store import REMOVE, Order
+from worker.store import NO_QUEUE, REMOVE, Order
 
 log = get_logger("payouts.sweep")
 
@@ -32,6 +33,53 @@ class SweepResult:
     expired: int = 0
     #: final results re-sent (their first publish never happened)
     results: int = 0
+    #: due received orders not re-driven this tick (their message is likely still queued,
+    #: or the tick's budget was spent): leased until the queue ahead should have drained
+    held_back: int = 0
+    #: the submit queue's length when the sweep began (-1: the broker is another Redis)
+    submit_queue: int = -1
+
+
+@dataclass
+class SubmitBudget:
+    """The dispatch rule for re-driven submits (D17: at most one message in flight per order).
+
+    The submit queue is kept at about two ticks of work at the gateway's rate
+    (``cap = GATEWAY_MAX_RPS x SWEEP_INTERVAL x 2``): a tick re-drives at most
+    ``cap - queued`` orders, and an order it does not re-drive is leased until the
+    messages ahead of it should have been consumed (``queued / rate``), so an order
+    whose first message is still waiting is not sent another. Without a rate limit
+    there is no cap and the lease is the base lease.
+    """
+
+    rate: float
+    queued: int
+    cap: int
+    left: int
+    base_lease_s: float
+
+    @classmethod
+    def of(cls, rt: Runtime) -> SubmitBudget:
+        s = rt.settings
+        rate = rt.limiter.rate if rt.limiter.enabled else 0.0
+        queue = rt.store.submit_queue
+        queued = int(rt.redis.llen(queue)) if queue != NO_QUEUE else 0
+        if rate <= 0:
+            return cls(0.0, queued, 1 << 30, 1 << 30, s.lease_s)
+        cap = max(1, math.ceil(rate * s.sweep_interval_s * 2))
+        return cls(rate, queued, cap, max(0, cap - queued), s.lease_s)
+
+    def take(self) -> bool:
+        if self.left <= 0:
+            return False
+        self.left -= 1
+        return True
+
+    def lease_s(self, extra: int = 0) -> float:
+        """How long until ``extra`` more messages behind the queued ones are consumed."""
+        if self.rate <= 0:
+            return self.base_lease_s
+        return self.base_lease_s + (self.queued + extra) / self.rate
 
 
 def sweep_due(rt: Runtime, *, now: float | None = None, max_batches: int = 20) -> SweepResult:
@@ -47,8 +95,9 @@ def sweep_due(rt: Runtime, *, now: float | None = None, max_batches: int = 20) -
     gw = s.gateway
     call_s = (gw.connect_timeout_s + gw.read_timeout_s) if gw else 20.0
     # a leased order comes back after this long if its task never reschedules it
-    lease_s = max(2 * s.sweep_interval_s, call_s + 5.0)
-    out = SweepResult()
+    lease_s = s.lease_s
+    budget = SubmitBudget.of(rt)
+    out = SweepResult(submit_queue=budget.queued if store.submit_queue != NO_QUEUE else -1)
     try:
         controls.poll_balance(rt, now=now)
     except Exception as exc:  # the balance is advisory: never let it stop the sweep
@@ -57,10 +106,13 @@ def sweep_due(rt: Runtime, *, now: float | None = None, max_batches: int = 20) -
     paused = {p.scope for p in controls.pauses(rt)}
     for _ in range(max_batches):
         ids = store.lease_due(now=now, batch=s.sweep_batch, lease_s=lease_s)
+        lease_until = repr(now + lease_s)
         if not ids:
             break
         out.leased += len(ids)
         orders = store.get_many(ids)
+        submits_before, checks_before = len(out.submit), len(out.check)
+        held: list[str] = []
         for i in ids:
             order = orders.get(i)
             if order is None:
@@ -71,14 +123,36 @@ def sweep_due(rt: Runtime, *, now: float | None = None, max_batches: int = 20) -
                 pipe.execute()
                 out.dropped += 1
                 continue
-            _route(rt, order, now, call_s, out, paused)
+            _route(rt, order, now, call_s, out, paused, budget, held)
+        pipe = store.redis.pipeline(transaction=False)
+        # re-driven submits: leased until the queue ahead of their new message is consumed
+        redriven = out.submit[submits_before:]
+        if redriven:
+            until = repr(now + budget.lease_s(len(out.submit)))
+            pipe.zadd(keys.DUE, dict.fromkeys(redriven, until), xx=True)
+        if held:
+            pipe.zadd(keys.DUE, dict.fromkeys(held, repr(now + budget.lease_s())), xx=True)
+        # a check message holds its order's lease: a check finding another lease (the
+        # order was checked and rescheduled meanwhile) does nothing (checks.py)
+        for i in out.check[checks_before:]:
+            pipe.hset(keys.order(i), "lease", lease_until)
+        pipe.execute()
         if len(ids) < s.sweep_batch:
             break
     store.redis.set(keys.SWEEP_LAST, repr(time.time()))
     return out
 
 
-def _route(rt: Runtime, order: Order, now: float, call_s: float, out: SweepResult, paused: set[str]) -> None:
+def _route(
+    rt: Runtime,
+    order: Order,
+    now: float,
+    call_s: float,
+    out: SweepResult,
+    paused: set[str],
+    budget: SubmitBudget,
+    held: list[str],
+) -> None:
     s = rt.settings
     if order.result_pending:
         # a final order whose result was never published: send it again (D9)
@@ -91,7 +165,11 @@ def _route(rt: Runtime, order: Order, now: float, call_s: float, out: SweepResul
         if controls.ALL in paused or order.bank_name in paused:
             out.held += 1  # the lease already moved its due time on: nothing written
             return
-        out.submit.append(order.payout_cl_id)
+        if budget.take():
+            out.submit.append(order.payout_cl_id)
+        else:
+            held.append(order.payout_cl_id)
+            out.held_back += 1
     elif order.state is State.AWAITING_APPROVAL:
         out.expired += controls.expire_approval(rt, order, now)
     elif order.state is State.SUBMITTING:

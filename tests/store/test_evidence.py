@@ -293,7 +293,7 @@ def test_age_review_is_preceded_by_a_final_query(make_runtime: Any, sandbox: San
     sandbox.admin.wait_order_status("age-1", [3], timeout_s=20)  # type: ignore[union-attr]
     rt.store.transition("age-1", None, sources={State.ACCEPTED}, reason="t", fields={"submitted_at": "1"})
     # when
-    status = check_order(rt, "age-1")
+    status = check_order(rt, "age-1", force=True)  # checked now, due or not
     # then
     assert status is CheckStatus.APPLIED and rt.store.state_of("age-1") is State.SUCCEEDED
 
@@ -305,7 +305,7 @@ def test_age_counts_from_the_last_submission(make_runtime: Any, sandbox: Sandbox
     rt.store.create(payout("age-2"), due_at=time.time() + 60, now=time.time() - 3600)
     assert submit_order(rt, "age-2") is SubmitStatus.ACCEPTED
     # when
-    status = check_order(rt, "age-2")
+    status = check_order(rt, "age-2", force=True)  # checked now, due or not
     # then
     assert status is CheckStatus.APPLIED and rt.store.state_of("age-2") is not State.REVIEW
 

@@ -111,8 +111,8 @@ def run(rt: Runtime, ids: list[str], op: Op) -> None:
     pid = ids[op.order]
     if op.kind == "submit":
         submit_order(rt, pid)
-    elif op.kind == "check":
-        check_order(rt, pid)
+    elif op.kind == "check":  # a check at any time, due or not (as `payouts check`)
+        check_order(rt, pid, force=True)
     elif op.kind == "report":
         order = rt.store.get(pid, with_history=False)
         if order is not None:

@@ -59,12 +59,15 @@ def test_redis_never_evicts_and_persists(compose: dict[str, Any]) -> None:
 
 
 def test_worker_is_scalable_and_health_checked(compose: dict[str, Any]) -> None:
-    """`--scale worker=N` needs no container_name; its health check judges progress."""
+    """`--scale worker=N` needs no container_name; its health check judges progress and that
+    this very worker consumes (its node name, `worker@%h`, is what `--worker` names)."""
     for name, service in compose["services"].items():
         assert "container_name" not in service, name
     worker = compose["services"]["worker"]
-    assert worker["healthcheck"]["test"] == ["CMD", "payouts", "health"]
-    assert "%h" in command_text(worker), "each replica needs its own Celery node name"
+    test = worker["healthcheck"]["test"]
+    # "$$" is compose's escape of the shell's "$"
+    assert test[0] == "CMD-SHELL" and 'payouts health --worker "worker@$$(hostname)"' in test[1]
+    assert '--hostname "worker@%h"' in command_text(worker), "each replica needs its own Celery node name"
     assert "ports" not in worker, "a published port would stop --scale"
 
 

@@ -379,6 +379,22 @@ class CeleryProcess:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def freeze(self) -> None:
+        """SIGSTOP the whole process group: alive, consuming nothing (until :meth:`thaw`)."""
+        if self.proc is not None:
+            os.killpg(self.proc.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """SIGCONT after :meth:`freeze`."""
+        if self.proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGCONT)
+
+    @property
+    def nodename(self) -> str:
+        """The worker's Celery node name (``--hostname NAME@%h``)."""
+        return f"{self.name}@{socket.gethostname()}"
+
     def kill(self) -> None:
         """SIGKILL the whole process group (the worker and its pool children)."""
         if self.proc is None:

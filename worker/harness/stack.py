@@ -106,6 +106,10 @@ _SETTING_NAMES = frozenset(
         "BALANCE_POLL_INTERVAL",
         "RESULT_REDELIVER_AFTER",
         "DEAD_LETTER_QUEUE",
+        "SUBMIT_TOKEN_WAIT",
+        "CHECK_BATCH_PAGES",
+        "CHECK_WINDOW",
+        "CHECK_WINDOW_MARGIN",
     }
 )
 

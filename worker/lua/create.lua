@@ -8,14 +8,18 @@
 -- KEYS[6] tombstones hash  payouts:ids (id -> unix seconds it was first stored; never expires)
 -- KEYS[7] open-since zset  payouts:open (id -> time it became open)
 -- KEYS[8] metrics hash     payouts:metrics:transitions ("from|to" -> count; "|received" here)
+-- KEYS[9] submit queue     the broker's list of submit messages (or a key that never exists)
 -- ARGV[1] payout_cl_id     string
 -- ARGV[2] fingerprint      string, digest of the order's data (duplicate detection)
 -- ARGV[3] now              unix seconds, decimal string
 -- ARGV[4] due_at           unix seconds: when the sweep re-drives it if no worker claimed it
 -- ARGV[5] events maxlen    integer, approximate cap of the events stream
--- ARGV[6..] field, value   pairs stored in the order hash
+-- ARGV[6] rate             GATEWAY_MAX_RPS ("0" = none): the order's message waits behind the
+--                          queued ones, so the re-drive time is pushed back by queued / rate
+--                          (a long import is not re-driven while its messages wait, D17)
+-- ARGV[7..] field, value   pairs stored in the order hash
 --
--- Returns {1, "received"} when created,
+-- Returns {1, "received", due} when created (due: the re-drive time as stored),
 --         {0, existing fingerprint, existing state} when the id already exists,
 --         {0, "", "expired"} when the id was stored once and its order has expired
 --         (ids are never reused: the tombstone outlives ORDER_RETENTION_DAYS).
@@ -29,16 +33,21 @@ if redis.call('HSETNX', KEYS[6], id, string.match(now, '^%d+') or now) == 0 then
 end
 -- short names and no updated_at until the first change: bytes per order add up
 local fields = {'state', 'received', 'fp', ARGV[2], 'created_at', now}
-for i = 6, #ARGV, 2 do
+for i = 7, #ARGV, 2 do
   fields[#fields + 1] = ARGV[i]
   fields[#fields + 1] = ARGV[i + 1]
 end
 redis.call('HSET', KEYS[1], unpack(fields))
-redis.call('ZADD', KEYS[3], ARGV[4], id)
+local due = tonumber(ARGV[4])
+local rate = tonumber(ARGV[6])
+if rate > 0 then
+  due = due + redis.call('LLEN', KEYS[9]) / rate
+end
+redis.call('ZADD', KEYS[3], due, id)
 redis.call('HINCRBY', KEYS[4], 'received', 1)
 redis.call('ZADD', KEYS[7], now, id)
 redis.call('HINCRBY', KEYS[8], '|received', 1)
 redis.call('RPUSH', KEYS[2], cjson.encode({at = tonumber(now), from = '', to = 'received', reason = 'enqueued'}))
 redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[5], '*',
   'payout_cl_id', id, 'from', '', 'to', 'received', 'reason', 'enqueued', 'at', now, 'payout_id', '')
-return {1, 'received'}
+return {1, 'received', redis.call('ZSCORE', KEYS[3], id)}

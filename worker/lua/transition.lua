@@ -26,7 +26,12 @@
 -- ARGV[8] retention        seconds the keys live once final ("0" = forever)
 -- ARGV[9] expect field     "" = none; else the CAS also requires HGET(field) == ARGV[10]
 -- ARGV[10] expect value    string; "\0" = the field must be absent
--- ARGV[11..] field, value  pairs set on the order; value "\0" deletes the field,
+-- ARGV[11] quiet           "1" = move the state without a history entry or an event (a
+--                          not-sent return to received); the state as last written to the
+--                          history is kept in field "hs" until the next logged move, which
+--                          first writes the catch-up entry hs -> current
+-- ARGV[12] history max     integer: the history list keeps its first entry and the last ones
+-- ARGV[13..] field, value  pairs set on the order; value "\0" deletes the field,
 --                          "\1" increments it by one (HINCRBY; the new value is returned)
 --
 -- Returns {1, previous state[, incremented value]}  applied
@@ -64,8 +69,9 @@ if KEYS[11] then
     end
   end
 end
+local quiet = ARGV[11] == '1'
 local set, del, incr = {'updated_at', now}, {}, nil
-for i = 11, #ARGV, 2 do
+for i = 13, #ARGV, 2 do
   if ARGV[i + 1] == '\0' then
     del[#del + 1] = ARGV[i]
   elseif ARGV[i + 1] == '\1' then
@@ -106,10 +112,37 @@ end
 if to ~= '' and to ~= cur then
   redis.call('HINCRBY', KEYS[4], cur, -1)
   redis.call('HINCRBY', KEYS[4], to, 1)
-  redis.call('RPUSH', KEYS[2], cjson.encode({at = tonumber(now), from = cur, to = to, reason = reason}))
-  local payout_id = redis.call('HGET', KEYS[1], 'payout_id') or ''
-  redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[7], '*',
-    'payout_cl_id', id, 'from', cur, 'to', to, 'reason', reason, 'at', now, 'payout_id', payout_id)
+  -- the state the history (and the events stream) last said
+  local logged = redis.call('HGET', KEYS[1], 'hs') or cur
+  if quiet then
+    if logged == to then
+      redis.call('HDEL', KEYS[1], 'hs')
+    else
+      redis.call('HSET', KEYS[1], 'hs', logged)
+    end
+  else
+    local payout_id = redis.call('HGET', KEYS[1], 'payout_id') or ''
+    local function log(src, dst, why)
+      redis.call('RPUSH', KEYS[2], cjson.encode({at = tonumber(now), from = src, to = dst, reason = why}))
+      redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[7], '*',
+        'payout_cl_id', id, 'from', src, 'to', dst, 'reason', why, 'at', now, 'payout_id', payout_id)
+    end
+    if logged ~= cur then
+      redis.call('HDEL', KEYS[1], 'hs')
+      if logged ~= to then
+        log(logged, cur, 'not sent (attempts counted in not_sent)')
+      end
+    end
+    if logged ~= to then
+      log(logged ~= cur and cur or logged, to, reason)
+    end
+    local cap = tonumber(ARGV[12]) or 0
+    if cap > 1 and redis.call('LLEN', KEYS[2]) > cap then
+      local first = redis.call('LINDEX', KEYS[2], 0)
+      redis.call('LTRIM', KEYS[2], 1 - cap, -1)
+      redis.call('LPUSH', KEYS[2], first)
+    end
+  end
   if to == 'review' then
     redis.call('ZADD', KEYS[6], now, id)
   elseif cur == 'review' then

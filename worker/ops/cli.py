@@ -174,12 +174,12 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     from worker.ops.commands import find_orphans, reconcile
 
     rt = _runtime()
-    rows = reconcile(rt, args.ids or None)
-    bad = 0
-    for r in rows:
-        print(f"{r.verdict:<9} {r.payout_cl_id:<34} ours={r.ours:<12} gateway={r.gateway}")
+    bad = n = 0
+    for r in reconcile(rt, args.ids or None):  # rows as they are compared (O(page))
+        print(f"{r.verdict:<9} {r.payout_cl_id:<34} ours={r.ours:<12} gateway={r.gateway}", flush=True)
+        n += 1
         bad += r.verdict != "match"
-    print(f"{len(rows)} compared, {len(rows) - bad} match, {bad} not matching", file=sys.stderr)
+    print(f"{n} compared, {n - bad} match, {bad} not matching", file=sys.stderr)
     orphans = []
     if not args.ids and args.orphans_hours > 0:
         orphans = find_orphans(rt, since=time.time() - args.orphans_hours * 3600)

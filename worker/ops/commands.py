@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,30 +50,55 @@ def _balance(rt: Runtime) -> dict[str, Any] | None:
     }
 
 
+#: ids read from an index per round trip by the operator reads (D28: never the whole index)
+PAGE = 500
+#: ``payouts list`` reads at most this many pages of the due-index looking for matches
+LIST_MAX_PAGES = 200
+
+
+def index_pages(
+    rt: Runtime, key: str, *, page: int = PAGE, max_pages: int | None = None
+) -> Iterator[list[str]]:
+    """The ids of a sorted-set index in pages (by rank, oldest score first)."""
+    start, n = 0, 0
+    while max_pages is None or n < max_pages:
+        ids = [str(i) for i in rt.redis.zrange(key, start, start + page - 1)]
+        if not ids:
+            return
+        yield ids
+        n += 1
+        if len(ids) < page:
+            return
+        start += page
+
+
 def list_orders(rt: Runtime, state: State | None, limit: int = 100) -> list[dict[str, Any]]:
-    """Open or review orders by state (finished orders are read with ``show``)."""
-    if state is State.REVIEW:
-        ids = rt.store.review_ids(limit)
-    else:
-        ids = [str(i) for i in rt.redis.zrange(keys.DUE, 0, -1)]
-    orders = rt.store.get_many(ids)
-    rows = []
-    for i in ids:
-        o = orders.get(i)
-        if o is None or (state is not None and o.state is not state):
-            continue
-        rows.append(
-            {
-                "payout_cl_id": i,
-                "state": o.state.value,
-                "amount": o.amount,
-                "payout_id": o.payout_id,
-                "reason": o.reason,
-                "age_s": round(time.time() - o.created_at, 1),
-            }
-        )
-        if len(rows) >= limit:
-            break
+    """Open or review orders by state (finished orders are read with ``show``).
+
+    Pages through the index (at most ``LIST_MAX_PAGES`` pages of ``PAGE``), reading
+    the records of one page at a time, and stops at ``limit`` rows."""
+    key = keys.REVIEW if state is State.REVIEW else keys.DUE
+    rows: list[dict[str, Any]] = []
+    page = min(PAGE, max(1, limit)) if state in (None, State.REVIEW) else PAGE
+    for ids in index_pages(rt, key, page=page, max_pages=LIST_MAX_PAGES):
+        orders = rt.store.get_many(ids)
+        now = time.time()
+        for i in ids:
+            o = orders.get(i)
+            if o is None or (state is not None and o.state is not state):
+                continue
+            rows.append(
+                {
+                    "payout_cl_id": i,
+                    "state": o.state.value,
+                    "amount": o.amount,
+                    "payout_id": o.payout_id,
+                    "reason": o.reason,
+                    "age_s": round(now - o.created_at, 1),
+                }
+            )
+            if len(rows) >= limit:
+                return rows
     return rows
 
 
@@ -173,7 +199,8 @@ def back_to_polling(rt: Runtime, payout_cl_id: str, *, by: str = "cli", note: st
 
 
 def check_now(rt: Runtime, payout_cl_id: str) -> CheckStatus:
-    return check_order(rt, payout_cl_id)
+    """The operator's check: always queries, due or not."""
+    return check_order(rt, payout_cl_id, force=True)
 
 
 @dataclass(frozen=True)
@@ -184,19 +211,39 @@ class ReconcileRow:
     verdict: str  # match | mismatch | missing | pending
 
 
-def reconcile(rt: Runtime, ids: list[str] | None = None) -> list[ReconcileRow]:
-    """Compare open, review and recently finished orders with the gateway, one query each."""
-    if ids is None:
-        ids = [str(i) for i in rt.redis.zrange(keys.DUE, 0, -1)]
-        ids += rt.store.review_ids(100_000)
-        # recently finished orders: read from the events stream (last 24h, bounded)
-        since_ms = int((time.time() - 86400) * 1000)
-        entries: Any = rt.redis.xrange(keys.EVENTS, min=f"{since_ms}-0", count=100_000)
-        for _, entry in entries or []:
-            if entry.get("to") in ("succeeded", "failed", "rejected"):
-                ids.append(str(entry["payout_cl_id"]))
-        ids = list(dict.fromkeys(ids))
-    rows: list[ReconcileRow] = []
+def reconcile_ids(rt: Runtime) -> Iterator[list[str]]:
+    """Open, review and recently finished orders, a page of ids at a time (D28)."""
+    yield from index_pages(rt, keys.DUE)
+    yield from index_pages(rt, keys.REVIEW)
+    # recently finished orders: read from the events stream (last 24h), a page at a time
+    start = f"{int((time.time() - 86400) * 1000)}-0"
+    while True:
+        entries: Any = rt.redis.xrange(keys.EVENTS, min=start, count=PAGE)
+        if not entries:
+            return
+        ids = [
+            str(e["payout_cl_id"]) for _, e in entries if e.get("to") in ("succeeded", "failed", "rejected")
+        ]
+        if ids:
+            yield list(dict.fromkeys(ids))
+        if len(entries) < PAGE:
+            return
+        start = "(" + str(entries[-1][0])
+
+
+def reconcile(rt: Runtime, ids: list[str] | None = None) -> Iterator[ReconcileRow]:
+    """Compare open, review and recently finished orders with the gateway, one query each.
+
+    Rows come as they are compared; the ids are read a page at a time, so memory and
+    each Redis call stay O(page) however many orders are open (an id both open and
+    recently final is compared twice at most).
+    """
+    pages: Iterable[list[str]] = [ids] if ids is not None else reconcile_ids(rt)
+    for page in pages:
+        yield from _reconcile_page(rt, page)
+
+
+def _reconcile_page(rt: Runtime, ids: list[str]) -> Iterator[ReconcileRow]:
     orders = rt.store.get_many(ids)
     for i in ids:
         order = orders.get(i)
@@ -206,27 +253,26 @@ def reconcile(rt: Runtime, ids: list[str] | None = None) -> list[ReconcileRow]:
         q = rt.gateway.query_order(i, sign_type=order.sign_type)
         ours = order.state.value
         if q.kind is QueryKind.ERROR:
-            rows.append(ReconcileRow(i, ours, f"error: {q.reason}", "mismatch"))
+            yield ReconcileRow(i, ours, f"error: {q.reason}", "mismatch")
             continue
         if q.kind is QueryKind.NOT_FOUND:
             ok = order.state in (State.REJECTED, State.RECEIVED, State.AWAITING_APPROVAL)
-            rows.append(ReconcileRow(i, ours, "not found", "match" if ok else "missing"))
+            yield ReconcileRow(i, ours, "not found", "match" if ok else "missing")
             continue
         status = q.status or ""
         gw = f"status {status}"
         if not amount_matches(q.amount, order.amount):
-            rows.append(ReconcileRow(i, ours, f"{gw}, amount {q.amount}", "mismatch"))
+            yield ReconcileRow(i, ours, f"{gw}, amount {q.amount}", "mismatch")
         elif status in FINAL_STATUS:
             verdict = "match" if FINAL_STATUS[status] is order.state else "mismatch"
             if order.state in (State.ACCEPTED, State.UNCONFIRMED):
                 verdict = "pending"  # final at the gateway, the next check will apply it
-            rows.append(ReconcileRow(i, ours, gw, verdict))
+            yield ReconcileRow(i, ours, gw, verdict)
         elif status in OPEN_STATUS:
             ok = order.state in (State.ACCEPTED, State.UNCONFIRMED, State.SUBMITTING)
-            rows.append(ReconcileRow(i, ours, gw, "match" if ok else "mismatch"))
+            yield ReconcileRow(i, ours, gw, "match" if ok else "mismatch")
         else:
-            rows.append(ReconcileRow(i, ours, gw, "mismatch"))
-    return rows
+            yield ReconcileRow(i, ours, gw, "mismatch")
 
 
 @dataclass(frozen=True)

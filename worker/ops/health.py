@@ -5,6 +5,14 @@ reconnect without consuming anything (celery#8030). It exits 1 when Redis does n
 answer, when the sweep has not completed for ``--max-sweep-age`` seconds, or when
 the oldest due order is more than ``--max-late`` seconds past its due time; it
 prints one line either way.
+
+``--worker NAME`` (the worker's Celery node name, ``celery -n NAME``) adds the check
+of that one worker, for its container's health check: its heartbeat
+(worker/liveness.py) must be at most ``--max-heartbeat-age`` seconds old. The check
+also sends a ``payouts.heartbeat`` task to that worker's own direct queue, so an idle
+worker that still consumes refreshes its heartbeat, and when the heartbeat is stale
+it waits up to ``--wait`` seconds for that task to be consumed. A worker that stopped
+consuming fails while its peers go on.
 """
 
 from __future__ import annotations
@@ -79,6 +87,53 @@ def _pause_text(raw: str) -> str:
     return f"{doc.get('source', 'operator')}: {str(doc.get('reason', ''))[:80]}"
 
 
+def ping_worker(worker: str, expires_s: float) -> None:
+    """Send ``payouts.heartbeat`` to the direct queue only ``worker`` consumes."""
+    from worker.celery_app import app
+    from worker.celeryconf import HEARTBEAT_TASK, worker_queue
+
+    app.send_task(HEARTBEAT_TASK, queue=worker_queue(worker), expires=max(1.0, expires_s))
+
+
+def assess_worker(
+    s: Settings,
+    worker: str,
+    *,
+    max_age_s: float = 60.0,
+    wait_s: float = 10.0,
+    ping: bool = True,
+) -> Health:
+    """One worker's liveness: its heartbeat is fresh, or becomes fresh within ``wait_s``
+    after a heartbeat task is sent to its direct queue."""
+    from worker.liveness import heartbeat_age_s
+
+    client = redis_for(s, pool_size=2, identity_check=False)
+    try:
+        sent = time.time()
+        age = heartbeat_age_s(client, worker)
+        if ping:
+            ping_worker(worker, expires_s=max_age_s)
+        deadline = time.monotonic() + wait_s
+        while age is None or age > max_age_s:
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(0.2)
+            fresh = heartbeat_age_s(client, worker)
+            if fresh is not None and fresh <= time.time() - sent:
+                age = fresh  # written after our ping: it consumed
+    except Exception as exc:
+        return Health(False, f"unhealthy: worker {worker}: Redis does not answer ({type(exc).__name__})")
+    finally:
+        client.close()
+    if age is None:
+        return Health(False, f"unhealthy: worker {worker} never consumed (no heartbeat)")
+    if age > max_age_s:
+        return Health(
+            False, f"unhealthy: worker {worker} has consumed nothing for {age:.0f}s (> {max_age_s:g}s)"
+        )
+    return Health(True, f"healthy: worker {worker} consumed {age:.1f}s ago")
+
+
 def run_health(args: argparse.Namespace) -> int:
     try:
         s = load_settings()
@@ -86,6 +141,9 @@ def run_health(args: argparse.Namespace) -> int:
         print(f"unhealthy: configuration error: {exc}", flush=True)
         return 1
     result = assess_health(s, max_late_s=args.max_late, max_sweep_age_s=args.max_sweep_age)
+    if result.healthy and args.worker:
+        mine = assess_worker(s, args.worker, max_age_s=args.max_heartbeat_age, wait_s=args.wait)
+        result = Health(mine.healthy, f"{mine.line}; {result.line}")
     print(result.line, flush=True)
     return 0 if result.healthy else 1
 
@@ -107,6 +165,25 @@ def build_parser(prog: str = "payouts health") -> argparse.ArgumentParser:
         default=None,
         metavar="S",
         help="the last sweep may be this old (default 3*SWEEP_INTERVAL)",
+    )
+    p.add_argument(
+        "--worker",
+        metavar="NAME",
+        help="also check this worker (its Celery node name, e.g. celery@host) consumes",
+    )
+    p.add_argument(
+        "--max-heartbeat-age",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="with --worker: its last consumed message may be this old (default 60)",
+    )
+    p.add_argument(
+        "--wait",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="with --worker: wait this long for it to consume the heartbeat task (default 10)",
     )
     return p
 

@@ -20,6 +20,7 @@ and writes the same keys. Method and the last figures: docs/performance.md.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -56,14 +57,35 @@ class Plan:
     sweep_small: int
     sweep_ticks: int
     due: int
+    #: the backlog phase: orders enqueued at once, at this GATEWAY_MAX_RPS
+    backlog: int = 20_000
+    backlog_rps: float = 50.0
+    backlog_timers: tuple[tuple[str, str], ...] = ()
+    #: the end-to-end phase: orders to final with callbacks, one threads -c 16 worker
+    e2e: int = 1_500
 
     @classmethod
     def of(cls, quick: bool, tiny: bool = False) -> Plan:
         if tiny:  # the smoke test: every step, tiny batches (the 1M sweep becomes 20k)
-            return cls(2, 150, 1.0, 0.5, (("threads", 8), ("gevent", 20)), 20_000, 1_000, 50, 1_000)
+            fast = (("SWEEP_INTERVAL", "1"), ("CHECK_INTERVAL_MIN", "1"), ("CHECK_INTERVAL_MAX", "5"))
+            return cls(
+                2,
+                150,
+                1.0,
+                0.5,
+                (("threads", 8), ("gevent", 20)),
+                20_000,
+                1_000,
+                50,
+                1_000,
+                200,
+                100.0,
+                fast,
+                150,
+            )
         if quick:
-            return cls(4, 400, 3.0, 3.0, POOLS_QUICK, 1_000_000, 1_000, 300, 10_000)
-        return cls(4, 2000, 10.0, 8.0, POOLS_FULL, 1_000_000, 1_000, 1000, 10_000)
+            return cls(4, 400, 3.0, 3.0, POOLS_QUICK, 1_000_000, 1_000, 300, 10_000, 20_000)
+        return cls(4, 2000, 10.0, 8.0, POOLS_FULL, 1_000_000, 1_000, 1000, 10_000, 100_000)
 
 
 def machine_info() -> dict[str, Any]:
@@ -107,6 +129,40 @@ def machine_info() -> dict[str, Any]:
     }
 
 
+def run_backlog(stack: Any, plan: Plan, log: Any) -> dict[str, Any]:
+    from worker.harness.bench import phases
+
+    log(f"backlog: {plan.backlog:,} orders at GATEWAY_MAX_RPS={plan.backlog_rps:g} ...")
+    return phases.measure_backlog(
+        stack, n=plan.backlog, rps=plan.backlog_rps, timers=dict(plan.backlog_timers) or None
+    )
+
+
+def run_e2e(stack: Any, plan: Plan, log: Any) -> dict[str, Any]:
+    from worker.harness.bench import phases
+
+    log(f"end to end: {plan.e2e:,} orders to final, callbacks on, threads -c 16 ...")
+    return phases.measure_e2e(stack, n=plan.e2e, concurrency=16)
+
+
+def run_only(phase: str, plan: Plan, *, workdir: Path | None, log: Any) -> dict[str, Any]:
+    """``--only PHASE``: one phase alone (its figures, not the headline table)."""
+    from worker.harness.bench.stack import BenchStack
+
+    started = time.perf_counter()
+    out: dict[str, Any] = {"machine": machine_info()}
+    stack = BenchStack(workdir).start()
+    try:
+        out[phase] = (run_backlog if phase == "backlog" else run_e2e)(stack, plan, log)
+    finally:
+        stack.stop()
+        if workdir is None:
+            stack.cleanup()
+    out["machine"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+    out["elapsed_s"] = round(time.perf_counter() - started, 1)
+    return out
+
+
 def run(plan: Plan, *, workdir: Path | None, log: Any) -> dict[str, Any]:
     from worker.harness.bench import durability, phases
     from worker.harness.bench.stack import BenchStack
@@ -118,6 +174,10 @@ def run(plan: Plan, *, workdir: Path | None, log: Any) -> dict[str, Any]:
     }
     stack = BenchStack(workdir).start()
     try:
+        # first, on a clean Redis (no orders left open by the other steps): an import far
+        # above the gateway's rate, then end to end with callbacks
+        out["backlog"] = run_backlog(stack, plan, log)
+        out["e2e"] = run_e2e(stack, plan, log)
         # step 1-2: producer, then alternating noop / submit batches through one worker
         log("producer: delay() vs enqueue_payout() ...")
         prod, staged = phases.measure_producer(stack, chunks=plan.chunks, chunk=plan.chunk)
@@ -253,6 +313,14 @@ def headline(out: dict[str, Any]) -> dict[str, Any]:
         "submit_always_vs_everysec_split_broker": dur["split_broker"]["submit_always_vs_everysec"],
         "replica_ack_create_added_ms": dur["replica_ack"]["create_ack_added_ms_p50"],
         "replica_ack_claim_added_ms": dur["replica_ack"]["claim_ack_added_ms_p50"],
+        "e2e_final_per_s": out["e2e"]["final_per_s"],
+        "e2e_final_vs_noop": out["e2e"]["final_vs_noop"],
+        "backlog_messages_per_order": out["backlog"]["peak_messages_per_order"],
+        "backlog_messages_per_open_order": out["backlog"]["peak_messages_per_open_order"],
+        "backlog_growth_bytes_per_order": out["backlog"]["redis_growth_per_order"],
+        "backlog_requests_per_order": out["backlog"]["gateway_requests_per_order"],
+        "backlog_drain_vs_rate": out["backlog"]["drain_vs_rate"],
+        "backlog_final_vs_rate": out["backlog"]["final_vs_rate"],
     }
 
 
@@ -260,7 +328,7 @@ def headline(out: dict[str, Any]) -> dict[str, Any]:
 TARGETS: tuple[tuple[str, str, float | None, str], ...] = (
     ("no-op tasks/s (baseline)", "noop_tasks_per_s", None, ""),
     ("submit payouts/s (instant gateway)", "submit_per_s", None, ""),
-    ("submit / no-op", "submit_vs_noop", 0.4, "ge"),
+    ("submit / no-op", "submit_vs_noop", 0.5, "ge"),
     ("submit / no-op, by worker CPU", "submit_vs_noop_cpu", None, ""),
     ("enqueue_payout calls/s", "enqueue_per_s", None, ""),
     ("bare delay() calls/s", "delay_per_s", None, ""),
@@ -280,6 +348,14 @@ TARGETS: tuple[tuple[str, str, float | None, str], ...] = (
     ("  same, broker on its own Redis", "submit_always_vs_everysec_split_broker", 0.9, "ge"),
     ("replica ack: ms added per enqueue (p50)", "replica_ack_create_added_ms", None, ""),
     ("replica ack: ms added per claim (p50)", "replica_ack_claim_added_ms", None, ""),
+    ("end to end: final orders/s", "e2e_final_per_s", None, ""),
+    ("end to end: final / no-op rate", "e2e_final_vs_noop", 0.35, "ge"),
+    ("backlog: peak messages / orders", "backlog_messages_per_order", 1.1, "le"),
+    ("backlog: peak messages / open orders", "backlog_messages_per_open_order", 1.1, "le"),
+    ("backlog: Redis growth B/order", "backlog_growth_bytes_per_order", None, ""),
+    ("backlog: gateway requests / order", "backlog_requests_per_order", None, ""),
+    ("backlog: create rate / GATEWAY_MAX_RPS", "backlog_drain_vs_rate", 0.9, "ge"),
+    ("backlog: final rate / GATEWAY_MAX_RPS", "backlog_final_vs_rate", None, ""),
 )
 
 
@@ -336,6 +412,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # the smoke test
     p.add_argument("--json", metavar="FILE", help="write every figure as JSON to FILE")
     p.add_argument("--keep", metavar="DIR", help="keep worker logs in DIR")
+    p.add_argument("--only", choices=["backlog", "e2e"], help="run one phase alone (its JSON, no table)")
+    p.add_argument("--e2e", type=int, metavar="N", help="orders in the end-to-end phase")
+    p.add_argument("--backlog", type=int, metavar="N", help="orders in the backlog phase")
+    p.add_argument("--backlog-rps", type=float, metavar="R", help="GATEWAY_MAX_RPS of the backlog phase")
     return p
 
 
@@ -345,13 +425,23 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     configure_logging("console", "WARNING")
     plan = Plan.of(args.quick, args.tiny)
+    if args.backlog:
+        plan = dataclasses.replace(plan, backlog=args.backlog)
+    if args.e2e:
+        plan = dataclasses.replace(plan, e2e=args.e2e)
+    if args.backlog_rps:
+        plan = dataclasses.replace(plan, backlog_rps=args.backlog_rps)
 
     def log(msg: str) -> None:
         print(f"[bench] {msg}", file=sys.stderr, flush=True)
 
     workdir = Path(args.keep) if args.keep else None
-    out = run(plan, workdir=workdir, log=log)
-    print(render_table(out))
+    if args.only:
+        out = run_only(args.only, plan, workdir=workdir, log=log)
+        print(json.dumps(out[args.only], indent=2))
+    else:
+        out = run(plan, workdir=workdir, log=log)
+        print(render_table(out))
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2, default=str) + "\n", "utf-8")
         log(f"wrote {args.json}")

@@ -7,6 +7,7 @@ bench machine is shared, so absolute rates move between runs more than ratios do
 from __future__ import annotations
 
 import statistics
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ import redis
 from worker import keys
 from worker.celeryconf import CHECK_QUEUE, SUBMIT_QUEUE, SUBMIT_TASK
 from worker.harness.bench.loader import BulkLoader, OrderTemplate, synthetic_template, template_from_store
-from worker.harness.bench.stack import BenchStack, Drain, worker_env
+from worker.harness.bench.stack import BenchStack, Drain, process_cpu_s, worker_env
 from worker.harness.processes import RedisServer, wait_for
 from worker.runtime import Runtime, build_runtime, get_runtime, set_runtime
 from worker.settings import load_settings
@@ -442,3 +443,217 @@ def measure_sweep(
 
 def real_template(stack: BenchStack, payout_cl_id: str) -> OrderTemplate | None:
     return template_from_store(stack.rt.store, payout_cl_id)
+
+
+# -- backlog: an import far above the gateway's rate (D17) ---------------------------
+
+#: production-like timers for the backlog phase (the other phases use bench timers)
+BACKLOG_ENV = {
+    "SWEEP_INTERVAL": "10",
+    "CHECK_INTERVAL_MIN": "10",
+    "CHECK_INTERVAL_MAX": "60",
+    "SUBMIT_REDRIVE_AFTER": "60",
+    "UNCONFIRMED_FIRST_CHECK": "5",
+}
+
+
+def broker_messages(client: redis.Redis) -> int:
+    """Messages queued (submit and check queues) plus reserved, not yet acked."""
+    pipe = client.pipeline(transaction=False)
+    pipe.llen(SUBMIT_QUEUE)
+    pipe.llen(CHECK_QUEUE)
+    pipe.hlen("unacked")
+    return sum(int(x) for x in pipe.execute())
+
+
+def _still_open(client: redis.Redis, ids: Sequence[str], chunk: int = 5000) -> int:
+    """How many of ``ids`` are not final (pipelined, ``chunk`` per round trip)."""
+    finals = {s.value for s in FINAL}
+    left = 0
+    for i in range(0, len(ids), chunk):
+        pipe = client.pipeline(transaction=False)
+        for pid in ids[i : i + chunk]:
+            pipe.hget(keys.order(pid), "state")
+        left += sum(1 for st in pipe.execute() if st not in finals)
+    return left
+
+
+def measure_backlog(
+    stack: BenchStack,
+    *,
+    n: int,
+    rps: float,
+    concurrency: int = 16,
+    prefix: str = "bl",
+    timers: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """``n`` orders enqueued at once (an import), one worker at ``GATEWAY_MAX_RPS=rps``.
+
+    Samples every 0.5 s: broker messages, open orders, Redis memory. Figures: the peak
+    of broker messages / open orders (target <= 1.1), memory growth after the import
+    beyond what it stored (target ~0), gateway requests per order, and the create rate
+    (orders answered / s while draining) / rps (target >= 0.9).
+    """
+    from worker.producer import enqueue_payout
+
+    if stack.workers or stack.beat is not None:
+        raise RuntimeError("measure_backlog needs the broker to itself")
+    assert stack.sandbox is not None and stack.sandbox.admin is not None
+    timers = timers or BACKLOG_ENV
+    env = {**timers, "GATEWAY_MAX_RPS": repr(float(rps))}
+    rt = build_runtime(load_settings(stack.env(concurrency, **env)))
+    stop_sweep = threading.Event()
+    interval = float(timers.get("SWEEP_INTERVAL", "10"))
+    sweeper: threading.Thread | None = None
+    try:
+        mem0 = redis_data_bytes(stack.redis)
+        t = time.perf_counter()
+        ids = [f"{prefix}-{i:07d}" for i in range(n)]
+        for pid in ids:
+            enqueue_payout(pid, AMOUNT_MINOR, "BCA", "Siti Rahma", ACCOUNT, runtime=rt)
+        enqueue_s = time.perf_counter() - t
+        mem1 = redis_data_bytes(stack.redis)
+        before = stack.sandbox.admin.stats()["requests"]
+        answered0 = stack.answered_count()
+        finals0 = sum(int(x or 0) for x in stack.redis.hmget(keys.COUNTS, [s.value for s in FINAL]))
+        stack.start_worker("threads", concurrency, **env)
+
+        # beat's part, in this process at the phase's SWEEP_INTERVAL: the sweep task's body
+        # (lease, route, publish) as the worker runs it, with the phase's settings
+        def beat() -> None:
+            from tasks.payouts import sweep
+
+            prev = get_runtime()
+            set_runtime(rt)
+            try:
+                while not stop_sweep.wait(interval):
+                    sweep.run()
+            finally:
+                set_runtime(prev)
+
+        sweeper = threading.Thread(target=beat, name="bench-backlog-sweep", daemon=True)
+        sweeper.start()
+        t0 = time.perf_counter()
+        peak_msgs, peak_ratio, peak_mem = 0, 0.0, mem1
+        t_answered: float | None = None
+        samples = 0
+        deadline = t0 + n / rps * 3 + 300
+        while True:
+            msgs = broker_messages(stack.redis)
+            open_n = n - (
+                sum(int(x or 0) for x in stack.redis.hmget(keys.COUNTS, [s.value for s in FINAL])) - finals0
+            )
+            peak_msgs = max(peak_msgs, msgs)
+            if open_n >= max(1, n // 10):
+                peak_ratio = max(peak_ratio, msgs / open_n)
+            peak_mem = max(peak_mem, redis_data_bytes(stack.redis))
+            samples += 1
+            if t_answered is None and stack.answered_count() - answered0 >= n:
+                t_answered = time.perf_counter() - t0
+            if open_n <= 0:
+                # the counts also move for older orders of earlier phases: ask ours
+                open_n = _still_open(stack.redis, ids)
+                if open_n == 0:
+                    break
+            if time.perf_counter() > deadline:
+                raise RuntimeError(f"backlog not drained: {open_n} of {n} open after {deadline - t0:.0f}s")
+            time.sleep(0.5)
+        final_s = time.perf_counter() - t0
+        after = stack.sandbox.admin.stats()["requests"]
+        delta = {k: int(after.get(k, 0)) - int(before.get(k, 0)) for k in after}
+        # create requests for our ids (the ledger counts per id): 1 each, or a duplicate
+        per_id = stack.sandbox.admin.ledger()["create_requests"]
+        ours = [int(c.get("total", 0)) for pid, c in per_id.items() if pid.startswith(f"{prefix}-")]
+        answered_s = t_answered or final_s
+        return {
+            "n": n,
+            "rps": rps,
+            "concurrency": concurrency,
+            "timers": timers,
+            "enqueue_s": round(enqueue_s, 1),
+            "peak_broker_messages": peak_msgs,
+            "peak_messages_per_order": round(peak_msgs / n, 3),
+            "peak_messages_per_open_order": round(peak_ratio, 3),
+            "redis_bytes_per_order_stored": round((mem1 - mem0) / n, 1),
+            "redis_growth_after_import_bytes": peak_mem - mem1,
+            "redis_growth_per_order": round((peak_mem - mem1) / n, 1),
+            "gateway_requests": delta,
+            "gateway_requests_per_order": round(sum(delta.values()) / n, 3),
+            "creates_per_order": round(sum(ours) / n, 3),
+            "orders_created_twice": sum(1 for c in ours if c > 1),
+            "answered_s": round(answered_s, 1),
+            "final_s": round(final_s, 1),
+            "ideal_s": round(n / rps, 1),
+            "drain_vs_rate": round((n / answered_s) / rps, 3),
+            "final_vs_rate": round((n / final_s) / rps, 3),
+            "samples": samples,
+            "sweep": "in the bench process every SWEEP_INTERVAL (the task body, as beat + a worker run it)",
+        }
+    finally:
+        stop_sweep.set()
+        if sweeper is not None:
+            sweeper.join(interval + 30)
+        stack.stop_workers()
+        rt.close()
+
+
+# -- end to end: enqueue -> final with callbacks, one worker ---------------------------
+
+
+def measure_e2e(stack: BenchStack, *, n: int, concurrency: int = 16, prefix: str = "e2e") -> dict[str, Any]:
+    """``n`` staged payouts to a final state on an instant sandbox with callbacks on (the
+    receiver under gunicorn, as in production), rate limit off, one ``threads -c
+    concurrency`` worker; against ``n`` bare no-op tasks through the same worker.
+
+    ``final_vs_noop`` = orders reaching a final state per second (10 %..90 %) / no-op
+    tasks per second, both measured here, one after the other.
+    """
+    from tasks.bench import noop
+    from worker.celery_app import app
+    from worker.harness.processes import free_port
+    from worker.harness.receiver import GunicornReceiver
+
+    if stack.workers:
+        raise RuntimeError("measure_e2e needs the broker to itself")
+    port = free_port()
+    notify = f"http://127.0.0.1:{port}/payouts/notify"
+    env = {"GATEWAY_MAX_RPS": "0", "PAYOUT_NOTIFY_URL": notify}
+    receiver = GunicornReceiver(stack.env(8), port, stack.workdir / "receiver.log").start()
+    try:
+        noop_stage = stack.new_stage("noop")
+        with app.producer_or_acquire() as producer:
+            for i in range(n):
+                noop.apply_async((f"{prefix}-noop-{i}",), queue=noop_stage, producer=producer)
+        ids = [f"{prefix}-{i:06d}" for i in range(n)]
+        submit_stage = stage_orders(stack, ids)
+        stack.start_worker("threads", concurrency, **env)
+        stack.wait_workers_ready()
+        d_noop = stack.drain("noop", noop_stage, n, lambda: n - stack.queue_left())
+        finals = [s.value for s in FINAL]
+
+        def final_count() -> int:
+            return sum(int(x or 0) for x in stack.redis.hmget(keys.COUNTS, finals))
+
+        base = final_count()
+        d_e2e = stack.drain("e2e", submit_stage, n, lambda: final_count() - base, timeout_s=60 + n / 20)
+        receiver_cpu = 0.0
+        if receiver.proc is not None:
+            import psutil
+
+            p = psutil.Process(receiver.proc.pid)
+            receiver_cpu = sum(process_cpu_s([c]) for c in [p, *p.children(recursive=True)])
+        return {
+            "n": n,
+            "concurrency": concurrency,
+            "noop_tasks_per_s": round(d_noop.rate_per_s, 1),
+            "final_per_s": round(d_e2e.rate_per_s, 1),
+            "final_vs_noop": round(d_e2e.rate_per_s / d_noop.rate_per_s, 3),
+            "done": d_e2e.done,
+            "worker_cpu_ms_per_order": round(d_e2e.cpu_ms_per_task, 3),
+            "noop_cpu_ms": round(d_noop.cpu_ms_per_task, 3),
+            "receiver_cpu_ms_per_order_total": round(1000 * receiver_cpu / n, 3),
+            "drains": [d_noop.as_dict(), d_e2e.as_dict()],
+        }
+    finally:
+        stack.stop_workers()
+        receiver.stop()

@@ -1,0 +1,208 @@
+"""Bounded cost against a real Redis: the claim script, not-sent retries and deferrals as
+counters (no history or events), the history cap, and the dispatch rule of the sweep."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import pytest
+import redis
+
+from worker import keys
+from worker.celeryconf import SUBMIT_QUEUE
+from worker.checks import CheckStatus, check_order
+from worker.harness.invariants import check_invariants
+from worker.payout import Payout
+from worker.runtime import Runtime
+from worker.states import State
+from worker.store import ClaimCode, OrderStore
+from worker.sweep import sweep_due
+
+
+def payout(i: str) -> Payout:
+    return Payout(i, 5_000_000, "BCA", "Budi", "1234567890")
+
+
+@pytest.fixture
+def store(redis_client: redis.Redis) -> OrderStore:
+    return OrderStore(redis_client, retention_s=3600, history_max=6, submit_queue=SUBMIT_QUEUE)
+
+
+def claim(store: OrderStore, i: str, *, rate: float = 0.0, wait_left_s: float = 2.0) -> Any:
+    now = time.time()
+    return store.claim_rated(
+        i,
+        now=now,
+        call_deadline=now + 30,
+        rate=rate,
+        burst=1.0,
+        wait_left_s=wait_left_s,
+        min_defer_s=25.0,
+        sign_type="HMAC-SHA256",
+    )
+
+
+def history(store: OrderStore, i: str) -> list[tuple[str, str]]:
+    return [(h["from"], h["to"]) for h in (json.loads(x) for x in store.redis.lrange(keys.history(i), 0, -1))]
+
+
+def test_not_sent_retries_are_counters_not_history(store: OrderStore) -> None:
+    """Fifty not-sent attempts write one claim entry, no flips in the history or the events
+    stream; the attempt number still counts every claim, and the chain stays valid (D20)."""
+    # given
+    store.create(payout("NS"), due_at=time.time() + 60)
+    # when: 50 claims, each answered "not sent" (quiet return to received)
+    for n in range(1, 51):
+        c = claim(store, "NS")
+        assert c.code is ClaimCode.CLAIMED and c.attempt == n
+        assert c.order.state is State.SUBMITTING
+        back = store.transition(
+            "NS",
+            State.RECEIVED,
+            sources={State.SUBMITTING},
+            reason="not sent: ConnectionError",
+            due=time.time() + 60,
+            fields={"not_sent": n},
+            expect=("submit_attempts", str(n)),
+            quiet=True,
+        )
+        assert back is State.SUBMITTING
+    # then
+    assert history(store, "NS") == [("", "received"), ("received", "submitting")]
+    assert store.redis.xlen(keys.EVENTS) == 2
+    assert store.counts()["received"] == 1 and store.counts()["submitting"] == 0
+    assert store.redis.hget(keys.order("NS"), "not_sent") == "50"
+    # when: the 51st attempt is answered
+    c = claim(store, "NS")
+    store.transition("NS", State.ACCEPTED, sources={State.SUBMITTING}, reason="0000", due=time.time() + 30)
+    # then: one entry more, the chain valid and the events equal to the history
+    assert c.attempt == 51
+    assert history(store, "NS")[-1] == ("submitting", "accepted")
+    check_invariants(store.redis)
+
+
+def test_a_logged_move_after_a_quiet_return_catches_the_history_up(store: OrderStore) -> None:
+    """received (after a quiet not-sent) -> review writes submitting -> received first, so
+    the history is a chain of allowed edges ending at the state."""
+    # given
+    store.create(payout("CU"), due_at=time.time() + 60)
+    claim(store, "CU")
+    store.transition("CU", State.RECEIVED, sources={State.SUBMITTING}, reason="not sent", quiet=True)
+    # when
+    store.transition("CU", State.REVIEW, sources={State.RECEIVED}, reason="never sent within MAX_ORDER_AGE")
+    # then
+    assert history(store, "CU") == [
+        ("", "received"),
+        ("received", "submitting"),
+        ("submitting", "received"),
+        ("received", "review"),
+    ]
+    check_invariants(store.redis)
+
+
+def test_claim_waits_then_defers_without_history(store: OrderStore) -> None:
+    """No token: the claim says how long to wait; with no wait left it defers the order by
+    max(lease, backlog / rate) and counts it, changing no state, history or event."""
+    # given: the bucket (burst 1) spent, 400 submit messages queued
+    store.create(payout("RL"), due_at=time.time() + 60)
+    store.create(payout("TAKER"), due_at=time.time() + 60)
+    assert claim(store, "TAKER", rate=10.0).code is ClaimCode.CLAIMED
+    store.redis.lpush(SUBMIT_QUEUE, *[f"m{k}" for k in range(400)])
+    events = store.redis.xlen(keys.EVENTS)
+    # when
+    wait = claim(store, "RL", rate=10.0)
+    defer = claim(store, "RL", rate=10.0, wait_left_s=0.0)
+    # then
+    assert wait.code is ClaimCode.WAIT and 0 < wait.wait_s <= 0.1
+    assert defer.code is ClaimCode.DEFERRED and defer.deferrals == 1
+    assert defer.due == pytest.approx(time.time() + 400 / 10.0, abs=2)
+    assert store.redis.zscore(keys.DUE, "RL") == pytest.approx(defer.due)
+    assert store.state_of("RL") is State.RECEIVED
+    assert store.redis.xlen(keys.EVENTS) == events
+    assert history(store, "RL") == [("", "received")]
+
+
+def test_claim_of_an_order_not_received_does_nothing(store: OrderStore) -> None:
+    """A duplicate message finds the order claimed: no token taken, nothing changed."""
+    # given
+    store.create(payout("DUP"), due_at=time.time() + 60)
+    assert claim(store, "DUP").code is ClaimCode.CLAIMED
+    # when
+    again = claim(store, "DUP", rate=10.0)
+    # then
+    assert again.code is ClaimCode.NOT_RECEIVED and again.state == "submitting"
+    assert claim(store, "NOPE").code is ClaimCode.MISSING
+    assert store.redis.hget(keys.order("DUP"), "submit_attempts") == "1"
+
+
+def test_history_is_capped_keeping_the_first_entry(store: OrderStore) -> None:
+    """Operator loops (review <-> received) cannot grow one order's history without bound."""
+    # given
+    store.create(payout("H"), due_at=time.time() + 60)
+    # when
+    for _ in range(10):
+        store.transition("H", State.REVIEW, sources={State.RECEIVED}, reason="r")
+        store.transition("H", State.RECEIVED, sources={State.REVIEW}, reason="resubmit", due=time.time())
+    # then
+    entries = history(store, "H")
+    assert len(entries) == 6
+    assert entries[0] == ("", "received")
+    assert entries[-1] == ("review", "received")
+
+
+def test_create_pushes_the_redrive_back_by_the_queue_ahead(redis_client: redis.Redis) -> None:
+    """A new order's re-drive time waits for the messages queued before its own (D17)."""
+    # given: 1,000 submit messages queued, 50 rps
+    store = OrderStore(redis_client, submit_queue=SUBMIT_QUEUE, submit_rate=50.0)
+    redis_client.lpush(SUBMIT_QUEUE, *[f"m{k}" for k in range(1000)])
+    now = time.time()
+    # when
+    created = store.create(payout("Q"), due_at=now + 60, now=now)
+    # then
+    assert created.order is not None
+    assert created.order.due_at == pytest.approx(now + 60 + 1000 / 50)
+    assert redis_client.zscore(keys.DUE, "Q") == created.order.due_at
+
+
+def test_sweep_redrives_no_order_whose_message_is_queued(make_runtime: Any) -> None:
+    """Due received orders while the submit queue holds more than two ticks of work: none is
+    re-driven, each is leased until the queue ahead is consumed; a short queue gets at
+    most its budget (rate x interval x 2 - queued) per tick."""
+    # given: 20 rps, 1 s ticks -> cap 40; 300 due received orders, 300 messages queued
+    rt: Runtime = make_runtime(GATEWAY_MAX_RPS="20", SWEEP_INTERVAL="1")
+    past = time.time() - 5
+    for k in range(300):
+        rt.store.create(payout(f"B{k:03d}"), due_at=past)
+    rt.redis.lpush(SUBMIT_QUEUE, *[f"m{k}" for k in range(300)])
+    # when
+    long_queue = sweep_due(rt)
+    leased = min(rt.redis.zscore(keys.DUE, f"B{k:03d}") for k in range(300))
+    rt.redis.delete(SUBMIT_QUEUE)
+    rt.redis.lpush(SUBMIT_QUEUE, *[f"m{k}" for k in range(10)])
+    rt.redis.zadd(keys.DUE, {f"B{k:03d}": past for k in range(300)})
+    short_queue = sweep_due(rt)
+    # then
+    assert long_queue.submit == [] and long_queue.held_back == 300
+    assert leased >= past + 5 + 300 / 20
+    assert len(short_queue.submit) == 40 - 10 and short_queue.held_back == 270
+
+
+def test_a_check_for_an_order_checked_meanwhile_makes_no_gateway_call(make_runtime: Any) -> None:
+    """Two check messages for one order: the second finds it rescheduled and does nothing
+    (the gateway here is unreachable: a call would show as query_failed)."""
+    # given: an accepted order the sweep leased (and recorded the lease on)
+    rt: Runtime = make_runtime()
+    rt.store.create(payout("C1"), due_at=time.time() - 1)
+    rt.store.transition("C1", State.SUBMITTING, reason="claim")
+    rt.store.transition("C1", State.ACCEPTED, reason="0000", fields={"payout_id": "P1"}, due=time.time() - 1)
+    swept = sweep_due(rt)
+    assert swept.check == ["C1"]
+    # when: another check rescheduled it (as a check that ran first would)
+    rt.store.transition("C1", None, sources={State.ACCEPTED}, reason="reschedule", due=time.time() + 300)
+    status = check_order(rt, "C1")
+    # then
+    assert status is CheckStatus.NOT_DUE
+    assert rt.redis.hget(keys.order("C1"), "last_query") is None
+    assert check_order(rt, "C1", force=True) is CheckStatus.QUERY_FAILED
