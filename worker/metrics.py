@@ -203,6 +203,8 @@ class Snapshot:
     gateway_latency: Mapping[str, str]
     held: Mapping[str, str]
     counters: Mapping[str, Mapping[str, str]]
+    #: console actions by "action:result" (worker/console/audit.py), allowed and denied
+    console_actions: Mapping[str, str]
 
 
 def read_snapshot(client: redis.Redis, *, now: float | None = None) -> Snapshot:
@@ -221,6 +223,7 @@ def read_snapshot(client: redis.Redis, *, now: float | None = None) -> Snapshot:
     pipe.hgetall(keys.METRIC_GATEWAY)
     pipe.hgetall(keys.METRIC_GATEWAY_LATENCY)
     pipe.hgetall(keys.HELD)
+    pipe.hgetall(keys.CONSOLE_ACTIONS)
     names = sorted(COUNTERS)
     for name in names:
         pipe.hgetall(keys.metric_counter(name))
@@ -241,7 +244,8 @@ def read_snapshot(client: redis.Redis, *, now: float | None = None) -> Snapshot:
         gateway=text(r[10]),
         gateway_latency=text(r[11]),
         held=text(r[12]),
-        counters={n: text(v) for n, v in zip(names, r[13:], strict=True)},
+        console_actions=text(r[13]),
+        counters={n: text(v) for n, v in zip(names, r[14:], strict=True)},
     )
 
 
@@ -419,6 +423,15 @@ def collect_families(snap: Snapshot) -> list[Any]:
     for kind, v in sorted(snap.held.items()):
         held.add_metric([kind], float(v))
     fams.append(held)
+    console = CounterMetricFamily(
+        "payouts_console_actions",
+        "Operator console actions by action and result (ok, denied, conflict, invalid, error)",
+        labels=["action", "result"],
+    )
+    for fld, v in sorted(snap.console_actions.items()):
+        action, _, result = fld.rpartition(":")
+        console.add_metric([action, result], float(v))
+    fams.append(console)
     for name in sorted(COUNTERS):
         help_text, label_names = COUNTERS[name]
         fam = CounterMetricFamily(name.removesuffix("_total"), help_text, labels=list(label_names))

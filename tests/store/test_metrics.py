@@ -168,3 +168,20 @@ def test_sweep_age_and_review(store: OrderStore) -> None:
     assert 41 <= got[("payouts_sweep_last_age_seconds", ())] <= 50
     assert got[("payouts_review_orders", ())] == 1
     assert got[("payouts_orders", (("state", "review"),))] == 1
+
+
+def test_console_actions_are_counted_by_action_and_result(redis_client: redis.Redis) -> None:
+    """Every console action, allowed or denied, is a series of payouts_console_actions_total."""
+    from worker.console import audit
+    from worker.console.auth import Actor
+
+    # given two allowed approvals and one denied resolve, audited as the console does
+    alice, vic = Actor("alice", frozenset({"approver"})), Actor("vic", frozenset({"viewer"}))
+    for _ in range(2):
+        audit.record(redis_client, alice, "approve", "ok", payout_cl_id="c-1")
+    audit.record(redis_client, vic, "resolve", "denied", payout_cl_id="c-1")
+    # when /metrics is rendered
+    series = scrape(redis_client)
+    # then each (action, result) is its own counter
+    assert series[("payouts_console_actions_total", (("action", "approve"), ("result", "ok")))] == 2
+    assert series[("payouts_console_actions_total", (("action", "resolve"), ("result", "denied")))] == 1
