@@ -242,7 +242,7 @@ class Sentinels:
             finally:
                 c.close()
 
-        wait_for(synced, 60, interval_s=0.2, what="the old master to rejoin as a replica")
+        wait_for(synced, 120, interval_s=0.2, what="the old master to rejoin as a replica")
 
     def cleanup(self) -> None:
         for s in self.sentinels:
