@@ -12,9 +12,18 @@ import redis
 
 from sandbox.process import SandboxProcess
 from tests.helpers import base_env, sandbox_config
+from worker import metrics
 from worker.harness.processes import RedisServer
 from worker.runtime import Runtime, build_runtime
 from worker.settings import Settings, load_settings, reset_settings
+
+
+@pytest.fixture(autouse=True)
+def _metrics_stay_with_their_test() -> Iterator[None]:
+    """Counts a test left in this process's metrics buffer are dropped after it: flushed later
+    they would land in whatever Redis next listens on that test's (freed) port."""
+    yield
+    metrics.discard()
 
 
 @pytest.fixture(scope="session")

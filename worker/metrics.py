@@ -181,6 +181,15 @@ def flush() -> int:
     return _buffer.flush()
 
 
+def discard() -> None:
+    """Drop this process's unwritten counts and forget their store (a process that moves to
+    another store; tests, whose stores come and go): they are never written anywhere else."""
+    with _buffer.lock:
+        _buffer.incr.clear()
+        _buffer.incr_float.clear()
+        _buffer.client = None
+
+
 # -- scraping (the web process) ---------------------------------------------------
 
 

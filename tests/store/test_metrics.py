@@ -131,6 +131,25 @@ def test_gateway_counts_are_flushed_to_redis(redis_client: redis.Redis) -> None:
     assert 0.22 < got[("payouts_gateway_request_duration_seconds_sum", (("endpoint", "t_create"),))] < 0.24
 
 
+def test_discarded_counts_are_never_written(redis_client: redis.Redis) -> None:
+    """discard() drops the unwritten counts and their store: a later flush writes nothing, so
+    counts of a store that went away cannot land in the next one (the suite relies on it)."""
+    # given: counts buffered for this store
+    metrics.flush()
+    redis_client.delete(keys.METRIC_GATEWAY, keys.METRIC_GATEWAY_LATENCY)
+    metrics.count_gateway(redis_client, "t_discard", "accepted", "0000", 0.01)
+    # when
+    metrics.discard()
+    written = metrics.flush()
+    # then
+    assert written == 0
+    assert not redis_client.exists(keys.METRIC_GATEWAY, keys.METRIC_GATEWAY_LATENCY)
+    # and counting goes on afterwards
+    metrics.count_gateway(redis_client, "t_discard", "accepted", "0000", 0.01)
+    assert metrics.flush() > 0
+    assert redis_client.hget(keys.METRIC_GATEWAY, "t_discard|accepted|0000") == "1"
+
+
 def test_pause_and_balance_hold(redis_client: redis.Redis) -> None:
     """An active pause shows as paused=1 with its age; source=balance also sets the balance hold."""
     # given: nothing paused
