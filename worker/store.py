@@ -10,7 +10,6 @@ import json
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from enum import IntEnum
 from importlib import resources
 from typing import Any, Final
 
@@ -33,32 +32,6 @@ EXPIRED: Final = "expired"
 HISTORY_MAX: Final = 64
 #: a key that never exists: the "submit queue" when the broker is another Redis
 NO_QUEUE: Final = f"{keys.PREFIX}:no-queue"
-
-
-class ClaimCode(IntEnum):
-    """What ``claim.lua`` did (its first return value)."""
-
-    MISSING = -1
-    NOT_RECEIVED = 0
-    CLAIMED = 1
-    WAIT = 2
-    DEFERRED = 3
-
-
-@dataclass(frozen=True)
-class Claim:
-    """The answer of :meth:`OrderStore.claim`."""
-
-    code: ClaimCode
-    #: CLAIMED: the order as claimed (state submitting, attempt recorded)
-    order: Order | None = None
-    attempt: int = 0
-    #: NOT_RECEIVED: the state found
-    state: str = ""
-    #: WAIT: seconds until a token; DEFERRED: the new due time
-    wait_s: float = 0.0
-    due: float = 0.0
-    deferrals: int = 0
 
 
 def stamp(t: float) -> str:
@@ -209,7 +182,7 @@ class OrderStore:
         self.replica_acks = replica_acks
         self.replica_ack_timeout_s = replica_ack_timeout_s
         self.history_max = history_max
-        #: the broker's submit list when the broker is this Redis (the claim reads its length)
+        #: the broker's submit list when the broker is this Redis (create.lua reads its length)
         self.submit_queue = submit_queue or NO_QUEUE
         #: GATEWAY_MAX_RPS: a new order's re-drive waits for the queue ahead (create.lua)
         self.submit_rate = repr(float(submit_rate))
@@ -217,7 +190,6 @@ class OrderStore:
         self._create = client.register_script(_script("create"))
         self._transition = client.register_script(_script("transition"))
         self._lease = client.register_script(_script("lease"))
-        self._claim = client.register_script(_script("claim"))
 
     # -- writes ---------------------------------------------------------------
 
@@ -477,61 +449,6 @@ class OrderStore:
             current = self.state_of(payout_cl_id)
             raise InvalidTransition(payout_cl_id, current.value if current else None, target)
         return prev
-
-    def claim_rated(
-        self,
-        payout_cl_id: str,
-        *,
-        now: float,
-        call_deadline: float,
-        rate: float,
-        burst: float,
-        wait_left_s: float,
-        min_defer_s: float,
-        sign_type: str,
-    ) -> Claim:
-        """Take a rate token and claim ``received -> submitting`` in one round trip.
-
-        See ``claim.lua``: with no token within ``wait_left_s`` the order is deferred
-        (``deferrals`` counter, due again after max(``min_defer_s``, backlog / rate)).
-        """
-        i = payout_cl_id
-        res = self._claim(
-            keys=[
-                keys.order(i),
-                keys.history(i),
-                keys.DUE,
-                keys.COUNTS,
-                keys.EVENTS,
-                keys.RATE,
-                keys.BACKOFF,
-                self.submit_queue,
-            ],
-            args=[
-                i,
-                stamp(now),
-                repr(call_deadline),
-                repr(float(rate)),
-                repr(float(burst)),
-                int(wait_left_s * 1000),
-                repr(float(min_defer_s)),
-                self.events_maxlen,
-                sign_type,
-                self.history_max,
-            ],
-        )
-        code = ClaimCode(int(res[0]))
-        if code is ClaimCode.CLAIMED:
-            flat = res[2:]
-            data = dict(zip(flat[::2], flat[1::2], strict=True))
-            return Claim(code, order=_order_from(i, data), attempt=int(res[1]))
-        if code is ClaimCode.NOT_RECEIVED:
-            return Claim(code, state=str(res[1]))
-        if code is ClaimCode.WAIT:
-            return Claim(code, wait_s=int(res[1]) / 1000.0)
-        if code is ClaimCode.DEFERRED:
-            return Claim(code, deferrals=int(res[1]), due=float(res[2]))
-        return Claim(code)
 
     def lease_due(self, *, now: float, batch: int, lease_s: float) -> list[str]:
         """Take up to ``batch`` due ids and push their due time to ``now + lease_s``

@@ -1,5 +1,6 @@
-"""Bounded cost against a real Redis: the claim script, not-sent retries and deferrals as
-counters (no history or events), the history cap, and the dispatch rule of the sweep."""
+"""Bounded cost against a real Redis: the claim's attempt counter, not-sent retries and
+rate-limit deferrals as counters (no history or events), the history cap, and the dispatch
+rule of the sweep."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from worker.harness.invariants import check_invariants
 from worker.payout import Payout
 from worker.runtime import Runtime
 from worker.states import State
-from worker.store import ClaimCode, OrderStore
+from worker.store import OrderStore
+from worker.submission import SubmitStatus, submit_order
 from worker.sweep import sweep_due
 
 
@@ -30,18 +32,10 @@ def store(redis_client: redis.Redis) -> OrderStore:
     return OrderStore(redis_client, retention_s=3600, history_max=6, submit_queue=SUBMIT_QUEUE)
 
 
-def claim(store: OrderStore, i: str, *, rate: float = 0.0, wait_left_s: float = 2.0) -> Any:
+def claim(store: OrderStore, i: str) -> int | None:
+    """The submit path's claim (received -> submitting): the attempt number, or None."""
     now = time.time()
-    return store.claim_rated(
-        i,
-        now=now,
-        call_deadline=now + 30,
-        rate=rate,
-        burst=1.0,
-        wait_left_s=wait_left_s,
-        min_defer_s=25.0,
-        sign_type="HMAC-SHA256",
-    )
+    return store.claim(i, reason="claimed", due=now + 30, fields={"sign_type": "HMAC-SHA256"}, now=now)
 
 
 def history(store: OrderStore, i: str) -> list[tuple[str, str]]:
@@ -55,9 +49,8 @@ def test_not_sent_retries_are_counters_not_history(store: OrderStore) -> None:
     store.create(payout("NS"), due_at=time.time() + 60)
     # when: 50 claims, each answered "not sent" (quiet return to received)
     for n in range(1, 51):
-        c = claim(store, "NS")
-        assert c.code is ClaimCode.CLAIMED and c.attempt == n
-        assert c.order.state is State.SUBMITTING
+        assert claim(store, "NS") == n
+        assert store.state_of("NS") is State.SUBMITTING
         back = store.transition(
             "NS",
             State.RECEIVED,
@@ -75,10 +68,10 @@ def test_not_sent_retries_are_counters_not_history(store: OrderStore) -> None:
     assert store.counts()["received"] == 1 and store.counts()["submitting"] == 0
     assert store.redis.hget(keys.order("NS"), "not_sent") == "50"
     # when: the 51st attempt is answered
-    c = claim(store, "NS")
+    attempt = claim(store, "NS")
     store.transition("NS", State.ACCEPTED, sources={State.SUBMITTING}, reason="0000", due=time.time() + 30)
     # then: one entry more, the chain valid and the events equal to the history
-    assert c.attempt == 51
+    assert attempt == 51
     assert history(store, "NS")[-1] == ("submitting", "accepted")
     check_invariants(store.redis)
 
@@ -102,39 +95,42 @@ def test_a_logged_move_after_a_quiet_return_catches_the_history_up(store: OrderS
     check_invariants(store.redis)
 
 
-def test_claim_waits_then_defers_without_history(store: OrderStore) -> None:
-    """No token: the claim says how long to wait; with no wait left it defers the order by
-    max(lease, backlog / rate) and counts it, changing no state, history or event."""
-    # given: the bucket (burst 1) spent, 400 submit messages queued
-    store.create(payout("RL"), due_at=time.time() + 60)
-    store.create(payout("TAKER"), due_at=time.time() + 60)
-    assert claim(store, "TAKER", rate=10.0).code is ClaimCode.CLAIMED
-    store.redis.lpush(SUBMIT_QUEUE, *[f"m{k}" for k in range(400)])
-    events = store.redis.xlen(keys.EVENTS)
+def test_no_token_defers_the_submit_without_history(make_runtime: Any) -> None:
+    """No rate token within SUBMIT_TOKEN_WAIT: the submit path sends nothing and defers the
+    order by max(lease, backlog / rate), counting it (``deferrals``), with no state change,
+    history entry or event (D17, D20)."""
+    # given: every token spent (a 429 back-off for a minute), 400 submit messages queued
+    rt = make_runtime(GATEWAY_MAX_RPS="10", SUBMIT_TOKEN_WAIT="0.05")
+    rt.store.create(payout("RL"), due_at=time.time() + 60)
+    rt.limiter.pause(60)
+    rt.redis.lpush(SUBMIT_QUEUE, *[f"m{k}" for k in range(400)])
+    events = rt.redis.xlen(keys.EVENTS)
     # when
-    wait = claim(store, "RL", rate=10.0)
-    defer = claim(store, "RL", rate=10.0, wait_left_s=0.0)
+    first = submit_order(rt, "RL")
+    second = submit_order(rt, "RL")
     # then
-    assert wait.code is ClaimCode.WAIT and 0 < wait.wait_s <= 0.1
-    assert defer.code is ClaimCode.DEFERRED and defer.deferrals == 1
-    assert defer.due == pytest.approx(time.time() + 400 / 10.0, abs=2)
-    assert store.redis.zscore(keys.DUE, "RL") == pytest.approx(defer.due)
-    assert store.state_of("RL") is State.RECEIVED
-    assert store.redis.xlen(keys.EVENTS) == events
-    assert history(store, "RL") == [("", "received")]
+    assert first is SubmitStatus.RATE_LIMITED and second is SubmitStatus.RATE_LIMITED
+    order = rt.store.get("RL")
+    assert order is not None and order.state is State.RECEIVED
+    assert order.fields.get("deferrals") == "2" and "submit_attempts" not in order.fields
+    assert order.due_at == pytest.approx(time.time() + max(rt.settings.lease_s, 400 / 10.0), abs=2)
+    assert rt.redis.xlen(keys.EVENTS) == events
+    assert history(rt.store, "RL") == [("", "received")]
 
 
 def test_claim_of_an_order_not_received_does_nothing(store: OrderStore) -> None:
-    """A duplicate message finds the order claimed: no token taken, nothing changed."""
+    """A duplicate message finds the order claimed: the second claim is refused and the
+    attempt number is not counted again."""
     # given
     store.create(payout("DUP"), due_at=time.time() + 60)
-    assert claim(store, "DUP").code is ClaimCode.CLAIMED
+    assert claim(store, "DUP") == 1
     # when
-    again = claim(store, "DUP", rate=10.0)
+    again = claim(store, "DUP")
     # then
-    assert again.code is ClaimCode.NOT_RECEIVED and again.state == "submitting"
-    assert claim(store, "NOPE").code is ClaimCode.MISSING
+    assert again is None
+    assert store.state_of("DUP") is State.SUBMITTING
     assert store.redis.hget(keys.order("DUP"), "submit_attempts") == "1"
+    assert history(store, "DUP") == [("", "received"), ("received", "submitting")]
 
 
 def test_history_is_capped_keeping_the_first_entry(store: OrderStore) -> None:
