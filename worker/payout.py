@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import unicodedata
 from collections.abc import Collection, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Final
@@ -71,6 +72,11 @@ def _check_amount(value: Any, minimum: int, maximum: int) -> int:
     return value
 
 
+#: Unicode categories refused in text fields: controls (Cc), format characters (Cf) and
+#: line/paragraph separators (Zl, Zp)
+_HIDDEN: Final = frozenset({"Cc", "Cf", "Zl", "Zp"})
+
+
 def _check_text(field: str, value: Any, max_len: int) -> str:
     if not isinstance(value, str):
         raise FieldError(field, "must be a string")
@@ -78,8 +84,10 @@ def _check_text(field: str, value: Any, max_len: int) -> str:
         raise FieldError(field, "must be non-empty without leading or trailing spaces")
     if len(value) > max_len:
         raise FieldError(field, f"must be at most {max_len} characters (never truncated)")
-    if any(ord(c) < 32 or ord(c) == 127 for c in value):
-        raise FieldError(field, "must not contain control characters")
+    if any(ord(c) < 32 or unicodedata.category(c) in _HIDDEN for c in value):
+        # C0/C1 controls, line breaks, and format characters (bidi overrides, zero-width)
+        # that make a name read differently on a screen than it is sent to the bank (D32)
+        raise FieldError(field, "must not contain control or invisible formatting characters")
     _check_utf8(field, value)
     return value
 

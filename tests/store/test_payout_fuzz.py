@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import unicodedata
 from typing import Any
 
 import redis
@@ -42,6 +43,8 @@ def assert_valid(p: Payout) -> None:
     assert type(p.amount) is int and 1 <= p.amount <= AMOUNT_MAX_MINOR
     for text in (p.bank_name, p.name):
         assert isinstance(text, str) and 1 <= len(text) <= 16 and text == text.strip()
+        # no controls, format characters (bidi, zero-width) or line/paragraph separators (D32)
+        assert not any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in text), ascii(text)
     assert isinstance(p.number, str) and p.number.isascii() and p.number.isdigit()
     assert p.notify_url is None or isinstance(p.notify_url, str)
     for value in (p.payout_cl_id, p.bank_name, p.name, p.number, p.notify_url or ""):

@@ -112,7 +112,8 @@ def test_env_example_names_every_required_variable() -> None:
 
 
 def test_procfile_processes() -> None:
-    """Procfile: worker (threads -c 64 by default), beat, web, flower with a required login."""
+    """Procfile: worker (threads -c 64 by default), beat, web, flower with a required login,
+    listening on loopback unless FLOWER_ADDRESS says otherwise (D34)."""
     lines = [
         ln for ln in (ROOT / "Procfile").read_text().splitlines() if ln.strip() and not ln.startswith("#")
     ]
@@ -125,6 +126,7 @@ def test_procfile_processes() -> None:
     assert "gunicorn worker.callbacks:app -c python:worker.gunicornconf" in procs["web"]
     assert "${FLOWER_BASIC_AUTH:?" in procs["flower"]
     assert "celery -A worker.celery_app flower" in procs["flower"]
+    assert '--address="${FLOWER_ADDRESS:-127.0.0.1}"' in procs["flower"]
 
 
 def test_durability_defaults_to_strict(compose: dict[str, Any]) -> None:

@@ -54,6 +54,33 @@ def test_jsonl_rejects_non_json_and_repeated_ids() -> None:
     assert "line 1" in plan.problems[1].rule
 
 
+def test_jsonl_lines_end_only_at_newline() -> None:
+    """U+2028 and U+0085 inside a JSON string do not split the line (str.splitlines would);
+    CRLF line ends are accepted and line numbers stay right (D32)."""
+    text = '{"payout_cl_id":"j1","name":"A\u2028B"}\r\n\r\n{"payout_cl_id":"j2","name":"C\x85D"}\n'
+    rows = list(read_jsonl(text))
+    assert rows == [
+        Row(1, {"payout_cl_id": "j1", "name": "A\u2028B"}),
+        Row(3, {"payout_cl_id": "j2", "name": "C\x85D"}),
+    ]
+    # and validation then refuses those names, naming the field
+    plan = plan_rows(rows, SETTINGS, None)
+    assert {(p.line, p.field) for p in plan.problems if p.field == "name"} == {(1, "name"), (3, "name")}
+
+
+def test_csv_error_is_a_problem_not_a_traceback() -> None:
+    """A field longer than the csv module's limit is reported on its line; reading stops."""
+    text = (
+        "payout_cl_id,amount,bank_name,name,number\na1,5000,BCA,Dewi,123\na2,5000,BCA,"
+        + "x" * 200_000
+        + ",1\n"
+    )
+    items = list(read_csv(text))
+    assert isinstance(items[0], Row) and items[0].line == 2
+    assert len(items) == 2 and isinstance(items[1], Problem)
+    assert (items[1].line, items[1].field) == (3, "file") and "not readable as CSV" in items[1].rule
+
+
 def test_demo_payouts_are_valid_and_seeded() -> None:
     """The demo's payouts pass validation with the sandbox's banks, and a seed replays them."""
     a = demo_payouts(50, 7, DEFAULT_BANKS, "demo-7-")

@@ -42,6 +42,11 @@ def test_valid_payout() -> None:
         ("name", "A very long beneficiary name", "never truncated"),
         ("name", " Budi", "leading or trailing"),
         ("name", "Bu\ndi", "control"),
+        ("name", "Bu\x85di", "control"),  # C1 control (NEL)
+        ("name", "Budi\u202eosnaS", "invisible formatting"),  # right-to-left override
+        ("name", "Bu\u200bdi", "invisible formatting"),  # zero-width space
+        ("bank_name", "BCA\u2066", "invisible formatting"),  # left-to-right isolate
+        ("name", "Bu\u2028di", "control"),  # line separator
         ("number", "12-34", "digits"),
         ("number", "1" * 33, "digits"),
         ("number", 1234, "string"),

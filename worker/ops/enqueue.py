@@ -78,7 +78,14 @@ def read_csv(text: str) -> Iterator[Row | Problem]:
     reader = csv.reader(io.StringIO(text, newline=""))
     header: list[str] | None = None
     start = 1
-    for values in reader:
+    while True:
+        try:
+            values = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:  # e.g. a field over csv.field_size_limit(), a NUL byte
+            yield Problem(start, "file", f"is not readable as CSV from here on ({exc})")
+            return
         line, start = start, reader.line_num + 1
         if not values or all(not v.strip() for v in values):
             continue
@@ -100,7 +107,10 @@ def read_csv(text: str) -> Iterator[Row | Problem]:
 
 
 def read_jsonl(text: str) -> Iterator[Row | Problem]:
-    for n, raw in enumerate(text.splitlines(), start=1):
+    # lines end at "\n" only: str.splitlines() would also split at U+2028, U+0085 and other
+    # separators that JSON allows inside a string (D32)
+    for n, line in enumerate(text.split("\n"), start=1):
+        raw = line.removesuffix("\r")
         if not raw.strip():
             continue
         try:
