@@ -72,8 +72,8 @@ def _check_amount(value: Any, minimum: int, maximum: int) -> int:
     return value
 
 
-#: Unicode categories refused in text fields: controls (Cc), format characters (Cf) and
-#: line/paragraph separators (Zl, Zp)
+#: Unicode categories refused in text fields: controls (Cc: C0, DEL and C1), format
+#: characters (Cf) and line/paragraph separators (Zl, Zp)
 _HIDDEN: Final = frozenset({"Cc", "Cf", "Zl", "Zp"})
 
 
@@ -84,7 +84,7 @@ def _check_text(field: str, value: Any, max_len: int) -> str:
         raise FieldError(field, "must be non-empty without leading or trailing spaces")
     if len(value) > max_len:
         raise FieldError(field, f"must be at most {max_len} characters (never truncated)")
-    if any(ord(c) < 32 or unicodedata.category(c) in _HIDDEN for c in value):
+    if any(unicodedata.category(c) in _HIDDEN for c in value):
         # C0/C1 controls, line breaks, and format characters (bidi overrides, zero-width)
         # that make a name read differently on a screen than it is sent to the bank (D32)
         raise FieldError(field, "must not contain control or invisible formatting characters")

@@ -83,7 +83,7 @@ def read_csv(text: str) -> Iterator[Row | Problem]:
             values = next(reader)
         except StopIteration:
             break
-        except csv.Error as exc:  # e.g. a field over csv.field_size_limit(), a NUL byte
+        except csv.Error as exc:  # e.g. a field longer than csv.field_size_limit()
             yield Problem(start, "file", f"is not readable as CSV from here on ({exc})")
             return
         line, start = start, reader.line_num + 1
