@@ -109,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         "--record-signature",
         choices=RECORD_SIGNATURES,
-        help="how list-query records are signed (default order; spec = SPEC 2a, no sign_type)",
+        help="how list-query records are signed (default order; spec = docs/gateway.md §2a, no sign_type)",
     )
     add(
         "--list-filter",

@@ -1,4 +1,4 @@
-"""Notifications (SPEC §5): POST the signed final status to ``notify_url`` until acknowledged.
+"""Notifications (docs/gateway.md §5): POST the signed final status to ``notify_url`` until acknowledged.
 
 An attempt is acknowledged only by HTTP 200 with a JSON body whose ``error_code`` is
 ``"0000"``. Attempts follow ``callback_delays_s`` (the wait before each retry). Callback

@@ -11,11 +11,11 @@ from typing import Any, Final
 
 from sandbox.signature import HMAC_SHA256, MD5, SIGN_TYPES
 
-#: Banks accepted by default (SPEC §9: the real list is UNCONFIRMED; keep it configurable).
+#: Banks accepted by default (docs/gateway.md §9: the real list is UNCONFIRMED; keep it configurable).
 DEFAULT_BANKS: Final = ("BCA", "BNI", "BRI", "MANDIRI", "CIMB", "PERMATA", "DANAMON", "BSI")
 
 #: Seconds to wait before each retry of a notification: with the first attempt that is
-#: 10 attempts within one hour (SPEC §5; the real intervals are UNCONFIRMED).
+#: 10 attempts within one hour (docs/gateway.md §5; the real intervals are UNCONFIRMED).
 DEFAULT_CALLBACK_DELAYS_S: Final = (15.0, 30.0, 60.0, 120.0, 300.0, 300.0, 600.0, 900.0, 1200.0)
 
 #: Reported as the balance when no balance is configured (unlimited): IDR 10 billion.
@@ -29,22 +29,22 @@ SANDBOX_HEADER: Final = "X-Payout-Sandbox"
 NUMBER_STYLES: Final = ("int", "string")
 CALLBACK_FORMATS: Final = ("json", "form")
 #: How a notification body is framed: ``Content-Length`` (default) or
-#: ``Transfer-Encoding: chunked`` with no ``Content-Length`` (SPEC §11.7: callback framing).
+#: ``Transfer-Encoding: chunked`` with no ``Content-Length`` (docs/gateway.md §11.7: callback framing).
 CALLBACK_FRAMINGS: Final = ("content-length", "chunked")
-#: How list-query records are signed (SPEC §2a, §11.3):
+#: How list-query records are signed (docs/gateway.md §2a, §11.3):
 #: ``order`` (default): in the order's algorithm, ``sign_type`` present on HMAC records;
-#: ``spec``: exactly the SPEC §2a fields, no ``sign_type``; ``sign`` in the order's algorithm
+#: ``spec``: exactly the docs/gateway.md §2a fields, no ``sign_type``; ``sign`` in the order's algorithm
 #: over every other field of the record as sent;
 #: ``spec_md5``: no ``sign_type``; ``sign`` always MD5 (legacy) whatever the order's algorithm;
-#: ``unverifiable``: no ``sign_type``; a ``sign`` no merchant key reproduces (as the SPEC's
+#: ``unverifiable``: no ``sign_type``; a ``sign`` no merchant key reproduces (as the gateway's
 #: doc examples, which could not be reproduced).
 RECORD_SIGNATURES: Final = ("order", "spec", "spec_md5", "unverifiable")
-#: How notifications are signed (SPEC §5): ``order`` (default): in the order's algorithm,
+#: How notifications are signed (docs/gateway.md §5): ``order`` (default): in the order's algorithm,
 #: ``sign_type`` present for HMAC orders (K-NTF); ``spec``: D-NTF's field list, no
 #: ``sign_type`` even for HMAC orders, ``sign`` in the order's algorithm over every other
 #: field; ``spec_md5``: no ``sign_type``, ``sign`` always MD5.
 CALLBACK_SIGNATURES: Final = ("order", "spec", "spec_md5")
-#: What the list query does with its ``payout_cl_id`` filter (SPEC §2a, §11):
+#: What the list query does with its ``payout_cl_id`` filter (docs/gateway.md §2a, §11):
 #: ``honour`` (default); ``ignore``: as if it was not sent (other filters, offset and limit
 #: honoured); ``ignore_all``: every filter ignored (``payout_cl_id``, ``payout_id``, the
 #: ``create_time`` range), offset and limit honoured; ``prefix``: records whose
@@ -105,7 +105,7 @@ class SandboxConfig:
     seed: int = 0
     callback_delays_s: tuple[float, ...] = DEFAULT_CALLBACK_DELAYS_S
     callback_timeout_s: float = 10.0
-    #: Notification body: JSON (documented) or form-encoded (seen at one integrator, SPEC §5).
+    #: Notification body: JSON (documented) or form-encoded (seen at one integrator, docs/gateway.md §5).
     callback_format: str = "json"
     faults: list[dict[str, Any]] = field(default_factory=list)
     #: Merchant balance; ``None`` is unlimited (never 0018).
@@ -114,7 +114,7 @@ class SandboxConfig:
     #: How amounts and fees are written in answers: JSON numbers or digit strings.
     number_style: str = "int"
     #: Answer ``0014`` to a create whose ``payout_cl_id`` already has a payout. Off: a
-    #: second create makes a second payout with a new ``payout_id`` (SPEC §11.8).
+    #: second create makes a second payout with a new ``payout_id`` (docs/gateway.md §11.8).
     duplicate_check: bool = True
     #: See :data:`RECORD_SIGNATURES`.
     record_signature: str = "order"
@@ -127,13 +127,13 @@ class SandboxConfig:
     #: See :data:`CALLBACK_FRAMINGS`.
     callback_framing: str = "content-length"
     #: Final statuses that are notified: ``(3,)`` is a gateway that notifies successes only
-    #: (SPEC §5, K-NTF-old: "do not rely on receiving failure callbacks").
+    #: (docs/gateway.md §5, K-NTF-old: "do not rely on receiving failure callbacks").
     callback_statuses: tuple[int, ...] = (3, 4, 5)
     #: See :data:`CALLBACK_SIGNATURES`.
     callback_signature: str = "order"
-    #: Sign fields whose value is ``0`` / ``"0"`` (SPEC §4.1 step 3, recommended). False:
+    #: Sign fields whose value is ``0`` / ``"0"`` (docs/gateway.md §4.1 step 3, recommended). False:
     #: they are left out of every signature the sandbox makes (callbacks, list records) and
-    #: checks (creates), as PHP's ``empty()`` would (SPEC §11.5, UNCONFIRMED).
+    #: checks (creates), as PHP's ``empty()`` would (docs/gateway.md §11.5, UNCONFIRMED).
     sign_zero_values: bool = True
     #: A second listener serving the same API over TLS with a self-signed certificate:
     #: ``None`` = none, ``0`` = a free port.

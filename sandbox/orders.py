@@ -193,7 +193,7 @@ class OrderBook:
         return body
 
     def list_record(self, order: Order) -> dict[str, Any]:
-        """A record of the list query form (SPEC §2a), signed in the order's algorithm."""
+        """A record of the list query form (docs/gateway.md §2a), signed in the order's algorithm."""
         fields = {
             "amount": self._money(order.amount_minor),
             "real_amount": self._money(order.amount_minor),
@@ -221,7 +221,7 @@ class OrderBook:
         return {**fields, "sign": digest[:length]}
 
     def single_record(self, order: Order) -> dict[str, Any]:
-        """The ``data`` of the single-order query form (SPEC §2b; unsigned)."""
+        """The ``data`` of the single-order query form (docs/gateway.md §2b; unsigned)."""
         return {
             "payout_id": order.payout_id,
             "payout_cl_id": order.payout_cl_id,
@@ -241,7 +241,7 @@ class OrderBook:
         update_time: float | None = None,
         key: str | None = None,
     ) -> dict[str, Any]:
-        """The callback body (SPEC §5), optionally a stale copy or signed with ``key``."""
+        """The callback body (docs/gateway.md §5), optionally a stale copy or signed with ``key``."""
         status = order.status if status is None else status
         fields: dict[str, Any] = {
             "payout_id": order.payout_id,

@@ -1,6 +1,6 @@
-"""The sandbox gateway: an aiohttp server that behaves like the payout gateway of SPEC.md.
+"""The sandbox gateway: an aiohttp server that behaves like the payout gateway of docs/gateway.md.
 
-Gateway endpoints (SPEC §1-3)::
+Gateway endpoints (docs/gateway.md §1-3)::
 
     POST /gateway/api/v2/payouts                  create (signed body)
     GET  /gateway/api/v2/payouts?<filters>        list query (Authorization header)
@@ -15,7 +15,7 @@ Orders move 1 (pending) -> 2 (processing) after ``pending_s`` -> 3, 4 or 5 after
 ``processing_s``; the outcome is drawn from a random stream seeded by ``seed`` and the
 ``payout_cl_id``, so the same id gets the same outcome in every run.
 
-Modes that disagree with the worker's guesses (SPEC §11), set at start or through
+Modes that disagree with the worker's guesses (docs/gateway.md §11), set at start or through
 ``PATCH /_sandbox/settings``: ``duplicate_check`` (off: a repeated ``payout_cl_id`` makes a
 second payout), ``record_signature``, ``list_filter`` / ``list_order``, ``callbacks``,
 ``callback_framing``, ``callback_statuses``, ``callback_signature``, ``sign_zero_values``; a TLS listener with

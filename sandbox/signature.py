@@ -1,15 +1,15 @@
-"""The gateway's order signature (SPEC §4), written from the SPEC alone.
+"""The gateway's order signature (docs/gateway.md §4), written from that text alone.
 
 The sandbox signs and verifies with this module only; it shares no code with the worker,
 so a canonicalisation mistake on one side shows up as a disagreement instead of being made
 identically on both (``tests/sandbox/test_signature_agreement.py`` compares the two).
 
-The string to sign (SPEC §4.1), for MD5 and HMAC-SHA256 alike:
+The string to sign (docs/gateway.md §4.1), for MD5 and HMAC-SHA256 alike:
 
 1. every parameter sent (for callbacks and query records: every field received);
 2. without ``sign`` and ``sign_type``;
 3. without empty values: ``None`` (JSON ``null``) and ``""``. Numeric ``0`` is **kept**:
-   it is not an empty value (SPEC §4.1 step 3 recommends it; UNCONFIRMED, SPEC §11.5).
+   it is not an empty value (docs/gateway.md §4.1 step 3 recommends it; UNCONFIRMED, docs/gateway.md §11.5).
    ``drop_zero=True`` is the other reading (PHP's ``empty()``, seen at one integrator):
    ``0`` and ``"0"`` are empty too;
 4. sorted by name, ASCII ascending (code-point order; ``"B" < "a"``);
@@ -19,7 +19,7 @@ The string to sign (SPEC §4.1), for MD5 and HMAC-SHA256 alike:
 6. encoded as UTF-8.
 
 ``MD5``: ``hex(md5(S + "&" + key))``. ``HMAC-SHA256``: ``hex(hmac_sha256(key, S))``.
-Both lowercase (SPEC §4.2, §4.3); verification compares the exact lowercase text in
+Both lowercase (docs/gateway.md §4.2, §4.3); verification compares the exact lowercase text in
 constant time.
 """
 
@@ -35,15 +35,15 @@ MD5: Final = "MD5"
 HMAC_SHA256: Final = "HMAC-SHA256"
 SIGN_TYPES: Final = frozenset({MD5, HMAC_SHA256})
 
-#: Never part of the string to sign (SPEC §4.1 step 2).
+#: Never part of the string to sign (docs/gateway.md §4.1 step 2).
 UNSIGNED_FIELDS: Final = frozenset({"sign", "sign_type"})
 
 
 def sign_value(value: Any) -> str:
-    """The text of one value in the string to sign (SPEC §4.1 step 5).
+    """The text of one value in the string to sign (docs/gateway.md §4.1 step 5).
 
-    Floats are refused: the SPEC forbids sending them, and a received JSON number is
-    kept as its text by the caller (``parse_float=str``), so a float here is a bug.
+    Floats are refused: the gateway's docs forbid sending them (docs/gateway.md §1), and a
+    received JSON number is kept as its text by the caller (``parse_float=str``), so a float here is a bug.
     """
     if isinstance(value, str):
         return value
@@ -75,7 +75,7 @@ def sign_string(params: Mapping[str, Any], *, drop_zero: bool = False) -> str:
 
 
 def sign(params: Mapping[str, Any], key: str, sign_type: str = MD5, *, drop_zero: bool = False) -> str:
-    """The lowercase hex signature of ``params`` with ``key`` (SPEC §4.2 / §4.3)."""
+    """The lowercase hex signature of ``params`` with ``key`` (docs/gateway.md §4.2 / §4.3)."""
     text = sign_string(params, drop_zero=drop_zero)
     if sign_type == MD5:
         return hashlib.md5(f"{text}&{key}".encode(), usedforsecurity=False).hexdigest()
@@ -85,7 +85,7 @@ def sign(params: Mapping[str, Any], key: str, sign_type: str = MD5, *, drop_zero
 
 
 def sign_type_of(params: Mapping[str, Any]) -> str:
-    """The algorithm a body names: its ``sign_type``, MD5 when absent or empty (SPEC §1)."""
+    """The algorithm a body names: its ``sign_type``, MD5 when absent or empty (docs/gateway.md §1)."""
     value = params.get("sign_type")
     return MD5 if is_empty(value) else str(value)
 

@@ -1,10 +1,10 @@
-"""Signature vectors from the gateway's documentation (SPEC §4.4), shared by the tests."""
+"""Signature vectors from the gateway's documentation (docs/gateway.md §4.4), shared by the tests."""
 
 from __future__ import annotations
 
 from typing import Final
 
-#: the test key of the SPEC's worked MD5 example
+#: the test key of the worked MD5 example (docs/gateway.md §4.4)
 SPEC_KEY: Final = "2I9Q4nExEddsH6zo"
 #: its published (and reproduced) signature
 SPEC_SIGN: Final = "bc29e8a132edf819431227154c2586c6"

@@ -43,7 +43,7 @@ StartResponse = Callable[..., Any]
 
 _DIGITS = re.compile(r"[0-9]{1,20}")
 _DECIMAL = re.compile(r"[0-9]{1,20}(\.[0-9]{1,8})?")
-#: fields whose format is checked before anything else (SPEC §5); others must only be flat text
+#: fields whose format is checked before anything else (docs/gateway.md §5); others must only be flat text
 _TIME_FIELDS = ("create_time", "update_time", "success_time")
 _AMOUNT_FIELDS = ("amount", "real_amount", "fee")
 _UNKNOWN_OR_FORGED = (401, "0004", "signature verification failed")
@@ -175,7 +175,7 @@ def handle_notice(rt: Runtime, notice: dict[str, Any]) -> tuple[int, str, str]:
         log.warning("payout.callback.unknown_order")
         return _UNKNOWN_OR_FORGED
     expected = order.sign_type or gw.sign_type
-    # a notice naming no sign_type (SPEC §5 D-NTF lists none) is checked with the order's own
+    # a notice naming no sign_type (docs/gateway.md §5 D-NTF lists none) is checked with the order's own
     # algorithm; one naming another algorithm is refused (no MD5 downgrade)
     if not signing.verify(
         notice,

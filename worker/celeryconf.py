@@ -1,7 +1,7 @@
 """The Celery configuration, built from :class:`worker.settings.Settings`.
 
-Each setting below answers a known Celery + Redis pitfall (DESIGN, "settings that
-matter"); the comment says which.
+Each setting below answers a known Celery + Redis pitfall (docs/decisions.md,
+"Celery and Redis settings"); the comment says which.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Durability: what the store's Redis keeps, and what to do when it lost writes anyway.
 
-Two defences (docs/reliability.md, "Durability"; ../shared/notes/durability.md):
+Two defences (docs/reliability.md, "Durability"; D2, D36, D37 in docs/decisions.md):
 
 * **Modes** (``REDIS_DURABILITY``). ``strict`` (the default) refuses a store whose Redis
   does not fsync every write (AOF ``appendfsync always``) and, with replicas

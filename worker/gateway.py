@@ -1,7 +1,7 @@
 """HTTP client for the payment gateway, and the classification of its answers.
 
 ``create_payout`` never retries by itself: one call sends the create request at
-most once, and its answer is classified by :func:`classify_create` per DESIGN:
+most once, and its answer is classified by :func:`classify_create` (docs/gateway.md §1):
 only a request that provably never left may be sent again.
 """
 
@@ -38,7 +38,7 @@ SANDBOX_HEADER: Final = "X-Payout-Sandbox"
 LIST_LIMIT_MAX: Final = 500
 #: ``limit`` of the one-order list lookup: large enough that a loosely matching filter
 #: (``LIKE 'id%'``) or several payouts of one id still show the exact record, small enough
-#: that an ignored filter costs one bounded page (SPEC §2a: max 500)
+#: that an ignored filter costs one bounded page (docs/gateway.md §2a: max 500)
 LOOKUP_LIMIT: Final = 50
 
 #: Error codes that mean "the create request was refused; no payout exists".
@@ -296,7 +296,7 @@ class GatewayClient:
     def build_create(
         self, payout: Payout, *, sign_type: str, notify_url: str | None, request_time: int
     ) -> dict[str, Any]:
-        """The signed create body (SPEC §1). Contains secrets: never log it."""
+        """The signed create body (docs/gateway.md §1). Contains secrets: never log it."""
         body: dict[str, Any] = {
             "platform_id": self.cfg.platform_id,
             "service_id": self.cfg.service_id,
@@ -418,7 +418,7 @@ class GatewayClient:
         return resp
 
     def query_balance(self) -> tuple[int, int] | None:
-        """(total_balance, total_frozen_balance) in minor units (SPEC §3); None on any error."""
+        """(total_balance, total_frozen_balance) in minor units (docs/gateway.md §3); None on any error."""
         try:
             resp = self._get(BALANCE_PATH)
             doc = record_from_json(resp.content) if resp.status_code == 200 else None
@@ -445,15 +445,15 @@ class GatewayClient:
         return self.sandbox_seen
 
     def _verified(self, record: Mapping[str, Any], sign_type: str | None) -> bool:
-        """A query record's signature, per ``GATEWAY_RECORD_SIGNATURE`` (SPEC §2a, §11.3).
+        """A query record's signature, per ``GATEWAY_RECORD_SIGNATURE`` (docs/gateway.md §2a, §11.3).
 
-        ``order`` (default): a record naming no ``sign_type`` (SPEC §2a lists none) is
+        ``order`` (default): a record naming no ``sign_type`` (docs/gateway.md §2a lists none) is
         checked with the algorithm its order was created with; one naming a type must name
         that one. ``md5``: records are always MD5. ``off``: records are not checked (they
         come over the authenticated query; use only with https).
         """
         if "sign" not in record:
-            return True  # the single-order form carries no signature (SPEC §2b)
+            return True  # the single-order form carries no signature (docs/gateway.md §2b)
         mode = self.cfg.record_signature
         if mode == "off":
             return True

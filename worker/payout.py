@@ -1,4 +1,4 @@
-"""The payout model and its validation (SPEC §1).
+"""The payout model and its validation (docs/gateway.md §1).
 
 :func:`validate_payout` checks every field and raises one :class:`InvalidPayout`
 listing each bad field with its rule, so nothing half-valid is stored or sent.

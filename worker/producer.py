@@ -30,7 +30,7 @@ from worker.store import Created, Order
 
 log = get_logger("payouts.producer")
 
-#: options of an enqueue that are not payout fields (SPEC §1) and never sent to the gateway
+#: options of an enqueue that are not payout fields (docs/gateway.md §1) and never sent to the gateway
 OPTIONS = ("requested_by", "allow_duplicate")
 
 

@@ -1,7 +1,7 @@
 """One gateway report -> one transition.
 
 Every report about an order, from a query or a verified callback, goes through
-:func:`apply_report`, which maps the gateway's status (SPEC §6) onto one atomic
+:func:`apply_report`, which maps the gateway's status (docs/gateway.md §6) onto one atomic
 transition. Final states are never overwritten: a different later report sends
 the order to ``review`` with the conflict recorded.
 """
@@ -21,7 +21,7 @@ from worker.submission import backoff_s, notify_final
 
 log = get_logger("payouts.reports")
 
-#: gateway payout status -> our final state (SPEC §6). 0/1/2 are open; others unknown.
+#: gateway payout status -> our final state (docs/gateway.md §6). 0/1/2 are open; others unknown.
 FINAL_STATUS: dict[str, State] = {"3": State.SUCCEEDED, "4": State.FAILED, "5": State.FAILED}
 OPEN_STATUS: frozenset[str] = frozenset({"0", "1", "2"})
 

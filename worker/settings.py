@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 SIGN_TYPES: Final = ("HMAC-SHA256", "MD5")
 QUERY_FORMS: Final = ("list", "single")
 NOT_FOUND_POLICIES: Final = ("review", "resubmit")
-#: how query records' signatures are checked (SPEC §2a lists no sign_type; §11.3 UNCONFIRMED)
+#: how query records' signatures are checked (docs/gateway.md §2a lists no sign_type; §11.3 UNCONFIRMED)
 RECORD_SIGNATURES: Final = ("order", "md5", "off")
 #: merchant-level refusals that hold every order while they last (D21): not "rejected"
 HOLD_CODES_DEFAULT: Final = ("0018", "0003", "0004", "0010", "0027")
@@ -76,7 +76,7 @@ class GatewaySettings:
     service_id: str = "SVC0004"
     currency: str = "idr"
     #: query records: "order" (the order's own algorithm when the record names none),
-    #: "md5" (always MD5) or "off" (not checked) -- an UNCONFIRMED choice, SPEC §11.3
+    #: "md5" (always MD5) or "off" (not checked) -- an UNCONFIRMED choice, docs/gateway.md §11.3
     record_signature: str = "order"
     #: CA bundle (PEM path) trusted for an https GATEWAY_BASE_URL; None = the system's
     ca_file: str | None = None

@@ -1,8 +1,8 @@
-"""Request and notification signatures, exactly as SPEC §4 defines them.
+"""Request and notification signatures, exactly as docs/gateway.md §4 defines them.
 
 The string to sign is built from every parameter except ``sign`` and
 ``sign_type``, dropping empty values (``None`` and ``""``; numeric ``0`` is kept,
-SPEC §4.1 step 3), sorted by name in ASCII order and joined as ``name=value``
+docs/gateway.md §4.1 step 3), sorted by name in ASCII order and joined as ``name=value``
 with ``&``. Values are used raw: no URL-encoding, UTF-8 text as is, integers as
 plain digits.
 
@@ -38,7 +38,7 @@ def _text(value: Any) -> str:
 
 
 def string_to_sign(params: Mapping[str, Any]) -> str:
-    """Build the canonical ``k=v&k=v`` string of SPEC §4.1."""
+    """Build the canonical ``k=v&k=v`` string of docs/gateway.md §4.1."""
     pairs = []
     for name in sorted(params):
         if name in _UNSIGNED:
@@ -70,8 +70,8 @@ def verify(
     """Check ``params["sign"]`` in constant time.
 
     The algorithm is the one the message names (``sign_type``); a message naming none
-    is checked with ``absent_type`` (MD5 by SPEC §4.2; callers pass the order's own
-    algorithm where the SPEC's record and notice examples carry no ``sign_type``). It
+    is checked with ``absent_type`` (MD5 by docs/gateway.md §4.2; callers pass the order's own
+    algorithm where the gateway's record and notice examples carry no ``sign_type``). It
     must be in ``allowed``, and equal ``expected_type`` when given (the algorithm the
     order was created with), so an HMAC deployment never accepts an MD5-signed notice.
     """

@@ -1,4 +1,4 @@
-"""The order state machine (DESIGN: "The order state machine").
+"""The order state machine (docs/decisions.md, "The order state machine").
 
 The table :data:`TRANSITIONS` is the single source of truth: the Lua
 compare-and-set receives its allowed "from" states from :func:`sources_of`.

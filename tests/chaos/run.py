@@ -299,7 +299,7 @@ class ChaosRun:
             seed=cfg.seed,
             callback_delays_s=(0.5, 1.0, 2.0, 4.0),
             min_amount_minor=GATEWAY_MIN_MINOR,
-            # the gateway does NOT refuse a repeated payout_cl_id (SPEC §11): a second
+            # the gateway does NOT refuse a repeated payout_cl_id (docs/gateway.md §11): a second
             # create would be a second payout, and the ledger would show it
             duplicate_check=False,
             # requests run at ~2x the order rate (create + queries): bursts above 1.5x get 429s

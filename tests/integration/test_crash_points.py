@@ -3,9 +3,9 @@
 Each test runs worker A until it dies hard (SIGKILL) at one step of
 ``submit_order``, then starts worker B and beat with no crash set, and waits for
 the order's final state. The broker's visibility timeout stays large (3600 s), so
-A's un-acked message is never redelivered during the test (DESIGN: never trust
-redelivery): the sweep alone must recover the order. Received orders are re-driven
-after SUBMIT_REDRIVE_AFTER; submitting orders become unconfirmed after the call
+A's un-acked message is never redelivered during the test (never trust redelivery:
+docs/decisions.md, "Celery and Redis settings"): the sweep alone must recover the order.
+Received orders are re-driven after SUBMIT_REDRIVE_AFTER; submitting orders become unconfirmed after the call
 deadline (connect + read + margin = 4 s here) and a query settles them. The sandbox
 sends no callbacks, so nothing but the sweep can settle the order.
 

@@ -213,7 +213,7 @@ class CallbackReceiver:
         self.thread.start()
 
     def bodies(self, payout_cl_id: str | None = None) -> list[dict[str, str]]:
-        """Received bodies, every value kept as its sent text (SPEC §4.4)."""
+        """Received bodies, every value kept as its sent text (docs/gateway.md §4.4)."""
         with self.lock:
             raws = [r["raw"] for r in self.received]
         parsed = [json.loads(raw, parse_int=str, parse_float=str) for raw in raws]

@@ -1,4 +1,4 @@
-"""Create payout (SPEC §1, §4, §7): signatures, validation codes, duplicates, ledger."""
+"""Create payout (docs/gateway.md §1, §4, §7): signatures, validation codes, duplicates, ledger."""
 
 from __future__ import annotations
 
@@ -63,7 +63,7 @@ def spec_sandbox() -> Iterator[SandboxProcess]:
 
 
 def test_spec_4_4_example_signature_is_accepted(spec_sandbox, api_for):
-    """The published MD5 example (SPEC §4.4) passes the signature check.
+    """The published MD5 example (docs/gateway.md §4.4) passes the signature check.
 
     The Chinese-edition example lacks currency and bank_name, so the answer is the
     next check's 0002 naming currency, not 0004; a one-character change gives 0004.

@@ -1,4 +1,4 @@
-"""Order lifecycle (SPEC §6) and signed, retried callbacks (SPEC §5)."""
+"""Order lifecycle (docs/gateway.md §6) and signed, retried callbacks (docs/gateway.md §5)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Modes in which the sandbox disagrees with the worker's guesses (SPEC §11 UNCONFIRMED).
+"""Modes in which the sandbox disagrees with the worker's guesses (docs/gateway.md §11 UNCONFIRMED).
 
 Each is set at start (``SandboxConfig`` field / CLI flag) or switched at runtime through
 ``PATCH /_sandbox/settings``; ``reset`` goes back to the start settings. Also: the
@@ -21,7 +21,7 @@ from sandbox.signature import HMAC_SHA256, MD5, sign, verify
 from tests.sandbox.conftest import FAST
 
 KEY = "sandbox-secret-key"
-#: The record fields of SPEC §2a, exactly.
+#: The record fields of docs/gateway.md §2a, exactly.
 SPEC_RECORD_FIELDS = {
     "amount",
     "real_amount",
@@ -50,7 +50,7 @@ DEFAULT_SETTINGS = {
 
 
 def _records(response: requests.Response) -> list[dict[str, str]]:
-    """List records with every value as its sent text (SPEC §4.4)."""
+    """List records with every value as its sent text (docs/gateway.md §4.4)."""
     return json.loads(response.text, parse_int=str, parse_float=str)["data"]  # type: ignore[no-any-return]
 
 
@@ -278,7 +278,7 @@ def test_duplicate_check_off_at_start(other, api_for):
 
 @pytest.mark.parametrize("sign_type", [MD5, HMAC_SHA256])
 def test_spec_records_have_no_sign_type_and_sign_over_every_other_field(api, gw, sign_type):
-    """record_signature=spec: exactly the SPEC §2a fields; sign in the order's algorithm over
+    """record_signature=spec: exactly the docs/gateway.md §2a fields; sign in the order's algorithm over
     every other field as sent. A verifier that reads a missing sign_type as MD5 fails on
     HMAC orders (and only on them)."""
     # given
@@ -656,7 +656,7 @@ def test_bad_balance_requests_are_400(gw, path, body):
 
 
 def test_callback_statuses_success_only(api, gw, receiver, poll):
-    """callback_statuses=[3]: failed orders are never notified (SPEC §5: do not rely on
+    """callback_statuses=[3]: failed orders are never notified (docs/gateway.md §5: do not rely on
     failure callbacks); successful ones are."""
     # given
     gw.admin.update_settings(callback_statuses=[3])
@@ -688,7 +688,7 @@ def test_callback_statuses_at_start(other, api_for, receiver, poll):
 
 def test_sign_zero_values_off_leaves_zero_out_of_callback_signatures(api, gw, receiver):
     """sign_zero_values=false: a callback with fee=0 is signed without fee (PHP empty()), so
-    it fails the SPEC-recommended verification that keeps 0."""
+    it fails the recommended verification (docs/gateway.md §4.1) that keeps 0."""
     # given
     gw.admin.update_settings(sign_zero_values=False)
     # when
@@ -704,7 +704,7 @@ def test_sign_zero_values_off_leaves_zero_out_of_callback_signatures(api, gw, re
 
 
 def test_sign_zero_values_off_checks_creates_the_same_way(api, gw, make_body):
-    """The create check drops 0 too: a zero field signed the SPEC way is 0004."""
+    """The create check drops 0 too: a zero field signed the documented way is 0004."""
     gw.admin.update_settings(sign_zero_values=False)
     kept = make_body("z-2", extra="0")
     assert api.post_raw(json.dumps(kept)).json()["error_code"] == "0004"

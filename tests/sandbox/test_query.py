@@ -1,4 +1,4 @@
-"""Order query (SPEC §2a list form, §2b single form, §3 auth) and the balance endpoint."""
+"""Order query (docs/gateway.md §2a list form, §2b single form, §3 auth) and the balance endpoint."""
 
 from __future__ import annotations
 

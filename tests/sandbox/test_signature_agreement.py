@@ -1,8 +1,8 @@
 """The sandbox's signer (sandbox/signature.py) and the worker's (worker/signing.py) agree.
 
-Both are written from SPEC §4 independently. They must reproduce the published vectors and
-agree on every parameter set the SPEC defines: non-ASCII text, ``0`` vs ``""`` vs ``None``,
-mixed-case names, long values, digit strings vs integers, lists. Where the SPEC says
+Both are written from docs/gateway.md §4 independently. They must reproduce the published vectors and
+agree on every parameter set docs/gateway.md §4 defines: non-ASCII text, ``0`` vs ``""`` vs ``None``,
+mixed-case names, long values, digit strings vs integers, lists. Where the gateway's docs say
 nothing (booleans, the case of a received signature) the two are allowed to differ; the
 tests below pin down how.
 """
@@ -23,8 +23,8 @@ from worker import signing as worker_signing
 
 SIGNERS = {"sandbox": sandbox_signing, "worker": worker_signing}
 
-#: SPEC §4.3 worked example (HMAC-SHA256, the deposit request of the guide's test merchant).
-#: The string to sign is printed in the SPEC; the value is the SPEC's own computation
+#: docs/gateway.md §4.3 worked example (HMAC-SHA256, the deposit request of the guide's test merchant).
+#: The string to sign is printed in the docs; the value is our own computation
 #: (UNCONFIRMED against the live page).
 HMAC_EXAMPLE: dict[str, Any] = {
     "amount": 50000,
@@ -59,7 +59,7 @@ def _string(side: str, params: dict[str, Any]) -> str:
 
 @pytest.mark.parametrize("side", SIGNERS)
 def test_both_reproduce_the_spec_md5_vector(side):
-    """SPEC §4.4: the published MD5 example's string and signature, byte for byte."""
+    """docs/gateway.md §4.4: the published MD5 example's string and signature, byte for byte."""
     signer = SIGNERS[side]
     # when
     text = _string(side, dict(SPEC_EXAMPLE))
@@ -72,7 +72,7 @@ def test_both_reproduce_the_spec_md5_vector(side):
 
 @pytest.mark.parametrize("side", SIGNERS)
 def test_both_reproduce_the_spec_hmac_example(side):
-    """SPEC §4.3: the printed HMAC string to sign (sign_type excluded) and the SPEC's value."""
+    """docs/gateway.md §4.3: the printed HMAC string to sign (sign_type excluded) and our value."""
     signer = SIGNERS[side]
     assert _string(side, dict(HMAC_EXAMPLE)) == HMAC_STRING
     assert signer.sign(dict(HMAC_EXAMPLE), HMAC_KEY, signer.HMAC_SHA256) == HMAC_SIGN
@@ -85,7 +85,7 @@ def test_both_reproduce_the_spec_hmac_example(side):
 @pytest.mark.parametrize(
     ("params", "text"),
     [
-        ({"fee": 0, "amount": 5}, "amount=5&fee=0"),  # 0 is kept (SPEC §4.1 step 3)
+        ({"fee": 0, "amount": 5}, "amount=5&fee=0"),  # 0 is kept (docs/gateway.md §4.1 step 3)
         ({"fee": "0", "amount": 5}, "amount=5&fee=0"),
         ({"fee": "", "amount": 5}, "amount=5"),  # "" is empty
         ({"fee": None, "amount": 5}, "amount=5"),  # null / absent is empty
@@ -100,13 +100,13 @@ def test_both_reproduce_the_spec_hmac_example(side):
     ],
 )
 def test_named_cases_give_the_same_string_on_both_sides(params, text):
-    """Each SPEC §4.1 rule, on both sides."""
+    """Each docs/gateway.md §4.1 rule, on both sides."""
     assert _string("sandbox", params) == text
     assert _string("worker", params) == text
 
 
 def test_booleans_are_outside_the_spec_and_the_sides_differ_safely():
-    """SPEC §4 defines no boolean text. The worker refuses to sign one (TypeError) and never
+    """docs/gateway.md §4 defines no boolean text. The worker refuses to sign one (TypeError) and never
     verifies one; the sandbox signs it as its JSON text. No payout field is a boolean."""
     assert sandbox_signing.sign_string({"flag": True}) == "flag=true"
     with pytest.raises(TypeError):
@@ -116,7 +116,7 @@ def test_booleans_are_outside_the_spec_and_the_sides_differ_safely():
 
 
 def test_the_worker_accepts_an_uppercase_or_padded_signature_the_sandbox_does_not():
-    """SPEC §4.2: signatures are lowercase and integrators compare case-sensitively. The
+    """docs/gateway.md §4.2: signatures are lowercase and integrators compare case-sensitively. The
     sandbox (as a strict gateway) refuses ``SIGN`` in upper case or with spaces; the worker's
     verify lowercases and strips first. That leniency costs nothing (same digest), but it
     is a difference: noted, not a failure."""
@@ -214,7 +214,7 @@ def test_both_sides_agree_on_generated_parameters(params, key, sign_type):
 @given(params=_PARAMS, key=_KEYS, sign_type=_SIGN_TYPES)
 def test_both_sides_agree_after_a_json_round_trip(params, key, sign_type):
     """A body signed, sent as JSON and parsed with every number kept as its text
-    (SPEC §4.4) verifies on both sides, and a tampered copy on neither."""
+    (docs/gateway.md §4.4) verifies on both sides, and a tampered copy on neither."""
     body = {k: v for k, v in params.items() if k not in ("sign", "sign_type")}
     if sign_type == sandbox_signing.HMAC_SHA256:
         body["sign_type"] = sign_type
@@ -231,7 +231,7 @@ def test_both_sides_agree_after_a_json_round_trip(params, key, sign_type):
 
 def test_drop_zero_is_the_php_empty_reading():
     """sandbox only (sign_zero_values=false): 0 and "0" are empty too; False and 0.5 are not
-    zero; the default keeps them (SPEC §4.1 step 3)."""
+    zero; the default keeps them (docs/gateway.md §4.1 step 3)."""
     params = {"fee": 0, "real": "0", "amount": 5, "memo": "", "n": "00"}
     assert sandbox_signing.sign_string(params) == "amount=5&fee=0&n=00&real=0"
     assert sandbox_signing.sign_string(params, drop_zero=True) == "amount=5&n=00"

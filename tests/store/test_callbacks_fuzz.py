@@ -264,7 +264,7 @@ def signed_notices(draw: st.DrawFn) -> tuple[bytes, str, bool]:
         "fee": draw(st.sampled_from(["0", 0, "100", None])),
         "update_time": draw(st.one_of(st.integers(0, 2**40), st.none())),
     }
-    if draw(st.integers(0, 3)) == 0:  # fields the docs do not list (SPEC §5: more may come)
+    if draw(st.integers(0, 3)) == 0:  # fields the docs do not list (docs/gateway.md §5: more may come)
         doc.update(draw(st.dictionaries(st.text(max_size=6), JSON_VALUES, max_size=2)))
         doc["payout_cl_id"] = pid
     own = signing.MD5 if pid == "cb-md5" else signing.HMAC_SHA256

@@ -131,14 +131,14 @@ def test_lease_due_is_bounded_and_exclusive(store: OrderStore) -> None:
     """Two sweeps never take the same due order; only due ones are taken."""
     now = 1000.0
     for n in range(10):
-        store.create(payout(f"D{n}"), due_at=now - 10 + n)  # D0..D9 due at 990..999
+        store.create(payout(f"due-{n}"), due_at=now - 10 + n)  # due-0..due-9 at 990..999
     store.create(payout("LATER"), due_at=now + 100)
     first = store.lease_due(now=now, batch=4, lease_s=30)
     second = store.lease_due(now=now, batch=100, lease_s=30)
-    assert first == ["D0", "D1", "D2", "D3"]
-    assert sorted(second) == [f"D{n}" for n in range(4, 10)]
+    assert first == ["due-0", "due-1", "due-2", "due-3"]
+    assert sorted(second) == [f"due-{n}" for n in range(4, 10)]
     assert store.lease_due(now=now, batch=100, lease_s=30) == []
-    assert store.redis.zscore(keys.DUE, "D0") == now + 30
+    assert store.redis.zscore(keys.DUE, "due-0") == now + 30
 
 
 def test_final_state_leaves_due_index_and_expires(store: OrderStore) -> None:

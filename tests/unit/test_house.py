@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,3 +32,149 @@ def test_no_hand_layout_markers() -> None:
         str(p.relative_to(ROOT)) for p in SOURCES if "# fmt: " + "skip" in p.read_text(encoding="utf-8")
     ]
     assert not marked, f"fmt-skip markers in {marked}"
+
+
+# -- the repository explains itself ---------------------------------------------------------
+
+DOCS = ROOT / "docs"
+#: where citations may live: every text file of the repository (build output and venvs excluded)
+TEXT_DIRS = ("worker", "tasks", "sandbox", "tests", "docs", "config", ".ci")
+TEXT_FILES = (
+    "README.md",
+    "CHANGELOG.md",
+    ".env.example",
+    "Procfile",
+    "docker-compose.yml",
+    "pyproject.toml",
+    "Makefile",
+    "constraints.txt",
+)
+TEXT_SUFFIXES = {".py", ".md", ".lua", ".toml", ".yml", ".yaml", ".json", ".txt", ".conf", ".css", ".cfg", ""}
+#: a decision number (D1, D21; not D-NTF, a gateway source tag)
+DECISION = re.compile(r"(?<![\w-])D(\d{1,3})\b")
+#: a gateway section (§2a, §4.1, §11.3)
+SECTION = re.compile(r"§\s?(\d+[a-z]?(?:\.\d+)?)")
+#: a test named in docs/decisions.md
+TEST_REF = re.compile(r"(tests/[\w/]+\.py)::(test_\w+)")
+
+
+def _text_files() -> list[Path]:
+    paths = [ROOT / name for name in TEXT_FILES if (ROOT / name).is_file()]
+    for d in TEXT_DIRS:
+        paths += [
+            p
+            for p in (ROOT / d).rglob("*")
+            if p.is_file() and p.suffix in TEXT_SUFFIXES and "__pycache__" not in p.parts
+        ]
+    return paths
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        return ""
+
+
+def _cited(pattern: re.Pattern[str]) -> dict[str, list[str]]:
+    """Each match of ``pattern`` in the repository -> the files citing it."""
+    found: dict[str, list[str]] = {}
+    for path in _text_files():
+        for match in pattern.finditer(_read(path)):
+            found.setdefault(match.group(1), []).append(str(path.relative_to(ROOT)))
+    return found
+
+
+def _decision_entries() -> set[str]:
+    text = (DOCS / "decisions.md").read_text(encoding="utf-8")
+    return set(re.findall(r"^### D(\d+) ", text, flags=re.MULTILINE))
+
+
+def test_every_decision_cited_has_an_entry() -> None:
+    """Every `Dnn` cited anywhere in the repository has its entry in docs/decisions.md."""
+    # given the entries of docs/decisions.md
+    entries = _decision_entries()
+    # when every decision number cited in the repository is looked up
+    missing = {f"D{n}": files[:3] for n, files in _cited(DECISION).items() if n not in entries}
+    # then none is missing
+    assert not missing, f"decisions cited without an entry in docs/decisions.md: {missing}"
+
+
+def test_decision_entries_are_numbered_without_gaps() -> None:
+    """docs/decisions.md holds D1 up to its highest number, each once, in order."""
+    # given the entry headings, in file order
+    text = (DOCS / "decisions.md").read_text(encoding="utf-8")
+    numbers = [int(n) for n in re.findall(r"^### D(\d+) ", text, flags=re.MULTILINE)]
+    # then they run 1, 2, 3, ... with no gap and no repeat
+    assert numbers == list(range(1, len(numbers) + 1)), numbers
+
+
+def test_every_test_named_by_a_decision_exists() -> None:
+    """A test that docs/decisions.md names as proof is a real test function in that file."""
+    # given every `tests/...py::test_name` in docs/decisions.md
+    refs = TEST_REF.findall((DOCS / "decisions.md").read_text(encoding="utf-8"))
+    assert refs
+    missing = []
+    for file, name in refs:
+        path = ROOT / file
+        # when the file does not define the function, then it is listed
+        defined = path.is_file() and any(
+            isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name == name
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        )
+        if not defined:
+            missing.append(f"{file}::{name}")
+    assert not missing, f"docs/decisions.md names tests that do not exist: {missing}"
+
+
+def test_every_gateway_section_cited_has_a_heading() -> None:
+    """Every `§N` cited in the repository is a heading of docs/gateway.md."""
+    # given the section headings of docs/gateway.md
+    text = (DOCS / "gateway.md").read_text(encoding="utf-8")
+    headings = set(re.findall(r"^#+ §(\S+)", text, flags=re.MULTILINE))
+    # when every cited section is looked up
+    missing = {s: files[:3] for s, files in _cited(SECTION).items() if s not in headings}
+    # then none is missing
+    assert not missing, f"sections cited without a heading in docs/gateway.md: {missing}"
+
+
+def test_no_file_cites_documents_outside_the_repository() -> None:
+    """No file points at the design notes or the gateway spec kept outside this repository."""
+    # given the names of documents the repository does not contain (spelled so that this
+    # file does not match itself)
+    spec, design = "SP" + "EC", "DES" + "IGN"
+    outside = re.compile("|".join([re.escape(".." + "/shared"), rf"\b{spec}\b", rf"\b{design}\b"]))
+    # when a text file mentions one, then it is listed
+    citing = sorted(
+        f"{p.relative_to(ROOT)}: {m.group(0)}" for p in _text_files() for m in outside.finditer(_read(p))
+    )
+    assert not citing, f"citations of documents not in the repository: {citing[:20]}"
+
+
+def _map_rows() -> dict[str, str]:
+    """The README's "Where things are" table: package folder -> its row."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Where things are", 1)[1].split("\n## ", 1)[0]
+    rows = {}
+    for line in section.splitlines():
+        match = re.match(r"\| `([\w/]+/)` \|(.*)", line)
+        if match:
+            rows[match.group(1)] = match.group(2)
+    return rows
+
+
+def test_readme_map_lists_every_module() -> None:
+    """The README's map names every module of worker/, tasks/ and sandbox/ in its package's row."""
+    # given the map's rows and every package folder holding Python modules
+    rows = _map_rows()
+    missing = []
+    for top in ("worker", "tasks", "sandbox"):
+        for module in sorted((ROOT / top).rglob("*.py")):
+            if module.name == "__init__.py" or "__pycache__" in module.parts:
+                continue
+            package = f"{module.parent.relative_to(ROOT).as_posix()}/"
+            # when the module's package has no row, or the row does not name the module
+            if f"`{module.name}`" not in rows.get(package, ""):
+                # then it is listed
+                missing.append(f"{package}{module.name}")
+    assert not missing, f"modules missing from the README map: {missing}"

@@ -1,4 +1,4 @@
-"""Validation of the web app's payout data (SPEC §1)."""
+"""Validation of the web app's payout data (docs/gateway.md §1)."""
 
 from __future__ import annotations
 

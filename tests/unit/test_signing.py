@@ -1,4 +1,4 @@
-"""Signatures exactly per SPEC §4."""
+"""Signatures exactly per docs/gateway.md §4."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from worker import signing
 
 
 def test_spec_worked_example_md5() -> None:
-    """SPEC §4.4: the published MD5 signature is reproduced exactly."""
+    """docs/gateway.md §4.4: the published MD5 signature is reproduced exactly."""
     expected_string = (
         "amount=100000&name=王小头&notify_url=http://localhost:52630/gateway/test-notification"
         "&number=6216667451674374&payout_cl_id=test_gateway_1707220674&platform_id=PF0001"
@@ -26,7 +26,7 @@ def test_integer_values_sign_as_plain_digits() -> None:
 
 
 def test_hmac_example_from_spec() -> None:
-    """SPEC §4.3: HMAC-SHA256 over the sorted string, key not appended, sign_type excluded."""
+    """docs/gateway.md §4.3: HMAC-SHA256 over the sorted string, key not appended, sign_type excluded."""
     params = {
         "amount": 50000,
         "notify_url": "https://your-domain.com/callback",
@@ -43,7 +43,7 @@ def test_hmac_example_from_spec() -> None:
 
 @pytest.mark.parametrize("empty", [None, ""])
 def test_empty_values_dropped_zero_kept(empty: object) -> None:
-    """Empty values are not signed; numeric 0 is (SPEC §4.1 step 3, our choice)."""
+    """Empty values are not signed; numeric 0 is (docs/gateway.md §4.1 step 3, our choice)."""
     assert signing.string_to_sign({"b": empty, "a": 0, "c": "x"}) == "a=0&c=x"
 
 

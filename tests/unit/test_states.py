@@ -42,12 +42,13 @@ EXPECTED_EDGES = {
 
 @pytest.mark.parametrize(("src", "dst"), list(itertools.product(State, State)))
 def test_every_pair(src: State, dst: State) -> None:
-    """Exactly the DESIGN's edges (plus operator/conflict edges) are allowed."""
+    """Exactly the designed edges (plus operator/conflict edges) are allowed (docs/decisions.md,
+    "The order state machine")."""
     assert is_allowed(src, dst) == ((src.value, dst.value) in EXPECTED_EDGES)
 
 
 def test_names_match_design() -> None:
-    """The state names are exactly DESIGN's, in its order."""
+    """The state names are exactly the designed ones, in their order."""
     assert [s.value for s in State] == [
         "received",
         "submitting",

@@ -3,7 +3,7 @@
 One definition for the demo's proof, the chaos run, the property tests and the
 integration tests.
 
-What a run must show (DESIGN: "the two guarantees"):
+What a run must show (docs/decisions.md, "The two guarantees"):
 
 * **never created twice** -- no ``payout_cl_id`` reached the gateway's create endpoint again
   once the gateway had created it (ledger ``create_requests[id].after == 0``), and the ledger

@@ -20,13 +20,13 @@ from urllib.parse import urlsplit
 
 from worker.settings import ConfigError, Settings, load_settings
 
-#: local clock vs Redis TIME: above this the check warns (request_time skew, SPEC §10)
+#: local clock vs Redis TIME: above this the check warns (request_time skew, docs/gateway.md §10)
 CLOCK_SKEW_WARN_S = 2.0
 
 #: gateway hosts for which plain http is expected (the sandbox)
 LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "sandbox"})
 
-#: query error codes that mean our configuration is wrong (SPEC §3, §7)
+#: query error codes that mean our configuration is wrong (docs/gateway.md §3, §7)
 CREDENTIAL_CODES = {
     "0004": "signature verification failed: check GATEWAY_PLATFORM_KEY and GATEWAY_SIGN_TYPE",
     "0005": "Authorization header missing: set GATEWAY_AUTHORIZATION",
@@ -99,7 +99,8 @@ def check_settings(report: Checklist) -> Settings | None:
     if s.gateway is not None and s.gateway.sign_type == "MD5":
         report.warn(
             "settings",
-            "GATEWAY_SIGN_TYPE=MD5 is being retired by the gateway (SPEC §4.2); prefer HMAC-SHA256",
+            "GATEWAY_SIGN_TYPE=MD5 is being retired by the gateway (docs/gateway.md §4.2); "
+            "prefer HMAC-SHA256",
         )
     return s
 

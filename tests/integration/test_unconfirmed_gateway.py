@@ -1,4 +1,4 @@
-"""The guarantees against a sandbox that disagrees with every UNCONFIRMED guess (SPEC §11):
+"""The guarantees against a sandbox that disagrees with every UNCONFIRMED guess (docs/gateway.md §11):
 real Celery workers, real Redis, the sandbox over HTTP (and TLS). The sandbox's ledger
 counts create requests per id: "0 second creates" is read there, not from our store."""
 
@@ -143,13 +143,13 @@ def test_filter_ignored_and_resubmit_policy_never_create_twice(
     assert stack.state("lostanswer-1") in (State.UNCONFIRMED, State.ACCEPTED, State.SUCCEEDED)
 
 
-# -- records and callbacks as SPEC-shaped ----------------------------------------------
+# -- records and callbacks as documented -----------------------------------------------
 
 
 def test_spec_records_and_no_callbacks_every_order_final_by_polling(
     make_stack: Any, gateway: SandboxProcess
 ) -> None:
-    """Records shaped exactly as SPEC §2a (no sign_type, signed in the order's algorithm)
+    """Records shaped exactly as docs/gateway.md §2a (no sign_type, signed in the order's algorithm)
     and no callbacks at all: an HMAC deployment still settles every order by polling,
     singly and through the windowed batch check."""
     # given
@@ -176,7 +176,7 @@ def test_spec_records_and_no_callbacks_every_order_final_by_polling(
 def test_spec_shaped_callbacks_without_sign_type_are_applied(
     make_stack: Any, gateway: SandboxProcess
 ) -> None:
-    """Notifications as SPEC §5 D-NTF (no sign_type, HMAC-signed) verify with the order's
+    """Notifications as docs/gateway.md §5 D-NTF (no sign_type, HMAC-signed) verify with the order's
     algorithm; no beat, so only the callback can settle the order."""
     # given
     gateway.admin.set_callback_signature("spec")
@@ -217,7 +217,7 @@ def notify_url(stack: Stack) -> str:
 
 
 def genuine_notice(pid: str, payout_id: str, status: int = 3) -> dict[str, Any]:
-    """A notice as the gateway signs it (the sandbox's own signer, written from SPEC §4)."""
+    """A notice as the gateway signs it (the sandbox's own signer, written from docs/gateway.md §4)."""
     notice: dict[str, Any] = {
         "payout_id": payout_id,
         "payout_cl_id": pid,

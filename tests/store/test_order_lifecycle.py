@@ -1,4 +1,4 @@
-"""Evidence rules against a real Redis (and, where a query is part of the rule, the
+"""An order's life cycle rules against a real Redis (and, where a query is part of the rule, the
 session's sandbox over HTTP): tombstones (D1), the claim's attempt number (D33), resubmit
 evidence (D3), not-found policy evidence, late refusals (D30), MAX_ORDER_AGE from the last
 submission with a final query (D10), back to polling, and enqueue_payout after the store (D5)."""

@@ -1,6 +1,6 @@
-"""Evidence rules that need no Redis: classification of failed creates (D26), the list
-query's answers (D4, D8), callback shapes and framing (D12, D14), the stale-claim check
-(D7) and the new settings."""
+"""What the gateway sends us and what we make of it, without Redis: failed creates
+classified by whether a byte was written (D26), the list query's answers (D4, D8), callback
+notices' shapes and framing (D12, D14), and the stale-claim refusal before the POST (D7)."""
 
 from __future__ import annotations
 
@@ -90,7 +90,7 @@ def client(monkeypatch: pytest.MonkeyPatch, doc: Any, **env: str) -> tuple[Gatew
 def record(
     pid: str, *, sign_type: str | None = None, algo: str = signing.HMAC_SHA256, **extra: Any
 ) -> dict[str, Any]:
-    """A list record shaped exactly as SPEC §2a (no sign_type unless asked), signed in ``algo``."""
+    """A list record shaped exactly as docs/gateway.md §2a (no sign_type unless asked), signed in ``algo``."""
     rec: dict[str, Any] = {
         "amount": "5000000",
         "real_amount": "5000000",
@@ -161,7 +161,7 @@ def test_two_payouts_of_one_id_are_reported(monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def test_spec_shaped_hmac_record_verifies_with_the_orders_algorithm(monkeypatch: pytest.MonkeyPatch) -> None:
-    """SPEC §2a records carry no sign_type: an HMAC order's record verifies as HMAC (D8)."""
+    """docs/gateway.md §2a records carry no sign_type: an HMAC order's record verifies as HMAC (D8)."""
     # given
     gw, _ = client(monkeypatch, {"error_code": "0000", "data": [record("spec-1")], "total": 1})
     # when
