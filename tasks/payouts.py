@@ -13,7 +13,8 @@ import structlog
 from celery.exceptions import Reject
 from celery.worker.request import Request
 
-from worker.celery_app import app, worker_name
+from tasks.signals import worker_name
+from worker.celery_app import app
 from worker.celeryconf import (
     CHECK_BATCH_TASK,
     CHECK_TASK,

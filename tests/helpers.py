@@ -6,6 +6,7 @@ demo, the benchmarks and the chaos run use too.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -45,3 +46,26 @@ class Stack(LocalStack):
         """The callback receiver in a thread of the test process."""
         self.start_receiver()
         return self
+
+
+class RecordingDispatcher:
+    """A runtime's dispatcher (``worker.dispatch.Dispatcher``) that records what the process
+    would publish instead of publishing it; ``broken`` makes each publish raise, as a broker
+    outage does."""
+
+    def __init__(self, *, broken: bool = False) -> None:
+        self.broken = broken
+        self.submits: list[str] = []
+        self.results: list[tuple[str, dict[str, Any]]] = []
+
+    def _check(self) -> None:
+        if self.broken:
+            raise ConnectionError("broker down")
+
+    def submit(self, payout_cl_id: str) -> None:
+        self._check()
+        self.submits.append(payout_cl_id)
+
+    def result(self, name: str, payload: Mapping[str, Any]) -> None:
+        self._check()
+        self.results.append((name, dict(payload)))

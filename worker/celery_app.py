@@ -6,6 +6,7 @@ this module never needs the gateway's secrets; a worker checks them at start.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, NoReturn
 
 import celery.apps.worker
@@ -16,11 +17,10 @@ from celery.apps.worker import Worker
 from kombu.utils.objects import cached_property
 
 from worker import metrics
-from worker.celeryconf import celery_config
+from worker.celeryconf import SUBMIT_TASK, celery_config
 from worker.connection import redis_for
 from worker.durability import require_durable
 from worker.logs import configure_logging, get_logger, say_json
-from worker.payout import ID_RE
 from worker.settings import ConfigError, Settings, get_settings
 
 
@@ -142,43 +142,10 @@ def _check_beat(**_: Any) -> None:
     _check_store("beat")
 
 
-def order_id_of(args: Any, kwargs: Any) -> str | None:
-    """The order a task concerns: its single positional arg, or ``kwargs['payout_cl_id']``."""
-    value: Any = None
-    if isinstance(args, (list, tuple)) and len(args) == 1:
-        value = args[0]
-    elif isinstance(kwargs, dict):
-        value = kwargs.get("payout_cl_id")
-    return value if isinstance(value, str) and ID_RE.fullmatch(value) else None
-
-
-@signals.task_prerun.connect
-def _bind_task_context(
-    task_id: str | None = None, task: Any = None, args: Any = None, kwargs: Any = None, **_: Any
-) -> None:
-    """Every line a task writes, Celery's own succeeded/retry/failure lines included, carries
-    the task id and (when the task concerns one order) ``payout_cl_id``."""
-    import structlog
-
-    structlog.contextvars.clear_contextvars()
-    ctx: dict[str, Any] = {"task_id": task_id, "task": getattr(task, "name", None)}
-    order = order_id_of(args, kwargs)
-    if order:
-        ctx["payout_cl_id"] = order
-    structlog.contextvars.bind_contextvars(**ctx)
-
-
 @signals.worker_shutdown.connect
 def _flush_metrics(**_: Any) -> None:
     """The last buffered gateway counts reach Redis before the process exits."""
     metrics.flush()
-
-
-@signals.task_postrun.connect
-def _clear_task_context(**_: Any) -> None:
-    import structlog
-
-    structlog.contextvars.clear_contextvars()
 
 
 def make_producer_app(settings: Settings) -> Celery:
@@ -189,30 +156,16 @@ def make_producer_app(settings: Settings) -> Celery:
     return producer
 
 
-#: this worker's node name (``celery -n``), known once the worker is set up
-_worker_name: str | None = None
+class CeleryDispatcher:
+    """The runtime's dispatcher (:class:`worker.dispatch.Dispatcher`) over a Celery app:
+    a submit goes to the tasks' queue by name, a result to ``result_queue``."""
 
+    def __init__(self, app: Celery, result_queue: str) -> None:
+        self.app = app
+        self.result_queue = result_queue
 
-@signals.celeryd_after_setup.connect
-def _remember_name(sender: Any = None, **_: Any) -> None:
-    global _worker_name
-    _worker_name = str(sender) if sender else None
+    def submit(self, payout_cl_id: str) -> None:
+        self.app.send_task(SUBMIT_TASK, args=[payout_cl_id])
 
-
-@signals.task_postrun.connect
-def _heartbeat(**_: Any) -> None:
-    """A finished task proves this worker consumes: write its heartbeat (throttled)."""
-    if _worker_name is None:
-        return
-    from worker.liveness import write_heartbeat
-    from worker.runtime import get_runtime
-
-    try:
-        write_heartbeat(get_runtime().redis, _worker_name)
-    except Exception:
-        get_logger("payouts.worker").warning("heartbeat.failed")
-
-
-def worker_name() -> str | None:
-    """This worker's node name (None outside a worker)."""
-    return _worker_name
+    def result(self, name: str, payload: Mapping[str, Any]) -> None:
+        self.app.send_task(name, kwargs=dict(payload), queue=self.result_queue)

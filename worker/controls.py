@@ -456,10 +456,7 @@ def approve(rt: Runtime, payout_cl_id: str, *, by: str, expect_state: State | No
         by=by,
     )
     # the sweep re-drives it at its due time if this message is lost
-    from worker.celery_app import app
-    from worker.celeryconf import SUBMIT_TASK
-
-    app.send_task(SUBMIT_TASK, args=[payout_cl_id])
+    rt.dispatch.submit(payout_cl_id)
     return State.RECEIVED
 
 

@@ -20,8 +20,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from worker import controls
-from worker.celery_app import app
-from worker.celeryconf import SUBMIT_TASK
 from worker.errors import DuplicatePayout, FieldError, InvalidPayout
 from worker.logs import get_logger
 from worker.payout import validate_payout
@@ -113,7 +111,7 @@ def enqueue_payout(
     order_id, res = _store(rt, data, requested_by=requested_by, allow_duplicate=allow_duplicate)
     if res.needs_submit:
         try:
-            app.send_task(SUBMIT_TASK, args=[order_id])
+            rt.dispatch.submit(order_id)
         except Exception as exc:  # stored: the sweep re-drives it; never raise now (D5)
             log.error(
                 "payout.enqueue.publish_failed",

@@ -32,7 +32,7 @@ def deliver(rt: Runtime, payout_cl_id: str) -> bool:
     A publish error is logged and leaves the flag set: the sweep sends it again.
     """
     name = rt.settings.result_task
-    if not name or rt.send_task is None:
+    if not name:
         return False
     order = rt.store.get(payout_cl_id, with_history=False)
     if order is None or order.state not in FINAL:
@@ -45,7 +45,7 @@ def deliver(rt: Runtime, payout_cl_id: str) -> bool:
         "reason": order.reason or order.fields.get("last_gateway", ""),
     }
     try:
-        rt.send_task(name, payload)
+        rt.dispatch.result(name, payload)
     except Exception as exc:  # the broker is down: the sweep re-sends
         log.error("payout.result.publish_failed", error=type(exc).__name__)
         return False
@@ -93,7 +93,7 @@ def report_refused(rt: Runtime, payout_cl_id: str, problems: Sequence[FieldError
         approximate=True,
     )
     name = rt.settings.result_task
-    if name and rt.send_task is not None:
+    if name:
         payload: dict[str, Any] = {
             "payout_cl_id": pid,
             "state": REFUSED,
@@ -102,4 +102,4 @@ def report_refused(rt: Runtime, payout_cl_id: str, problems: Sequence[FieldError
             "reason": text,
             "errors": errors,
         }
-        rt.send_task(name, payload)
+        rt.dispatch.result(name, payload)

@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import redis
 
 from worker import metrics
-from worker.celery_app import app
+from worker.celery_app import CeleryDispatcher, app
 from worker.celeryconf import SUBMIT_QUEUE
 from worker.connection import redis_for
+from worker.dispatch import Dispatcher
 from worker.durability import ConnectGuard, require_durable
 from worker.gateway import GatewayClient
 from worker.ratelimit import RateLimiter
@@ -31,8 +30,8 @@ class Runtime:
     redis: redis.Redis
     store: OrderStore
     limiter: RateLimiter
-    #: called with (task name, payload) to send a Celery message by name
-    send_task: Callable[[str, dict[str, Any]], None] | None = None
+    #: how this process publishes (a submit, a result): the Celery app unless replaced
+    dispatch: Dispatcher
     _gateway: GatewayClient | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -56,19 +55,16 @@ class Runtime:
         self.redis.close()
 
 
-def _sender(settings: Settings) -> Callable[[str, dict[str, Any]], None]:
-    def send(name: str, payload: dict[str, Any]) -> None:
-        app.send_task(name, kwargs=payload, queue=settings.result_queue)
-
-    return send
-
-
 def build_runtime(
-    settings: Settings, *, check_durability: bool = True, process: str = "payouts runtime", **kw: Any
+    settings: Settings,
+    *,
+    check_durability: bool = True,
+    process: str = "payouts runtime",
+    dispatch: Dispatcher | None = None,
 ) -> Runtime:
     """Wire one process. ``check_durability``: refuse (ConfigError) a store that breaks
     ``REDIS_DURABILITY`` before anything uses it; only ``payouts doctor``-like reporting
-    tools pass False."""
+    tools pass False. ``dispatch``: how the process publishes (default: the Celery app)."""
     guard = ConnectGuard()
     client = redis_for(settings, pool_size=settings.worker_concurrency + 16, guard=guard)
     if check_durability:
@@ -90,8 +86,9 @@ def build_runtime(
         submit_queue=SUBMIT_QUEUE if same_broker else None,
         submit_rate=rps,
     )
-    kw.setdefault("send_task", _sender(settings))
-    return Runtime(settings, client, store, RateLimiter(client, rps), **kw)
+    if dispatch is None:
+        dispatch = CeleryDispatcher(app, settings.result_queue)
+    return Runtime(settings, client, store, RateLimiter(client, rps), dispatch)
 
 
 _runtime: Runtime | None = None

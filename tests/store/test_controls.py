@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from tests.helpers import RecordingDispatcher
 from worker import controls, keys
 from worker.controls import ApprovalRefused
 from worker.errors import InvalidTransition, PayoutError
@@ -246,31 +247,24 @@ def test_duplicate_goes_to_approval_when_approval_is_on(make_runtime: Any) -> No
 def test_result_pending_until_published(make_runtime: Any) -> None:
     """A final order keeps result_pending (and a due time) until a publish succeeds; the sweep re-sends."""
     # given: a broker that refuses, then accepts
-    sent: list[dict[str, Any]] = []
-    broken = {"on": True}
-
-    def send(name: str, payload: dict[str, Any]) -> None:
-        if broken["on"]:
-            raise ConnectionError("broker down")
-        sent.append(payload)
-
     rt = make_runtime(RESULT_TASK="webapp.payout_result", APPROVAL_ABOVE="1000000")
-    rt.send_task = send
+    rt.dispatch = broker = RecordingDispatcher(broken=True)
     store_payout(rt, data("ct-p1"))
     # when: the order becomes final while the broker is down
     controls.reject(rt, "ct-p1", by="checker", note="no")
     # then
     order = rt.store.require("ct-p1")
     assert order.state is State.REJECTED and order.fields["result_pending"] == "1"
-    assert rt.redis.zscore(keys.DUE, "ct-p1") is not None and sent == []
+    assert rt.redis.zscore(keys.DUE, "ct-p1") is not None and broker.results == []
     # when: the broker is back and the sweep runs
-    broken["on"] = False
+    broker.broken = False
     out = sweep_due(rt, now=time.time() + 60)
     # then
     order = rt.store.require("ct-p1")
+    sent = [payload for _, payload in broker.results]
     assert out.results == 1 and sent[0]["state"] == "rejected" and sent[0]["payout_cl_id"] == "ct-p1"
     assert "result_pending" not in order.fields and rt.redis.zscore(keys.DUE, "ct-p1") is None
-    assert deliver(rt, "ct-p1") is True and len(sent) == 2  # at least once: repeats are allowed
+    assert deliver(rt, "ct-p1") is True and len(broker.results) == 2  # at least once: repeats allowed
 
 
 def test_refused_create_is_reported_without_personal_data(make_runtime: Any) -> None:
@@ -278,12 +272,12 @@ def test_refused_create_is_reported_without_personal_data(make_runtime: Any) -> 
     # given
     from worker.errors import FieldError
 
-    sent: list[dict[str, Any]] = []
     rt = make_runtime(RESULT_TASK="webapp.payout_result")
-    rt.send_task = lambda name, payload: sent.append(payload)
+    rt.dispatch = broker = RecordingDispatcher()
     # when
     report_refused(rt, "ct-x1", [FieldError("number", "must be 1-32 digits")])
     # then
+    sent = [payload for _, payload in broker.results]
     ((_, event),) = rt.redis.xrange(keys.EVENTS)
     assert event["to"] == "refused" and event["payout_cl_id"] == "ct-x1"
     assert sent == [

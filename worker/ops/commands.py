@@ -8,8 +8,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from worker import controls, keys
-from worker.celery_app import app
-from worker.celeryconf import SUBMIT_TASK
 from worker.checks import CheckStatus, check_order, gateway_evidence
 from worker.errors import InvalidTransition, OrderNotFound, PayoutError
 from worker.gateway import QueryKind
@@ -169,7 +167,7 @@ def resubmit(
         # nothing recorded since the evidence was read: the same payout_id (or none)
         expect=("payout_id", order.payout_id),
     )
-    app.send_task(SUBMIT_TASK, args=[payout_cl_id])
+    rt.dispatch.submit(payout_cl_id)
 
 
 def back_to_polling(rt: Runtime, payout_cl_id: str, *, by: str = "cli", note: str) -> State:
