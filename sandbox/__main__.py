@@ -1,4 +1,4 @@
-"""``python -m sandbox``: run the sandbox payout gateway.
+"""``python -m worker.sandbox``: run the sandbox payout gateway.
 
 Settings are layered: defaults, then ``--config FILE_OR_JSON``, then the environment
 (``SANDBOX_PLATFORM_KEY`` / ``SANDBOX_PLATFORM_KEY_FILE``, ``SANDBOX_AUTHORIZATION`` /
@@ -12,7 +12,7 @@ import json
 import sys
 from typing import Any
 
-from sandbox.config import (
+from .config import (
     CALLBACK_FRAMINGS,
     CALLBACK_SIGNATURES,
     LIST_FILTERS,
@@ -43,7 +43,7 @@ def _on_off(text: str) -> bool:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m sandbox",
+        prog="python -m worker.sandbox",
         description="A stand-in for the IDR payout gateway, with fault injection and a ledger.",
     )
     add = parser.add_argument
@@ -151,8 +151,8 @@ def config_from_args(args: argparse.Namespace) -> SandboxConfig:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the sandbox until interrupted; 2 on a bad setting."""
-    from sandbox.faults import FaultBook, FaultRuleError
-    from sandbox.server import run
+    from .faults import FaultBook, FaultRuleError
+    from .server import run
 
     args = build_parser().parse_args(argv)
     try:

@@ -44,10 +44,10 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from sandbox.faults import FaultRuleError
+from .faults import FaultRuleError
 
 if TYPE_CHECKING:
-    from sandbox.server import Sandbox
+    from .server import Sandbox
 
 
 def _json(payload: Any, status: int = 200) -> web.Response:

@@ -3,7 +3,7 @@
 An attempt is acknowledged only by HTTP 200 with a JSON body whose ``error_code`` is
 ``"0000"``. Attempts follow ``callback_delays_s`` (the wait before each retry). Callback
 fault rules change what is sent: ``delay``, ``never``, ``duplicate``, ``out_of_order``,
-``wrong_key`` (see :mod:`sandbox.faults`).
+``wrong_key`` (see :mod:`worker.sandbox.faults`).
 
 Settings (changeable at runtime): ``callbacks`` false sends nothing at all (checked before
 every attempt, so pending retries stop too); ``callback_statuses`` names the final statuses
@@ -25,12 +25,12 @@ from urllib.parse import urlencode
 
 import aiohttp
 
-from sandbox.config import SANDBOX_HEADER
-from sandbox.faults import FaultRule
+from .config import SANDBOX_HEADER
+from .faults import FaultRule
 
 if TYPE_CHECKING:
-    from sandbox.orders import Order
-    from sandbox.server import Sandbox
+    from .orders import Order
+    from .server import Sandbox
 
 log = logging.getLogger("sandbox.callbacks")
 

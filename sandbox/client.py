@@ -78,7 +78,7 @@ class SandboxAdmin:
         return self.ledger()["payouts_per_id"]  # type: ignore[no-any-return]
 
     def settings(self) -> dict[str, Any]:
-        """The runtime settings (``sandbox.config.RUNTIME_SETTINGS``)."""
+        """The runtime settings (``worker.sandbox.config.RUNTIME_SETTINGS``)."""
         return self._call("GET", "settings")  # type: ignore[no-any-return]
 
     def balance(self) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Final
 
-from sandbox.signature import HMAC_SHA256, MD5, SIGN_TYPES
+from .signature import HMAC_SHA256, MD5, SIGN_TYPES
 
 #: Banks accepted by default (docs/gateway.md §9: the real list is UNCONFIRMED; keep it configurable).
 DEFAULT_BANKS: Final = ("BCA", "BNI", "BRI", "MANDIRI", "CIMB", "PERMATA", "DANAMON", "BSI")
@@ -82,7 +82,7 @@ class SandboxConfig:
     """Everything the sandbox gateway can be told at start.
 
     Money fields are integers of minor units (IDR x 100). Times are seconds.
-    ``faults`` is a list of fault rules (see :mod:`sandbox.faults`).
+    ``faults`` is a list of fault rules (see :mod:`worker.sandbox.faults`).
     """
 
     host: str = "127.0.0.1"

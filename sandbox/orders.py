@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from sandbox.signature import HMAC_SHA256, MD5, sign
+from .signature import HMAC_SHA256, MD5, sign
 
 PENDING: Final = 1
 PROCESSING: Final = 2

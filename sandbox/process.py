@@ -29,8 +29,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from sandbox.client import SandboxAdmin
-from sandbox.config import SandboxConfig
+from .client import SandboxAdmin
+from .config import SandboxConfig
 
 _LISTENING = re.compile(r"sandbox listening on (http://\S+?):(\d+)")
 _TLS_LISTENING = re.compile(r"sandbox tls listening on (https://\S+?):(\d+) cert (\S.*)")
@@ -86,7 +86,7 @@ class SandboxProcess:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_PROJECT_ROOT), env.get("PYTHONPATH", "")) if p)
         env["PYTHONUNBUFFERED"] = "1"
         self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-            [sys.executable, "-m", "sandbox", "--config", json.dumps(settings)],
+            [sys.executable, "-m", "worker.sandbox", "--config", json.dumps(settings)],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -169,7 +169,7 @@ class SandboxProcess:
 def start_sandbox(port: int | None = None, **config_overrides: Any) -> Iterator[SandboxProcess]:
     """Run a sandbox in a subprocess for the ``with`` block; a free port when ``port`` is None.
 
-    ``config_overrides`` are :class:`~sandbox.config.SandboxConfig` fields, e.g.
+    ``config_overrides`` are :class:`~worker.sandbox.config.SandboxConfig` fields, e.g.
     ``pending_s=0.05, faults=[{"kind": "create_lost", "mode": "empty"}]``.
     """
     config = SandboxConfig(**{"quiet": True, **config_overrides, "port": port or 0})

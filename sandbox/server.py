@@ -8,8 +8,8 @@ Gateway endpoints (docs/gateway.md §1-3)::
     GET  /gateway/api/v2/platforms/balance        balance (Authorization header)
 
 Gateway error codes are answered with HTTP 200 and ``{"error_code", "error_msg"}``.
-Admin endpoints live under ``/_sandbox/`` (see :mod:`sandbox.admin`). Faults are
-described in :mod:`sandbox.faults`.
+Admin endpoints live under ``/_sandbox/`` (see :mod:`worker.sandbox.admin`). Faults are
+described in :mod:`worker.sandbox.faults`.
 
 Orders move 1 (pending) -> 2 (processing) after ``pending_s`` -> 3, 4 or 5 after
 ``processing_s``; the outcome is drawn from a random stream seeded by ``seed`` and the
@@ -19,7 +19,7 @@ Modes that disagree with the worker's guesses (docs/gateway.md §11), set at sta
 ``PATCH /_sandbox/settings``: ``duplicate_check`` (off: a repeated ``payout_cl_id`` makes a
 second payout), ``record_signature``, ``list_filter`` / ``list_order``, ``callbacks``,
 ``callback_framing``, ``callback_statuses``, ``callback_signature``, ``sign_zero_values``; a TLS listener with
-handshake faults (:mod:`sandbox.tls`). Every answer carries ``X-Payout-Sandbox: 1``.
+handshake faults (:mod:`worker.sandbox.tls`). Every answer carries ``X-Payout-Sandbox: 1``.
 """
 
 from __future__ import annotations
@@ -42,10 +42,10 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from sandbox.callbacks import Notifier
-from sandbox.config import SANDBOX_HEADER, UNLIMITED_BALANCE_DISPLAY_MINOR, SandboxConfig
-from sandbox.faults import FaultBook, FaultRule
-from sandbox.orders import (
+from .callbacks import Notifier
+from .config import SANDBOX_HEADER, UNLIMITED_BALANCE_DISPLAY_MINOR, SandboxConfig
+from .faults import FaultBook, FaultRule
+from .orders import (
     CANCELLED,
     FAILED,
     FINAL_STATUSES,
@@ -55,8 +55,8 @@ from sandbox.orders import (
     Order,
     OrderBook,
 )
-from sandbox.signature import MD5, verify
-from sandbox.tls import TlsListener, TlsSetup, server_context
+from .signature import MD5, verify
+from .tls import TlsListener, TlsSetup, server_context
 
 __all__ = ["SANDBOX_HEADER", "Sandbox", "SandboxConfig", "create_app", "run", "serve"]
 
@@ -114,7 +114,7 @@ class Sandbox:
         self.notifier = Notifier(self)
         #: TLS listener: connections, handshakes, handshake_failed, faults by ``mode:how``.
         self.tls_stats: Counter[str] = Counter()
-        #: The TLS listener's URL and certificate, once started (see :mod:`sandbox.tls`).
+        #: The TLS listener's URL and certificate, once started (see :mod:`worker.sandbox.tls`).
         self.tls_info: dict[str, Any] = {"enabled": False}
         self.tasks: set[asyncio.Task[Any]] = set()
         self.lifecycles: dict[str, asyncio.Task[Any]] = {}
@@ -632,7 +632,7 @@ async def _identify(_: web.Request, response: web.StreamResponse) -> None:
 
 def create_app(config: SandboxConfig | None = None) -> web.Application:
     """The aiohttp application of a sandbox gateway (gateway and admin routes)."""
-    from sandbox import admin
+    from . import admin
 
     sandbox = Sandbox(config or SandboxConfig())
     app = web.Application(middlewares=[_track_in_flight], client_max_size=1024 * 1024)

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
-    from sandbox.faults import FaultBook, FaultRule
+    from .faults import FaultBook, FaultRule
 
 log = logging.getLogger("sandbox.tls")
 

@@ -1,6 +1,6 @@
 """The baseline task: ``bench.noop`` does nothing, so its rate is Celery's own cost.
 
-Loaded only by bench workers (``celery worker --include tasks.bench``);
+Loaded only by bench workers (``celery worker --include worker.tasks.bench``);
 it is never routed anywhere by the production configuration.
 """
 

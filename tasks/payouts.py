@@ -13,7 +13,6 @@ import structlog
 from celery.exceptions import Reject
 from celery.worker.request import Request
 
-from tasks.signals import worker_name
 from worker.celery_app import app
 from worker.celeryconf import (
     CHECK_BATCH_TASK,
@@ -32,6 +31,7 @@ from worker.results import report_refused
 from worker.runtime import get_runtime
 from worker.submission import submit_order
 from worker.sweep import sweep_due
+from worker.tasks.signals import worker_name
 
 log = get_logger("payouts.tasks")
 

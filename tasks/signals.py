@@ -1,6 +1,6 @@
 """Task-level signal handlers: log context per task, and the per-worker heartbeat.
 
-Imported by :mod:`tasks.payouts`, which every worker loads (the app's ``include``), so
+Imported by :mod:`worker.tasks.payouts`, which every worker loads (the app's ``include``), so
 each worker connects them once. They live here, in the Celery surface, and not in
 ``worker/celery_app.py``: the heartbeat needs the process's runtime, and the runtime
 publishes through the app, so keeping them beside the app would tie the two in a circle.

@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 import redis
 
-from sandbox.process import SandboxProcess
 from tests.helpers import base_env, sandbox_config
 from worker import metrics
 from worker.harness.processes import RedisServer
 from worker.runtime import Runtime, build_runtime
+from worker.sandbox.process import SandboxProcess
 from worker.settings import Settings, load_settings, reset_settings
 
 

@@ -10,10 +10,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from sandbox.config import SandboxConfig
 from worker.celery_app import app
 from worker.harness import stack as local_stack
 from worker.harness.stack import Credentials, LocalStack
+from worker.sandbox.config import SandboxConfig
 
 TEST_KEY = "test-platform-key-0123456789"
 TEST_TOKEN = "test-authorization-token"

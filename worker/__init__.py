@@ -5,9 +5,9 @@ The front door for a web app::
     from worker import enqueue_payout, get_payout
 
 Nothing here imports Celery or Redis until a name is used, so ``import worker`` is
-cheap. The package installs only the top-level names ``worker``, ``tasks`` and
-``sandbox``; the web app's process imports ``worker`` alone (never ``tasks``), so a
-host project's own ``config`` or ``tasks`` package does not collide with it.
+cheap. The package installs one top-level name, ``worker``: the Celery tasks and the
+sandbox gateway install inside it (``worker.tasks``, ``worker.sandbox``), so a host
+project's own ``config`` or ``tasks`` package does not collide with it (D22).
 """
 
 from __future__ import annotations

@@ -67,7 +67,7 @@ class _App(Celery):  # type: ignore[misc]
         return self.subclass_with_self(_JsonBeat)
 
 
-app = _App("payouts", include=["tasks.payouts"])
+app = _App("payouts", include=["worker.tasks.payouts"])
 app.add_defaults(lambda: celery_config(get_settings()))
 # Celery prints "worker: Warm shutdown (MainProcess)" and friends from signal handlers
 # straight to stdout; render them as JSON lines (same no-lock write as Celery's own).

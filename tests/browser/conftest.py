@@ -24,11 +24,11 @@ import pytest
 import redis
 import requests
 
-from sandbox.process import SandboxProcess
 from tests.helpers import Stack
 from worker.console.auth import hash_password
 from worker.harness.processes import wait_for
 from worker.payout import Payout
+from worker.sandbox.process import SandboxProcess
 from worker.states import State
 
 CHROMIUM = "/usr/bin/chromium"

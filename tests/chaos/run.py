@@ -45,7 +45,6 @@ from typing import Any
 
 import redis
 
-from sandbox.process import SandboxProcess
 from worker import keys
 from worker.celery_app import make_producer_app
 from worker.celeryconf import SUBMIT_TASK
@@ -55,6 +54,7 @@ from worker.harness.receiver import Receiver
 from worker.harness.stack import Credentials, LocalStack, sandbox_config
 from worker.producer import store_payout
 from worker.runtime import Runtime
+from worker.sandbox.process import SandboxProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 PLATFORM_ID = "PF0001"
@@ -74,7 +74,7 @@ OPEN_STATES = ("received", "submitting", "accepted", "unconfirmed")
 
 
 def fault_rules(scale: float = 1.0, *, rps: float = 40.0) -> list[dict[str, Any]]:
-    """Every fault kind of :mod:`sandbox.faults` at a moderate probability (times ``scale``)."""
+    """Every fault kind of :mod:`worker.sandbox.faults` at a moderate probability (times ``scale``)."""
 
     def p(x: float) -> float:
         return round(min(1.0, x * scale), 4)

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 import redis
 
-from sandbox.process import SandboxProcess
 from tests.helpers import Stack, base_env
 from worker.runtime import set_runtime
+from worker.sandbox.process import SandboxProcess
 from worker.settings import reset_settings
 
 

@@ -11,11 +11,11 @@ import threading
 import time
 from typing import Any
 
-from sandbox.process import SandboxProcess
 from tests.helpers import Stack
 from worker.celeryconf import CHECK_QUEUE, SUBMIT_QUEUE
 from worker.harness.processes import wait_for
 from worker.producer import enqueue_payout
+from worker.sandbox.process import SandboxProcess
 from worker.states import FINAL, State
 
 N = 2000

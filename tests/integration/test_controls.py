@@ -13,12 +13,12 @@ import pytest
 import redis
 from celery import Celery
 
-from sandbox.process import SandboxProcess
 from tests.helpers import Stack
 from worker import controls, keys
 from worker.harness.processes import RedisServer, wait_for
 from worker.ops.cli import main as cli
 from worker.producer import enqueue_payout, store_payout
+from worker.sandbox.process import SandboxProcess
 from worker.states import FINAL, State
 from worker.sweep import sweep_due
 

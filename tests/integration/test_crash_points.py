@@ -22,12 +22,12 @@ from typing import Any
 
 import pytest
 
-from sandbox.process import SandboxProcess
 from tests.helpers import Stack
 from worker import keys
 from worker.crashpoints import ENV, POINTS
 from worker.harness.processes import CeleryProcess, wait_for
 from worker.producer import enqueue_payout
+from worker.sandbox.process import SandboxProcess
 from worker.states import FINAL, OPEN, State
 
 #: no callbacks: the final state must come from the sweep and a query, the backstop

@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 import redis
 
-from sandbox.process import SandboxProcess
 from worker import keys
 from worker.harness.processes import free_port
 from worker.ops.cli import main as cli
 from worker.payout import Payout
+from worker.sandbox.process import SandboxProcess
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:

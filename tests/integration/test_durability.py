@@ -11,13 +11,13 @@ from typing import Any
 import pytest
 import redis
 
-from sandbox.process import SandboxProcess
 from tests.helpers import base_env
 from worker import keys
 from worker.harness.processes import CeleryProcess, RedisServer, wait_for
 from worker.ops.cli import main as cli
 from worker.payout import Payout
 from worker.runtime import Runtime
+from worker.sandbox.process import SandboxProcess
 from worker.states import State
 from worker.submission import SubmitStatus, submit_order
 

@@ -13,12 +13,12 @@ from typing import Any
 import pytest
 import requests
 
-from sandbox.process import SandboxProcess
 from tests.helpers import Stack
 from worker.celery_app import app
 from worker.celeryconf import CREATE_TASK
 from worker.harness.processes import free_port, wait_for
 from worker.producer import enqueue_payout
+from worker.sandbox.process import SandboxProcess
 
 LOGIN = ("ops", "flower-test-password")
 ACCOUNT = "4455667788990011"

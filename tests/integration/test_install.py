@@ -48,7 +48,10 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     src = tmp_path_factory.mktemp("src") / "payout-worker"
     files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, check=True, capture_output=True).stdout
     for name in filter(None, files.decode().split("\0")):
-        if (ROOT / name).is_file():
+        if (ROOT / name).is_symlink():  # worker/tasks -> ../tasks, worker/sandbox -> ../sandbox
+            (src / name).parent.mkdir(parents=True, exist_ok=True)
+            (src / name).symlink_to(os.readlink(ROOT / name))
+        elif (ROOT / name).is_file():
             (src / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / name, src / name)
     wheel_args = [
@@ -149,6 +152,45 @@ def test_core_install_has_no_test_tools_and_enqueues_beside_a_foreign_config(
     assert redis_client.llen("payouts") == 1
 
 
+TOP_LEVEL_PROBE = """
+import importlib.metadata, importlib.util, json
+dist = importlib.metadata.distribution("payout-worker")
+# what the install put into site-packages: first path parts (scripts live under ../bin)
+put = {f.parts[0].removesuffix(".py") for f in dist.files or []}
+print(json.dumps({
+    "installed": sorted(p for p in put if p != ".." and not p.endswith(".dist-info")),
+    "declared": (dist.read_text("top_level.txt") or "").split(),
+    "found": {name: importlib.util.find_spec(name) is not None
+              for name in ("tasks", "sandbox", "config", "worker.tasks.payouts", "worker.sandbox.server")},
+}))
+"""
+
+
+def test_the_install_adds_only_the_worker_import_name(
+    make_venv: Callable[[str], Path], tmp_path: Path
+) -> None:
+    """A fresh install adds one top-level import name, `worker`: the Celery tasks and the sandbox
+    ride inside it as `worker.tasks` and `worker.sandbox`, so a host project's own `tasks` app
+    (`django-admin startapp tasks`) or `config` package never meets ours (D22)."""
+    # given a fresh venv with only the package
+    python = make_venv("")
+    # when its distribution's files and import names are listed from outside the repository
+    out = subprocess.run(
+        [str(python), "-c", TOP_LEVEL_PROBE], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    seen = json.loads(out.stdout)
+    # then `worker` is the only name it installed or declares, and it holds the two surfaces
+    assert seen["installed"] == ["worker"] and seen["declared"] == ["worker"], seen
+    assert seen["found"] == {
+        "tasks": False,
+        "sandbox": False,
+        "config": False,
+        "worker.tasks.payouts": True,
+        "worker.sandbox.server": True,
+    }
+
+
 @pytest.mark.parametrize("pool", ["threads", "gevent"])
 def test_worker_from_a_fresh_install_claims_the_order(
     make_venv: Callable[[str], Path],
@@ -237,7 +279,7 @@ def test_sandbox_extra_runs_the_sandbox_alone(make_venv: Callable[[str], Path], 
     python = make_venv("sandbox")
     port = free_port()
     proc = subprocess.Popen(
-        [str(python), "-m", "sandbox", "--port", str(port), "--quiet", "--platform-key", TEST_KEY],
+        [str(python), "-m", "worker.sandbox", "--port", str(port), "--quiet", "--platform-key", TEST_KEY],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -14,12 +14,12 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from sandbox.process import SandboxProcess
 from tests.helpers import Stack
 from worker.celery_app import app
 from worker.celeryconf import CREATE_TASK
 from worker.harness.processes import WebProcess, wait_for
 from worker.producer import enqueue_payout
+from worker.sandbox.process import SandboxProcess
 from worker.states import FINAL, State
 
 N = 30

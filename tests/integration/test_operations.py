@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from sandbox.process import SandboxProcess
 from tests.helpers import Stack
 from worker.ops.cli import main
 from worker.producer import store_payout
+from worker.sandbox.process import SandboxProcess
 from worker.states import State
 
 

@@ -6,12 +6,12 @@ import json
 import time
 from typing import Any
 
-from sandbox.process import SandboxProcess
 from tests.helpers import Stack
 from worker import keys
 from worker.harness.processes import wait_for
 from worker.producer import enqueue_payout, store_payout
 from worker.reports import ReportResult, apply_report
+from worker.sandbox.process import SandboxProcess
 from worker.states import FINAL, State
 
 

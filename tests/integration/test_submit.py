@@ -6,13 +6,13 @@ from typing import Any
 
 import pytest
 
-from sandbox.process import SandboxProcess
 from tests.helpers import TEST_KEY, TEST_TOKEN, Stack, sandbox_config
 from worker import keys
 from worker.celery_app import app
 from worker.errors import DuplicatePayout, InvalidPayout
 from worker.harness.processes import free_port, wait_for
 from worker.producer import enqueue_payout, get_payout
+from worker.sandbox.process import SandboxProcess
 from worker.states import State
 
 ACCOUNT = "8800112233445566"

@@ -14,14 +14,14 @@ import pytest
 import redis
 import requests
 
-from sandbox import signature as sandbox_signature
-from sandbox.process import SandboxProcess
 from tests.helpers import TEST_KEY, TEST_PLATFORM, Stack, sandbox_config
 from worker import keys
 from worker.errors import DuplicatePayout
 from worker.harness.processes import wait_for
 from worker.ops import enqueue
 from worker.producer import enqueue_payout
+from worker.sandbox import signature as sandbox_signature
+from worker.sandbox.process import SandboxProcess
 from worker.states import FINAL, State
 
 AMOUNT = 5_000_000

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 import requests
 
-from sandbox.process import SandboxProcess, start_sandbox
-from sandbox.signature import HMAC_SHA256, MD5, sign
+from worker.sandbox.process import SandboxProcess, start_sandbox
+from worker.sandbox.signature import HMAC_SHA256, MD5, sign
 
 KEY = "sandbox-secret-key"
 TOKEN = "sandbox-token"

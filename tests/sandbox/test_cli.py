@@ -1,4 +1,4 @@
-"""`python -m sandbox`, its settings layering, and the subprocess helper."""
+"""`python -m worker.sandbox`, its settings layering, and the subprocess helper."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 import requests
 
-from sandbox.__main__ import build_parser, config_from_args, main
-from sandbox.client import SandboxAdmin
-from sandbox.config import SandboxConfig
-from sandbox.faults import FaultBook, FaultRuleError
-from sandbox.process import SandboxProcess, start_sandbox
+from worker.sandbox.__main__ import build_parser, config_from_args, main
+from worker.sandbox.client import SandboxAdmin
+from worker.sandbox.config import SandboxConfig
+from worker.sandbox.faults import FaultBook, FaultRuleError
+from worker.sandbox.process import SandboxProcess, start_sandbox
 
 
 def _config(argv: list[str]) -> SandboxConfig:
@@ -104,9 +104,9 @@ def test_fault_book_validates_whole_lists():
 
 
 def test_python_m_sandbox_prints_the_listening_line_and_stops_on_sigterm():
-    """`python -m sandbox --port 0` prints where it listens, serves, and exits 0 on SIGTERM."""
+    """`python -m worker.sandbox --port 0` prints where it listens, serves, and exits 0 on SIGTERM."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "sandbox", "--port", "0", "--quiet"],
+        [sys.executable, "-m", "worker.sandbox", "--port", "0", "--quiet"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -155,7 +155,7 @@ def test_serve_in_process_thread(make_body):
     import asyncio
     import threading
 
-    from sandbox.server import serve
+    from worker.sandbox.server import serve
 
     loop = asyncio.new_event_loop()
     stop = asyncio.Event()

@@ -7,10 +7,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from sandbox.process import SandboxProcess, start_sandbox
-from sandbox.signature import HMAC_SHA256, MD5
 from tests.vectors import SPEC_EXAMPLE as SPEC_VECTOR
 from tests.vectors import SPEC_KEY, SPEC_SIGN
+from worker.sandbox.process import SandboxProcess, start_sandbox
+from worker.sandbox.signature import HMAC_SHA256, MD5
 
 SPEC_EXAMPLE = {**SPEC_VECTOR, "sign": SPEC_SIGN}
 

@@ -7,8 +7,8 @@ import time
 import pytest
 import requests
 
-from sandbox.client import SandboxAdminError
-from sandbox.signature import verify
+from worker.sandbox.client import SandboxAdminError
+from worker.sandbox.signature import verify
 
 KEY = "sandbox-secret-key"
 

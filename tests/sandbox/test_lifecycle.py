@@ -6,8 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from sandbox.process import SandboxProcess, start_sandbox
-from sandbox.signature import HMAC_SHA256, MD5, verify
+from worker.sandbox.process import SandboxProcess, start_sandbox
+from worker.sandbox.signature import HMAC_SHA256, MD5, verify
 
 KEY = "sandbox-secret-key"
 NOTIFICATION_FIELDS = {
@@ -173,7 +173,7 @@ def test_force_status_interrupts_the_lifecycle(api, gw, poll):
 
 def test_force_status_errors(gw):
     """Forcing the status of an unknown order or to an invalid status is refused."""
-    from sandbox.client import SandboxAdminError
+    from worker.sandbox.client import SandboxAdminError
 
     with pytest.raises(SandboxAdminError, match="404"):
         gw.admin.force_status("nope", 3)

@@ -13,12 +13,12 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from sandbox.__main__ import build_parser, config_from_args
-from sandbox.client import SandboxAdminError
-from sandbox.config import SANDBOX_HEADER, SandboxConfig
-from sandbox.process import SandboxProcess, start_sandbox
-from sandbox.signature import HMAC_SHA256, MD5, sign, verify
 from tests.sandbox.conftest import FAST
+from worker.sandbox.__main__ import build_parser, config_from_args
+from worker.sandbox.client import SandboxAdminError
+from worker.sandbox.config import SANDBOX_HEADER, SandboxConfig
+from worker.sandbox.process import SandboxProcess, start_sandbox
+from worker.sandbox.signature import HMAC_SHA256, MD5, sign, verify
 
 KEY = "sandbox-secret-key"
 #: The record fields of docs/gateway.md §2a, exactly.

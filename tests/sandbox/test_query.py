@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from sandbox.signature import HMAC_SHA256, MD5, verify
+from worker.sandbox.signature import HMAC_SHA256, MD5, verify
 
 KEY = "sandbox-secret-key"
 

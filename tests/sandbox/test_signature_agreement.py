@@ -17,9 +17,9 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from sandbox import signature as sandbox_signing
 from tests.vectors import SPEC_EXAMPLE, SPEC_KEY, SPEC_SIGN
 from worker import signing as worker_signing
+from worker.sandbox import signature as sandbox_signing
 
 SIGNERS = {"sandbox": sandbox_signing, "worker": worker_signing}
 

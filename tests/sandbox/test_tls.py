@@ -15,10 +15,10 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
-from sandbox.client import SandboxAdmin, SandboxAdminError
-from sandbox.config import SANDBOX_HEADER
-from sandbox.process import SandboxProcess, start_sandbox
 from tests.sandbox.conftest import CREATE_PATH, FAST, TOKEN, payout_body
+from worker.sandbox.client import SandboxAdmin, SandboxAdminError
+from worker.sandbox.config import SANDBOX_HEADER
+from worker.sandbox.process import SandboxProcess, start_sandbox
 
 
 @pytest.fixture(scope="module")
@@ -219,13 +219,13 @@ def test_bad_tls_rules_are_refused(gw, rule, message):
 
 
 def test_python_m_sandbox_prints_the_tls_line_first_and_removes_its_certificate():
-    """`python -m sandbox --tls-port 0`: the TLS line (URL and cert path) comes before the
+    """`python -m worker.sandbox --tls-port 0`: the TLS line (URL and cert path) comes before the
     plain listening line; on SIGTERM it exits 0 and removes its temporary certificate."""
     import subprocess
     import sys
 
     process = subprocess.Popen(
-        [sys.executable, "-m", "sandbox", "--port", "0", "--tls-port", "0", "--quiet"],
+        [sys.executable, "-m", "worker.sandbox", "--port", "0", "--tls-port", "0", "--quiet"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

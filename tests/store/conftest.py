@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from sandbox.process import SandboxProcess
-from tests.helpers import RecordingDispatcher, base_env, sandbox_config
+from tests.helpers import base_env, sandbox_config
 from worker.runtime import Runtime, build_runtime, set_runtime
+from worker.sandbox.process import SandboxProcess
 from worker.settings import load_settings
 
 #: sandbox faults by id suffix, so each generated order can pick its fate:
@@ -49,7 +49,7 @@ def prop_runtime(redis_url: str, prop_sandbox: SandboxProcess) -> Iterator[Runti
         PAYOUT_NOTIFY_URL="http://127.0.0.1:9/payouts/notify",
     )
     assert not os.environ.get("PAYOUTS_CRASH_AT")
-    rt = build_runtime(load_settings(env), dispatch=RecordingDispatcher())
+    rt = build_runtime(load_settings(env))
     try:
         yield rt
     finally:
@@ -63,7 +63,7 @@ def make_module_runtime(redis_url: str) -> Iterator[Any]:
     made: list[Runtime] = []
 
     def make(url: str | None = None, **extra: Any) -> Runtime:
-        rt = build_runtime(load_settings(base_env(url or redis_url, **extra)), dispatch=RecordingDispatcher())
+        rt = build_runtime(load_settings(base_env(url or redis_url, **extra)))
         made.append(rt)
         return rt
 

@@ -41,7 +41,7 @@ def test_read_only_store_retries_then_dead_letters(
     """ReadOnlyError is retried (not acknowledged as done); after the last retry the message
     goes to the dead-letter queue on the broker, its shown kwargs holding only the order id."""
     # given: the broker (this process's Celery app) is the session Redis; the store is read-only
-    from tasks.payouts import CREATE_MAX_RETRIES, create
+    from worker.tasks.payouts import CREATE_MAX_RETRIES, create
 
     fields: dict[str, Any] = {
         "payout_cl_id": "dl-1",

@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 import redis
 
-from sandbox.process import SandboxProcess
 from worker import keys
 from worker.checks import CheckStatus, check_order, handle_not_found
 from worker.errors import DuplicatePayout, InvalidTransition, PayoutError
@@ -19,6 +18,7 @@ from worker.ops.commands import back_to_polling, resubmit
 from worker.payout import Payout
 from worker.producer import enqueue_payout, store_payout
 from worker.runtime import Runtime
+from worker.sandbox.process import SandboxProcess
 from worker.states import OPEN, State
 from worker.store import EXPIRED
 from worker.submission import SubmitStatus, submit_order

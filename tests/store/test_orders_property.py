@@ -25,7 +25,6 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sandbox.process import SandboxProcess
 from tests.helpers import TEST_KEY, TEST_PLATFORM
 from worker import signing
 from worker.callbacks import handle_notice
@@ -34,6 +33,7 @@ from worker.harness.invariants import check_invariants
 from worker.producer import store_payout
 from worker.reports import apply_report
 from worker.runtime import Runtime
+from worker.sandbox.process import SandboxProcess
 from worker.submission import submit_order
 from worker.sweep import sweep_due
 

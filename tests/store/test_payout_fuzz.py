@@ -129,7 +129,7 @@ def test_enqueue_payout_queues_only_valid(fuzz_rt: Runtime, data: dict[str, Any]
 def test_create_task_refuses_without_side_effects(process_runtime: Runtime, data: dict[str, Any]) -> None:
     """The by-name ``payouts.create`` task: refused input stores no order and queues no
     submit; the refusal is reported by one ``refused`` event without personal data (D11)."""
-    from tasks.payouts import create
+    from worker.tasks.payouts import create
 
     rt = process_runtime
     rt.redis.flushdb()

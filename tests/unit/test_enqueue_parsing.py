@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from sandbox.config import DEFAULT_BANKS
-from sandbox.faults import FaultRule
 from worker.harness.demo import demo_faults, demo_payouts, percentile
 from worker.ops.enqueue import Problem, Row, plan_rows, read_csv, read_jsonl
 from worker.payout import validate_payout
+from worker.sandbox.config import DEFAULT_BANKS
+from worker.sandbox.faults import FaultRule
 from worker.settings import load_settings
 
 SETTINGS = load_settings({"PAYOUT_BANK_LIST": "BCA,BNI", "PAYOUT_AMOUNT_MIN": "100"})

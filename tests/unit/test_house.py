@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import re
+import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -178,3 +179,36 @@ def test_readme_map_lists_every_module() -> None:
                 # then it is listed
                 missing.append(f"{package}{module.name}")
     assert not missing, f"modules missing from the README map: {missing}"
+
+
+def test_tasks_and_sandbox_are_imported_only_under_worker() -> None:
+    """`tasks/` and `sandbox/` are imported as `worker.tasks` and `worker.sandbox` only: a
+    top-level `import tasks` would load the same file a second time under another name."""
+    # given every Python file of the project
+    offending = []
+    for path in SOURCES:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            # when one imports a top-level `tasks` or `sandbox`, then it is listed
+            offending += [
+                f"{path.relative_to(ROOT)}: {n}" for n in names if n.split(".")[0] in ("tasks", "sandbox")
+            ]
+    assert not offending, offending
+
+
+def test_every_product_module_is_under_an_import_contract() -> None:
+    """Each top-level module of worker/ is a source of the contract that keeps the product
+    off the operator tools, the harness and the tasks, or of the web process's contract."""
+    # given the import contracts of pyproject.toml
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    covered: set[str] = set()
+    for contract in config["tool"]["importlinter"]["contracts"]:
+        if contract["name"].startswith(("the product never imports", "the web process")):
+            covered |= set(contract["source_modules"])
+    # when a module of worker/ is in neither, then it is listed
+    modules = {f"worker.{p.stem}" for p in (ROOT / "worker").glob("*.py") if p.name != "__init__.py"}
+    assert covered and not modules - covered, sorted(modules - covered)

@@ -78,7 +78,7 @@ NAMES = (
 
 
 def demo_faults(seed: int) -> list[dict[str, Any]]:
-    """A few percent of each way the gateway can go wrong (rules of ``sandbox.faults``)."""
+    """A few percent of each way the gateway can go wrong (rules of ``worker.sandbox.faults``)."""
     p = 0.02
     return [
         {
@@ -282,8 +282,8 @@ class Demo:
         return prefix
 
     def start(self) -> None:
-        from sandbox.config import DEFAULT_BANKS
-        from sandbox.process import SandboxProcess
+        from worker.sandbox.config import DEFAULT_BANKS
+        from worker.sandbox.process import SandboxProcess
 
         a = self.args
         redis_url = self.start_redis()
@@ -386,7 +386,7 @@ class Demo:
 
     def run(self) -> Outcome:
         a = self.args
-        from sandbox.config import DEFAULT_BANKS
+        from worker.sandbox.config import DEFAULT_BANKS
 
         self.payouts = payouts = demo_payouts(a.payouts, a.seed, DEFAULT_BANKS, self.prefix)
         self.ids = [p["payout_cl_id"] for p in payouts]

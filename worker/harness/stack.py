@@ -22,11 +22,11 @@ from typing import Any
 
 import redis
 
-from sandbox.config import SandboxConfig
-from sandbox.process import SandboxProcess
 from worker.harness.processes import CeleryProcess, RedisServer, free_port, wait_for
 from worker.harness.receiver import GunicornReceiver, Receiver, ThreadReceiver
 from worker.runtime import Runtime, build_runtime, set_runtime
+from worker.sandbox.config import SandboxConfig
+from worker.sandbox.process import SandboxProcess
 from worker.settings import Settings, load_settings, reset_settings
 from worker.states import State
 

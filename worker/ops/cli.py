@@ -207,7 +207,7 @@ def cmd_delegate(module: str, rest: list[str]) -> int:
 #: commands with their own parser, imported only when used: the harness needs the
 #: ``sandbox`` extra, and a core install must not import it for ``payouts doctor``
 DELEGATED: dict[str, tuple[str, str]] = {
-    "sandbox": ("sandbox.__main__", "run the sandbox gateway (see --help)"),
+    "sandbox": ("worker.sandbox.__main__", "run the sandbox gateway (see --help)"),
     "demo": ("worker.harness.demo", "end-to-end demo with an embedded Redis and the sandbox"),
     "bench": ("worker.harness.bench.cli", "benchmarks, printed as a table and ratios"),
     "doctor": ("worker.ops.doctor", "check settings, Redis, the gateway and the clock"),

@@ -1,6 +1,6 @@
 """The pieces of ``payouts bench`` (entry point: :mod:`worker.harness.bench.cli`).
 
-* :mod:`tasks.bench` -- the no-op task the baseline is measured with; a
+* :mod:`worker.tasks.bench` -- the no-op task the baseline is measured with; a
   bench worker loads it with ``--include``, production workers never do;
 * :mod:`worker.harness.bench.stack` -- the processes one run starts (Redis, sandbox,
   workers, beat) and the "drain" measurement shared by every phase;

@@ -98,8 +98,8 @@ def measure_producer(stack: BenchStack, *, chunks: int, chunk: int) -> tuple[dic
     queues, one per chunk: the noop chunks become the baseline batches, the enqueued
     orders the submit batches of :func:`measure_drains`.
     """
-    from tasks.bench import noop
     from worker.producer import enqueue_payout
+    from worker.tasks.bench import noop
 
     if stack.workers:
         raise RuntimeError("measure_producer needs the submit queue to itself")
@@ -355,7 +355,7 @@ def measure_sweep(
     db 0 with ``big`` orders, db 1 with ``small``; the dispatch publishes to the bench
     broker exactly as the ``payouts.sweep`` task does, with no worker running.
     """
-    from tasks.payouts import sweep
+    from worker.tasks.payouts import sweep
 
     if stack.workers:
         raise RuntimeError("measure_sweep publishes to the bench broker: stop the workers first")
@@ -521,7 +521,7 @@ def measure_backlog(
         # beat's part, in this process at the phase's SWEEP_INTERVAL: the sweep task's body
         # (lease, route, publish) as the worker runs it, with the phase's settings
         def beat() -> None:
-            from tasks.payouts import sweep
+            from worker.tasks.payouts import sweep
 
             prev = get_runtime()
             set_runtime(rt)
@@ -608,10 +608,10 @@ def measure_e2e(stack: BenchStack, *, n: int, concurrency: int = 16, prefix: str
     ``final_vs_noop`` = orders reaching a final state per second (10 %..90 %) / no-op
     tasks per second, both measured here, one after the other.
     """
-    from tasks.bench import noop
     from worker.celery_app import app
     from worker.harness.processes import free_port
     from worker.harness.receiver import GunicornReceiver
+    from worker.tasks.bench import noop
 
     if stack.workers:
         raise RuntimeError("measure_e2e needs the broker to itself")

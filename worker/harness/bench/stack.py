@@ -21,13 +21,13 @@ from typing import Any
 import psutil
 import redis
 
-from sandbox.process import SandboxProcess
 from worker import keys
 from worker.celeryconf import SUBMIT_QUEUE
 from worker.harness import stack as local_stack
 from worker.harness.processes import CeleryProcess, RedisServer, wait_for
 from worker.harness.stack import Credentials, LocalStack
 from worker.runtime import Runtime
+from worker.sandbox.process import SandboxProcess
 from worker.states import State
 
 #: bench-only credentials, shared with the bench's own sandbox and nothing else
@@ -194,7 +194,7 @@ class BenchStack:
         n = len(self.workers)
         return self.local.start_worker(
             "--include",
-            "tasks.bench",
+            "worker.tasks.bench",
             pool=pool,
             concurrency=concurrency,
             log_level=self.log_level,
