@@ -114,7 +114,7 @@ def add_routes(app: web.Application, sandbox: Sandbox) -> None:
         payout_id = body.get("payout_id")
         if payout_id is not None and not isinstance(payout_id, str):
             return _bad("payout_id must be a string")
-        found = sandbox.force_status(request.match_info["payout_cl_id"], status, error_msg, payout_id)
+        found = sandbox.bank.force_status(request.match_info["payout_cl_id"], status, error_msg, payout_id)
         if found is None:
             return _bad("no such order", status=404)
         return _json(found.ledger_entry())
@@ -183,7 +183,7 @@ def add_routes(app: web.Application, sandbox: Sandbox) -> None:
         return _json(sandbox.config.runtime_settings())
 
     async def get_balance(_: web.Request) -> web.Response:
-        return _json(sandbox.balance_view())
+        return _json(sandbox.bank.balance_view())
 
     async def set_balance(request: web.Request) -> web.Response:
         try:
@@ -195,8 +195,8 @@ def add_routes(app: web.Application, sandbox: Sandbox) -> None:
         value = body["balance_minor"]
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
             return _bad("balance_minor must be an integer >= 0 or null (unlimited)")
-        sandbox.set_balance(value)
-        return _json(sandbox.balance_view())
+        sandbox.bank.set_balance(value)
+        return _json(sandbox.bank.balance_view())
 
     async def start_insufficient(request: web.Request) -> web.Response:
         try:
@@ -207,12 +207,12 @@ def add_routes(app: web.Application, sandbox: Sandbox) -> None:
         seconds = options.get("seconds")
         if seconds is not None and not _non_negative_number(seconds):
             return _bad("seconds must be a number >= 0, or absent (until cleared)")
-        sandbox.insufficient_window(None if seconds is None else float(seconds))
-        return _json(sandbox.balance_view())
+        sandbox.bank.insufficient_window(None if seconds is None else float(seconds))
+        return _json(sandbox.bank.balance_view())
 
     async def end_insufficient(_: web.Request) -> web.Response:
-        sandbox.insufficient_window(0.0)
-        return _json(sandbox.balance_view())
+        sandbox.bank.insufficient_window(0.0)
+        return _json(sandbox.bank.balance_view())
 
     async def tls(_: web.Request) -> web.Response:
         return _json(sandbox.tls_info)
