@@ -212,3 +212,25 @@ def test_every_product_module_is_under_an_import_contract() -> None:
     # when a module of worker/ is in neither, then it is listed
     modules = {f"worker.{p.stem}" for p in (ROOT / "worker").glob("*.py") if p.name != "__init__.py"}
     assert covered and not modules - covered, sorted(modules - covered)
+
+
+def test_every_place_a_decision_names_exists() -> None:
+    """Each file docs/decisions.md and docs/gateway.md name exists, and so does each function
+    or class they name beside a module (`worker/x.py` `name`)."""
+    # given the two documents
+    text = "".join((DOCS / name).read_text(encoding="utf-8") for name in ("decisions.md", "gateway.md"))
+    missing = []
+    # when a named file does not exist, then it is listed
+    for path in set(re.findall(r"`((?:worker|tasks|sandbox|tests|config|docs)/[\w/.-]+)`", text)):
+        if not (ROOT / path).exists():
+            missing.append(path)
+    # when a name given beside a module is not defined there, then it is listed
+    for module, names in re.findall(
+        r"`((?:worker|tasks|sandbox)/[\w/]+\.(?:py|lua))`((?:,? `[\w.]+`)+)", text
+    ):
+        source = (ROOT / module).read_text(encoding="utf-8") if (ROOT / module).is_file() else ""
+        for name in re.findall(r"`([\w.]+)`", names):
+            short = name.rsplit(".", 1)[-1]
+            if not re.search(rf"\b(def|class)\s+{short}\b|^\s*{short}\b.*=", source, flags=re.MULTILINE):
+                missing.append(f"{module} {name}")
+    assert not missing, f"docs name places that do not exist: {sorted(missing)}"
