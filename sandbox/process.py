@@ -1,4 +1,4 @@
-"""Run a sandbox gateway in a subprocess (``sys.executable -m sandbox``) for tests and demos.
+"""Run a sandbox gateway in a subprocess (``sys.executable -m worker.sandbox``) for tests and demos.
 
     with start_sandbox(pending_s=0.05, processing_s=0.05) as gw:
         requests.post(gw.url + "/gateway/api/v2/payouts", json=...)

@@ -3,7 +3,7 @@
 Imported by :mod:`worker.tasks.payouts`, which every worker loads (the app's ``include``), so
 each worker connects them once. They live here, in the Celery surface, and not in
 ``worker/celery_app.py``: the heartbeat needs the process's runtime, and the runtime
-publishes through the app, so keeping them beside the app would tie the two in a circle.
+publishes through the app, so keeping them beside the app would tie the two in a circle (D64).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Publishing: the one way domain code sends a message.
+"""Publishing: the one way domain code sends a message (D63).
 
 Domain modules (the producer, the operator desk, results) never touch the Celery app:
 they call the process's dispatcher, ``rt.dispatch``. The Celery-backed one is built by

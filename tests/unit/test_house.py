@@ -101,13 +101,15 @@ def test_every_decision_cited_has_an_entry() -> None:
     assert not missing, f"decisions cited without an entry in docs/decisions.md: {missing}"
 
 
-def test_decision_entries_are_numbered_without_gaps() -> None:
-    """docs/decisions.md holds D1 up to its highest number, each once, in order."""
+def test_decision_entries_are_in_order_each_once() -> None:
+    """docs/decisions.md holds each number once, in ascending order, D1-D56 all present
+    (later numbers are reserved in ranges, so a range may leave a gap)."""
     # given the entry headings, in file order
     text = (DOCS / "decisions.md").read_text(encoding="utf-8")
     numbers = [int(n) for n in re.findall(r"^### D(\d+) ", text, flags=re.MULTILINE)]
-    # then they run 1, 2, 3, ... with no gap and no repeat
-    assert numbers == list(range(1, len(numbers) + 1)), numbers
+    # then they ascend without repeats and the reviewed range is complete
+    assert numbers == sorted(set(numbers)), numbers
+    assert set(range(1, 57)) <= set(numbers)
 
 
 def test_every_test_named_by_a_decision_exists() -> None:
