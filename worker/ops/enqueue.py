@@ -165,7 +165,7 @@ def plan_rows(rows: Sequence[Row | Problem], s: Settings, store: Any | None) -> 
                         )
                     )
                 continue
-            if order.fields.get("fp") == payout.fingerprint():
+            if store.same_data(order.fields.get("fp", ""), payout):
                 plan.present.add(payout.payout_cl_id)
             else:
                 plan.problems.append(
