@@ -1,11 +1,15 @@
 """Personal data at rest: the key ring, the cipher and the masked forms (D72).
 
 An order's account number and name are stored sealed with AES-256-GCM
-(``cryptography``). A sealed value is ``v1.<key id>.<base64url(nonce + ciphertext)>``;
+(``cryptography``). A sealed value is ``<key id>.<base64url(nonce + ciphertext + tag)>``;
 its associated data binds the order id and the field name, so a value copied to
-another order or another field does not open. Only the process that sends the
-create (and ``payouts rekey``) opens one; everything that shows an order reads the
-masked forms stored beside it (:func:`mask_number`, :func:`mask_name`).
+another order or another field does not open. An account number is sealed as the bytes
+of the integer ``1<digits>`` (8 bytes for 16 digits): with a key id of at most 4
+characters, a sealed 16-character ASCII name or 32-digit number is at most 64 bytes, so
+the order hash keeps Redis's compact listpack encoding (``hash-max-listpack-value 64``).
+Only the process that sends the create (and ``payouts rekey``) opens one; everything
+that shows an order reads the masked forms stored beside it (:func:`mask_number`,
+:func:`mask_name`).
 
 ``PII_KEYS`` (or ``PII_KEYS_FILE``) is ``id:base64key,id:base64key,...``: 32-byte
 keys, **the first one seals**, every one opens. The order fingerprint is an HMAC
@@ -20,7 +24,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import hmac
 import os
 import re
@@ -36,11 +39,12 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 SEALED_FIELDS: Final = ("name", "number")
 #: the masked forms stored beside them (what the console and ``payouts show`` display)
 MASK_FIELDS: Final = {"name": "name_mask", "number": "number_mask"}
-#: a key id: short, so each sealed value pays a few bytes for it
-KEY_ID_RE: Final = re.compile(r"[A-Za-z0-9_-]{1,16}")
+#: a key id: at most 4 characters, so a sealed value stays within 64 bytes (module doc)
+KEY_ID_RE: Final = re.compile(r"[A-Za-z0-9_-]{1,4}")
+#: the body of a sealed value: base64url of at least a nonce and a tag
+_BODY_RE: Final = re.compile(r"[A-Za-z0-9_-]{38,}")
 KEY_BYTES: Final = 32
 NONCE_BYTES: Final = 12
-VERSION: Final = "v1"
 _AAD_PREFIX: Final = b"payouts/pii/v1\x1f"
 
 
@@ -88,7 +92,7 @@ class KeyRing:
         made: dict[str, _Key] = {}
         for key_id, material in keys:
             if not KEY_ID_RE.fullmatch(key_id):
-                raise KeyRingError("each key id must be 1-16 letters, digits, '_' or '-'")
+                raise KeyRingError("each key id must be 1-4 letters, digits, '_' or '-'")
             if key_id in made:
                 raise KeyRingError(f"key id {key_id!r} is listed twice")
             if len(material) != KEY_BYTES:
@@ -115,7 +119,7 @@ class KeyRing:
     def generate(key_id: str) -> str:
         """A new ``id:base64key`` entry (32 random bytes) to put first in PII_KEYS."""
         if not KEY_ID_RE.fullmatch(key_id):
-            raise KeyRingError("a key id must be 1-16 letters, digits, '_' or '-'")
+            raise KeyRingError("a key id must be 1-4 letters, digits, '_' or '-'")
         return f"{key_id}:{base64.b64encode(os.urandom(KEY_BYTES)).decode()}"
 
     @property
@@ -146,13 +150,13 @@ class KeyRing:
         """``text`` sealed with the current key, bound to this order and field."""
         key = self._keys[self.current]
         nonce = os.urandom(NONCE_BYTES)
-        blob = key.aead.encrypt(nonce, text.encode(), _aad(payout_cl_id, field))
-        return f"{VERSION}.{key.id}.{base64.urlsafe_b64encode(nonce + blob).rstrip(b'=').decode()}"
+        blob = key.aead.encrypt(nonce, _encode(field, text), _aad(payout_cl_id, field))
+        return f"{key.id}.{base64.urlsafe_b64encode(nonce + blob).rstrip(b'=').decode()}"
 
     def open(self, payout_cl_id: str, field: str, sealed: str) -> str:
         """The text of a value sealed for this order and field, or :class:`SealBroken`."""
-        version, key_id, body = _split(sealed)
-        if version != VERSION:
+        key_id, body = _split(sealed)
+        if not key_id:
             raise SealBroken(f"{field}: not a sealed value")
         key = self._keys.get(key_id)
         if key is None:
@@ -170,7 +174,7 @@ class KeyRing:
                 f"{field}: does not decrypt with key {key_id!r} for this order (wrong key, moved or altered)"
             ) from None
         try:
-            return plain.decode()
+            return _decode(field, plain)
         except UnicodeDecodeError:  # authenticated, so only a writer with the key made it
             raise SealBroken(f"{field}: not text") from None
 
@@ -181,26 +185,37 @@ class KeyRing:
         if key is None:
             raise SealBroken(f"fingerprint: key {kid!r} is not in PII_KEYS")
         msg = "\x1f".join(values).encode()
-        return f"{kid}:{hmac.new(key.fp_key, msg, hashlib.sha256).hexdigest()[:16]}"
+        return f"{kid}:{hmac.digest(key.fp_key, msg, 'sha256')[:8].hex()}"
 
 
 def _aad(payout_cl_id: str, field: str) -> bytes:
     return _AAD_PREFIX + payout_cl_id.encode() + b"\x1f" + field.encode()
 
 
-def _split(sealed: str) -> tuple[str, str, str]:
-    parts = sealed.split(".", 2)
-    if len(parts) != 3:
-        return "", "", ""
-    return parts[0], parts[1], parts[2]
+def _encode(field: str, text: str) -> bytes:
+    if field == "number" and text.isascii() and text.isdigit():
+        packed = int("1" + text)  # the leading 1 keeps leading zeros
+        return packed.to_bytes((packed.bit_length() + 7) // 8, "big")
+    return text.encode()
+
+
+def _decode(field: str, plain: bytes) -> str:
+    if field == "number":
+        return str(int.from_bytes(plain, "big"))[1:]
+    return plain.decode()
+
+
+def _split(sealed: str) -> tuple[str, str]:
+    """(key id, body) of a sealed value; ("", "") for anything else."""
+    key_id, sep, body = sealed.partition(".")
+    if not sep or not KEY_ID_RE.fullmatch(key_id) or not _BODY_RE.fullmatch(body):
+        return "", ""
+    return key_id, body
 
 
 def is_sealed(value: str | None) -> bool:
     """Whether a stored value has the sealed form (says nothing about whether it opens)."""
-    if not value:
-        return False
-    version, key_id, body = _split(value)
-    return version == VERSION and bool(KEY_ID_RE.fullmatch(key_id)) and bool(body)
+    return bool(value) and bool(_split(value or "")[0])
 
 
 def key_id_of(value: str | None) -> str | None:
@@ -208,7 +223,7 @@ def key_id_of(value: str | None) -> str | None:
     if not value:
         return None
     if is_sealed(value):
-        return _split(value)[1]
+        return _split(value)[0]
     kid, sep, digest = value.partition(":")
     if sep and KEY_ID_RE.fullmatch(kid) and len(digest) == 16:
         return kid
