@@ -334,3 +334,58 @@ def test_rotation_under_load_sends_nothing_twice_and_leaves_nothing_unreadable(
     usage = key_usage(stack.rt.redis)
     assert set(usage) == {"t2"} and usage["t2"] == 3 * len(ids)
     old.close()
+
+
+def test_a_worker_refuses_to_start_without_pii_keys(make_stack: Any, gateway: SandboxProcess) -> None:
+    """No PII_KEYS (nor PII_KEYS_FILE): the worker exits at start with one line naming the setting."""
+    # given
+    stack: Stack = make_stack(gateway.url, PII_KEYS="")
+    # when
+    w = stack.start_worker()
+    # then
+    wait_for(lambda: not w.alive(), 60, what="the worker to refuse to start")
+    logs = stack.logs()
+    assert "refusing to start" in logs and "PII_KEYS" in logs
+
+
+def test_operator_commands_rekey_doctor_and_forget(
+    use_env: Any, gateway: SandboxProcess, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``payouts doctor`` counts the values per key and warns while an old key still protects
+    some; ``payouts rekey`` re-seals them in pages; ``payouts forget`` erases a final order and
+    refuses an open one; ``payouts rekey --new-key`` prints an entry PII_KEYS accepts."""
+    from worker.ops.cli import main as cli
+    from worker.runtime import get_runtime
+
+    def run(*argv: str) -> tuple[int, str]:
+        capsys.readouterr()  # what came before (set-up log lines)
+        code = cli(list(argv))
+        out = capsys.readouterr()
+        return code, out.out + out.err
+
+    # given: three orders sealed under t1, one of them final
+    use_env(gateway.url)
+    rt = get_runtime()
+    for i in range(3):
+        enqueue_payout(f"cli-{i}", 5_000_000, "BCA", "Sulistyowati", f"55500011{i}", runtime=rt)
+    for target in (State.SUBMITTING, State.REJECTED):
+        rt.store.transition_or_raise("cli-0", target, reason="setup")
+    # when: the new key goes first
+    capsys.readouterr()
+    code = cli(["rekey", "--new-key", "t2"])
+    new_entry = capsys.readouterr().out
+    assert code == 0 and KeyRing.parse(new_entry.strip()).ids == ("t2",)
+    use_env(gateway.url, PII_KEYS=f"{new_entry.strip()},{TEST_PII_KEYS}")
+    # then
+    code, out = run("doctor", "--skip-gateway")
+    assert "values per key t1: 9" in out and "run `payouts rekey` before removing t1" in out
+    code, out = run("rekey", "--page", "2")
+    assert code == 0 and "3 re-sealed" in out and "values per key: t2=9" in out
+    code, out = run("doctor", "--skip-gateway")
+    assert "values per key t2: 9" in out and "before removing" not in out
+    code, out = run("forget", "cli-1", "--reason", "customer request")
+    assert code == 1 and "cannot move to forgotten" in out
+    code, out = run("forget", "cli-0", "--reason", "customer request", "--by", "ana")
+    assert code == 0 and "personal data erased (rejected" in out
+    assert get_runtime().store.require("cli-0").fields["erased_reason"] == "ana: customer request"
+    assert "Sulistyowati" not in capsys.readouterr().out
