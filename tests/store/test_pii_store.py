@@ -254,3 +254,21 @@ def test_an_erased_order_is_not_resubmitted(make_runtime: Any, sandbox: SandboxP
     with pytest.raises(PayoutError, match="erased"):
         resubmit(rt, "er-1")
     assert rt.store.state_of("er-1") is State.REJECTED
+
+
+def test_the_sweep_erases_final_orders_past_the_window(make_runtime: Any) -> None:
+    """PII_RETENTION_DAYS=0: the sweep tick after an order became final erases its personal
+    fields (and says so in its result); an open order keeps them."""
+    from worker.sweep import sweep_due
+
+    # given
+    rt: Runtime = make_runtime(PII_RETENTION_DAYS="0")
+    for pid in ("sw-1", "sw-2"):
+        rt.store.create(payout(pid), due_at=time.time() + 600)
+    walk(rt, "sw-1", State.SUBMITTING, State.REJECTED)
+    # when
+    result = sweep_due(rt, now=time.time() + 1)
+    # then
+    assert result.erased == 1
+    assert rt.store.require("sw-1").erased and not rt.store.require("sw-2").erased
+    assert rt.store.payout_of(rt.store.require("sw-2")) == payout("sw-2")
