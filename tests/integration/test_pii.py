@@ -271,6 +271,10 @@ def test_no_account_number_or_name_in_redis_the_aof_or_an_rdb(
         finally:
             scratch.cleanup()
         assert loaded.leaks == {"planted": {"payouts:test:planted"}}, loaded.leaks
+        # and the worker's logs: no number, no name, no key material
+        logs = stack.logs().encode()
+        assert needles.found_in(logs) == set()
+        assert TEST_PII_KEYS.split(":", 1)[1].encode() not in logs
     finally:
         admin.config_set("rdbcompression", "yes")
         admin.delete("payouts:test:planted")
