@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from tests.helpers import TEST_PII_KEYS, TEST_RING
 from worker import settings as settings_module
 from worker.settings import ConfigError, Secret, Settings, load_settings
 
@@ -106,6 +107,9 @@ PARSED: dict[str, tuple[str, Any, Any]] = {
     "REDIS_REPLICA_ACKS": ("2", lambda s: (s.redis_replica_acks, s.required_replica_acks), (2, 2)),
     "REDIS_REPLICA_ACK_TIMEOUT": ("0.25", lambda s: s.redis_replica_ack_timeout_s, 0.25),
     "REDIS_SENTINEL_PASSWORD": ("sentinel-pw", lambda s: s.redis_sentinel_password.reveal(), "sentinel-pw"),
+    "PII_KEYS": (TEST_PII_KEYS, lambda s: s.require_pii().current, TEST_RING.current),
+    "PII_RETENTION_DAYS": ("2", lambda s: s.pii_retention_days, 2.0),
+    "DEAD_LETTER_TTL": ("3600", lambda s: s.dead_letter_ttl_s, 3600.0),
 }
 
 #: variables whose meaning needs another one beside them: (environment, read back, expected)
@@ -121,6 +125,7 @@ PARSED_TOGETHER: dict[str, tuple[dict[str, str], Any, Any]] = {
         "other",
     ),
     "GATEWAY_CA_FILE": ({}, None, None),  # needs a file: test_ca_file_must_be_a_readable_file
+    "PII_KEYS_FILE": ({}, None, None),  # needs a file: test_pii_keys_from_a_file
 }
 
 #: variable -> a malformed value it must refuse, naming itself
@@ -177,6 +182,10 @@ MALFORMED: dict[str, str] = {
     "REDIS_SENTINEL_MASTER": "alone",
     "REDIS_REPLICA_ACKS": "-1",
     "REDIS_REPLICA_ACK_TIMEOUT": "0",
+    "PII_KEYS": "k1:not-base64!",
+    "PII_RETENTION_DAYS": "60",
+    "DEAD_LETTER_TTL": "59",
+    "PII_KEYS_FILE": "/nonexistent/pii-keys",
 }
 
 #: variables that are taken as given (any text): names and queues
@@ -287,7 +296,8 @@ def test_defaults_with_only_the_gateway_set() -> None:
     assert s.hold_codes == frozenset({"0018", "0003", "0004", "0010", "0027"})
     assert (s.approval_above, s.approval_two_above, s.approval_ttl_s) == (0, 0, 86400.0)
     assert (s.duplicate_window_s, s.duplicate_key) == (600.0, None)
-    assert (s.dead_letter_queue, s.allow_sandbox) == ("payouts.dead", False)
+    assert (s.dead_letter_queue, s.dead_letter_ttl_s, s.allow_sandbox) == ("payouts.dead", 604800.0, False)
+    assert (s.pii_keys, s.pii_retention_days) == (None, 7.0)
     assert (s.redis_durability, s.strict, s.redis_sentinels, s.redis_sentinel_master) == (
         "strict",
         True,
@@ -487,3 +497,19 @@ def test_settings_are_frozen() -> None:
     # when / then
     with pytest.raises(AttributeError):
         s.sweep_batch = 1  # type: ignore[misc]
+
+
+def test_pii_keys_from_a_file(tmp_path: Path) -> None:
+    """PII_KEYS_FILE gives the key ring; a malformed file is refused naming PII_KEYS_FILE,
+    never quoting a key."""
+    # given
+    keys = tmp_path / "pii"
+    keys.write_text(TEST_PII_KEYS + "\n", encoding="utf-8")
+    # when
+    s = load_settings({**GATEWAY, "PII_KEYS_FILE": str(keys)})
+    # then
+    assert s.require_pii().current == TEST_RING.current
+    keys.write_text("k1:not-base64!", encoding="utf-8")
+    with pytest.raises(ConfigError) as err:
+        load_settings({**GATEWAY, "PII_KEYS_FILE": str(keys)})
+    assert str(err.value).startswith("PII_KEYS_FILE:") and "not-base64" not in str(err.value)
