@@ -43,7 +43,7 @@ def to_review(stack: Stack, pid: str) -> None:
 def test_show_masks_personal_data(ops: Stack, capsys: pytest.CaptureFixture[str]) -> None:
     """`payouts show` prints the order with the account number masked and no name; an unknown id exits 1."""
     store_payout(ops.rt, data("op-1"))
-    assert main(["show", "op-1"]) == 0
+    assert main(["show", "op-1", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["state"] == "received" and out["number"] == "******7788" and out["name"] == "***"
     assert "4455667788" not in json.dumps(out) and "Wati" not in json.dumps(out)
@@ -58,7 +58,7 @@ def test_list_and_stats(ops: Stack, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["list", "--state", "review"]) == 0
     out = capsys.readouterr().out
     assert "op-3" in out and "op-2" not in out
-    assert main(["stats"]) == 0
+    assert main(["stats", "--json"]) == 0
     stats = json.loads(capsys.readouterr().out)
     assert stats["counts"]["received"] == 1 and stats["counts"]["review"] == 1
     assert stats["review"] == 1 and stats["open"] == 1

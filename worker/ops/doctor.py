@@ -43,8 +43,11 @@ class Checklist:
     quiet: bool = False
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    #: every check in order: {"check", "result" (ok, warn, fail), "detail"} (--json)
+    checks: list[dict[str, str]] = field(default_factory=list)
 
     def _line(self, mark: str, what: str, detail: str) -> None:
+        self.checks.append({"check": what, "result": mark.lower(), "detail": detail})
         if not self.quiet:
             print(f"[{mark:<4}] {what:<22} {detail}".rstrip(), flush=True)
 
@@ -214,8 +217,11 @@ def check_gateway(report: Checklist, s: Settings) -> None:
         report.fail("gateway", f"no usable answer from {s.gateway.base_url} ({result.reason})")
 
 
-def run_doctor(*, skip_gateway: bool = False) -> int:
-    report = Checklist()
+def run_doctor(*, skip_gateway: bool = False, as_json: bool = False) -> int:
+    """Run every check; one line per check, then the verdict (``as_json``: one JSON object)."""
+    from worker.ops.style import Answer, emit
+
+    report = Checklist(quiet=as_json)
     s = check_settings(report)
     if s is not None:
         check_redis(report, s)
@@ -223,22 +229,21 @@ def run_doctor(*, skip_gateway: bool = False) -> int:
             check_gateway(report, s)
     n_err, n_warn = len(report.errors), len(report.warnings)
     verdict = "FAIL" if n_err else "ok"
-    print(f"doctor: {verdict}: {n_err} error(s), {n_warn} warning(s)", flush=True)
-    return 1 if n_err else 0
+    text = f"doctor: {verdict}: {n_err} error(s), {n_warn} warning(s)"
+    return emit(Answer(text, {"checks": report.checks}, code=1 if n_err else 0), as_json=as_json)
 
 
 def build_parser(prog: str = "payouts doctor") -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog=prog,
-        description="Check settings, Redis, the clock and the gateway (exit 1 on any error).",
-    )
-    p.add_argument("--skip-gateway", action="store_true", help="doctor: do not query the gateway")
+    from worker.ops.style import parser
+
+    p = parser(prog, "Check settings, Redis, the clock and the gateway (exit 1 on any error).")
+    p.add_argument("--skip-gateway", action="store_true", help="do not query the gateway")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return run_doctor(skip_gateway=args.skip_gateway)
+    return run_doctor(skip_gateway=args.skip_gateway, as_json=args.json)
 
 
 if __name__ == "__main__":
