@@ -418,23 +418,36 @@ class GatewayClient:
         return resp
 
     def query_balance(self) -> tuple[int, int] | None:
-        """(total_balance, total_frozen_balance) in minor units (SPEC §3); None on any error."""
+        """(total_balance, total_frozen_balance) in minor units (SPEC §3); None on any error.
+        Counted like every gateway call (endpoint ``balance``)."""
+        started = time.perf_counter()
+        value, outcome, code = self._query_balance()
+        self._observed("balance", outcome, code, started)
+        return value
+
+    def _query_balance(self) -> tuple[tuple[int, int] | None, str, str]:
+        """(the balance or None, outcome label, error code) of one balance call."""
         try:
             resp = self._get(BALANCE_PATH)
+            if resp.status_code == 429:
+                return None, "rate_limited", ""
             doc = record_from_json(resp.content) if resp.status_code == 200 else None
         except (requests.exceptions.RequestException, ValueError, UnicodeDecodeError):
-            return None
-        if not isinstance(doc, dict) or str(doc.get("error_code")) != "0000":
-            return None
+            return None, "error", ""
+        if not isinstance(doc, dict):
+            return None, "error", ""
+        code = str(doc.get("error_code", ""))
+        if code != "0000":
+            return None, "error", code
         data = doc.get("data")
         if not isinstance(data, dict):
-            return None
+            return None, "error", code
         try:
             total = int(Decimal(str(data["total_balance"])))
             frozen = int(Decimal(str(data.get("total_frozen_balance") or 0)))
         except (KeyError, ArithmeticError, ValueError):
-            return None
-        return total, frozen
+            return None, "error", code
+        return (total, frozen), "found", code
 
     def is_sandbox(self) -> bool | None:
         """Does the gateway say it is the sandbox? None when it does not answer."""
