@@ -150,3 +150,23 @@ def test_a_payout_error_is_one_answer_line(capsys: pytest.CaptureFixture[str]) -
     out = capsys.readouterr().out.splitlines()
     assert code == 1 and len(out) == 1
     assert json.loads(out[0])["ok"] is False and "give order ids" in json.loads(out[0])["message"]
+
+
+def test_a_missing_extra_is_named_before_the_command_starts(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The demo imports the sandbox's server only in a child process: the extra is checked first."""
+    # given
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "aiohttp" else real(n, *a))
+    # when
+    code = cli.main(["demo", "--payouts", "1"])
+    # then
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err == (
+        "error: payouts demo needs the 'sandbox' extra (aiohttp is not installed): "
+        "pip install 'payout-worker[sandbox]'"
+    )

@@ -368,17 +368,27 @@ DELEGATED: dict[str, tuple[str, str, str | None]] = {
 }
 
 
+#: the libraries an extra brings, checked before a command that needs the extra starts
+EXTRA_MODULES: dict[str, tuple[str, ...]] = {"sandbox": ("aiohttp",)}
+
+
 def cmd_delegate(name: str, rest: list[str]) -> int:
     """Run a command that has its own parser (and, for some, an optional extra)."""
     import importlib
+    import importlib.util
 
     module, _help, extra = DELEGATED[name]
+    as_json = "--json" in rest
+    for needed in EXTRA_MODULES.get(extra or "", ()):  # some import their extra only later
+        if importlib.util.find_spec(needed) is None:
+            exc = ModuleNotFoundError(f"No module named {needed!r}", name=needed)
+            return emit(missing_extra(exc, extra or "", f"payouts {name}"), as_json=as_json, out=sys.stderr)
     try:
         mod = importlib.import_module(module)
     except ModuleNotFoundError as exc:
         if extra is None or exc.name in (None, module) or (exc.name or "").startswith(("worker", "tasks")):
             raise
-        return emit(missing_extra(exc, extra, f"payouts {name}"), as_json="--json" in rest, out=sys.stderr)
+        return emit(missing_extra(exc, extra, f"payouts {name}"), as_json=as_json, out=sys.stderr)
     return int(mod.main(rest) or 0)
 
 
