@@ -2,9 +2,12 @@
 
 ``doctor`` checks, in order: the settings, Redis (reachable, no eviction, AOF and
 ``REDIS_DURABILITY``: the mode and what it protects, the last loss epoch), the
-clock against Redis ``TIME``, and the gateway (a query for an order that does not
-exist must come back "not found": that proves the URL, the route and the
-Authorization token). It prints one line per check and exits 1 on any error.
+clock against Redis ``TIME``, and the gateway, proving every credential it can without
+moving money: a query for an order that does not exist must come back "not found" (the
+URL, the route and the Authorization token); the balance answer names the token's merchant
+(``GATEWAY_PLATFORM_ID``); a signed list-query record verifies with
+``GATEWAY_PLATFORM_KEY``. What only a create can prove is said plainly. It prints one line
+per check and exits 1 on any error.
 """
 
 from __future__ import annotations
@@ -61,6 +64,10 @@ class Checklist:
     def fail(self, what: str, detail: str) -> None:
         self.errors.append(f"{what}: {detail}")
         self._line("FAIL", what, detail)
+
+    def note(self, what: str, detail: str) -> None:
+        """What the checklist cannot prove, said plainly (neither a warning nor an error)."""
+        self._line("note", what, detail)
 
 
 # ------------------------------------------------------------------ doctor
@@ -165,17 +172,36 @@ def check_durability_mode(report: Checklist, s: Settings, client: Any) -> None:
 
 
 def check_gateway(report: Checklist, s: Settings) -> None:
+    """Prove what the gateway lets us prove without moving money (docs/gateway.md §2, §3):
+    the URL and the token (a query for an unknown id answers "not found"), the platform id
+    (the balance answer names the token's merchant), the platform key (a signed query record
+    verifies with it); and say plainly what only a create can prove."""
     from worker.gateway import GatewayClient, QueryKind
 
     if s.gateway is None:
         report.fail("gateway", "not checked: settings incomplete")
         return
     client = GatewayClient(s.gateway, pool_size=1)
-    probe = f"doctor-{secrets.token_hex(6)}"
     try:
-        result = client.query_order(probe)
+        if not _check_reachable(report, s, client, QueryKind):
+            return
+        platform_known = _check_platform_id(report, s, client)
+        _check_key(report, s, client, platform_known=platform_known)
     finally:
         client.close()
+    report.note(
+        "not provable here",
+        "only a create proves the egress IP allow-list (0027), the service (GATEWAY_SERVICE_ID, "
+        "0003/0009/0010), the bank codes (0012) and the amount limits (0028/0029); a merchant-level "
+        "refusal holds the order and pauses every bank (PayoutsMerchantCodePause pages)",
+    )
+
+
+def _check_reachable(report: Checklist, s: Settings, client: Any, kinds: Any) -> bool:
+    """The route and the Authorization token: an unknown probe id must come back "not found"."""
+    assert s.gateway is not None
+    probe = f"doctor-{secrets.token_hex(6)}"
+    result = client.query_order(probe)
     if client.sandbox_seen:
         if s.allow_sandbox:
             report.warn("gateway", "this is the SANDBOX gateway (PAYOUTS_ALLOW_SANDBOX=1): no money moves")
@@ -185,14 +211,14 @@ def check_gateway(report: Checklist, s: Settings) -> None:
                 "GATEWAY_BASE_URL answers as the sandbox (X-Payout-Sandbox): no money would move; "
                 "set the real gateway, or PAYOUTS_ALLOW_SANDBOX=1 for tests and demos",
             )
-            return
+            return False
     host = urlsplit(s.gateway.base_url).hostname or ""
     if s.gateway.base_url.startswith("http://") and host not in LOCAL_HOSTS:
         report.warn("gateway", "GATEWAY_BASE_URL is plain http: the Authorization token travels unencrypted")
-    if result.kind is QueryKind.NOT_FOUND:
+    if result.kind is kinds.NOT_FOUND:
         # only an empty answer or 0050 is "not found" (records of other orders are not)
-        report.ok("gateway", f"reachable, Authorization accepted ({result.reason} for a probe id)")
-        return
+        report.ok("gateway", f"reachable, GATEWAY_AUTHORIZATION accepted ({result.reason} for a probe id)")
+        return True
     if result.reason.startswith("filter not honoured"):
         report.fail(
             "gateway",
@@ -200,14 +226,14 @@ def check_gateway(report: Checklist, s: Settings) -> None:
             'honour the payout_cl_id filter, so "not found" can never be told (set '
             "GATEWAY_QUERY_FORM=single if the deployment serves it, and ask the gateway)",
         )
-        return
-    if result.kind is QueryKind.FOUND:
+        return False
+    if result.kind is kinds.FOUND:
         report.warn(
             "gateway",
             f"a probe id {probe!r} was reported as existing (status "
             f"{result.status}): is GATEWAY_BASE_URL the real gateway?",
         )
-        return
+        return True
     found = re.search(r"'(\d{4})'", result.reason)
     code = found.group(1) if found else ""
     hint = CREDENTIAL_CODES.get(code)
@@ -215,6 +241,86 @@ def check_gateway(report: Checklist, s: Settings) -> None:
         report.fail("gateway", f"{code}: {hint}")
     else:
         report.fail("gateway", f"no usable answer from {s.gateway.base_url} ({result.reason})")
+    return False
+
+
+def _check_platform_id(report: Checklist, s: Settings, client: Any) -> bool:
+    """GATEWAY_PLATFORM_ID against the merchant the token belongs to (the balance answer);
+    True when the answer decided it (ok or fail)."""
+    assert s.gateway is not None
+    code, data = client.balance_answer()
+    ours = s.gateway.platform_id
+    theirs = data.get("platform_id")
+    if code != "0000":
+        report.warn(
+            "gateway platform",
+            f"GATEWAY_PLATFORM_ID not proven: the balance endpoint answered {code or 'nothing usable'}",
+        )
+    elif theirs in (None, ""):
+        report.warn(
+            "gateway platform", "GATEWAY_PLATFORM_ID not proven: the balance answer names no platform_id"
+        )
+    elif str(theirs) != ours:
+        report.fail(
+            "gateway platform",
+            f"GATEWAY_PLATFORM_ID is {ours!r} but the gateway's balance answer for this "
+            f"GATEWAY_AUTHORIZATION names {str(theirs)[:16]!r}: every create would be refused",
+        )
+    else:
+        report.ok("gateway platform", f"GATEWAY_PLATFORM_ID {ours} is the token's merchant (balance answer)")
+    return True
+
+
+def _check_key(report: Checklist, s: Settings, client: Any, *, platform_known: bool) -> None:
+    """GATEWAY_PLATFORM_KEY through the gateway's own signed answers: list-query records."""
+    from worker import signing
+
+    assert s.gateway is not None
+    g = s.gateway
+    not_proven = "GATEWAY_PLATFORM_KEY not proven: "
+    if g.record_signature == "off":
+        report.warn(
+            "gateway key",
+            not_proven + "GATEWAY_RECORD_SIGNATURE=off (query records are not checked); only the "
+            "first create proves it (a 0004 holds the order and pauses every bank)",
+        )
+        return
+    code, records = client.recent_records(limit=10)
+    signed = [r for r in records if isinstance(r.get("sign"), str) and r.get("sign")]
+    if code != "0000" or not signed:
+        why = (
+            f"the list query answered {code or 'nothing usable'}"
+            if code != "0000"
+            else "the gateway holds no signed order of this merchant yet"
+        )
+        report.warn(
+            "gateway key",
+            f"{not_proven}{why}; only the first create proves it (a 0004 holds the order and "
+            "pauses every bank: PayoutsMerchantCodePause pages)",
+        )
+        return
+    key = g.platform_key.reveal()
+    types = (
+        [signing.MD5]
+        if g.record_signature == "md5"
+        else [g.sign_type, *sorted(set(signing.SIGN_TYPES) - {g.sign_type})]
+    )
+    ok = [r for r in signed if any(signing.verify(r, key, absent_type=t) for t in types)]
+    if not ok:
+        report.fail(
+            "gateway key",
+            f"none of the gateway's {len(signed)} signed order record(s) verifies with "
+            "GATEWAY_PLATFORM_KEY: the key is wrong (every create would answer 0004 and pause "
+            "every bank), or the records are signed another way (GATEWAY_RECORD_SIGNATURE)",
+        )
+        return
+    ids = {str(r.get("platform_id")) for r in ok if r.get("platform_id") not in (None, "")}
+    if not platform_known and ids and ids != {g.platform_id}:
+        report.fail(
+            "gateway platform",
+            f"GATEWAY_PLATFORM_ID is {g.platform_id!r} but the signed records name {sorted(ids)[0][:16]!r}",
+        )
+    report.ok("gateway key", f"GATEWAY_PLATFORM_KEY verifies {len(ok)} of {len(signed)} signed record(s)")
 
 
 def run_doctor(*, skip_gateway: bool = False, as_json: bool = False) -> int:
