@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from typing import Any
 
@@ -48,6 +49,13 @@ def test_show_masks_personal_data(ops: Stack, capsys: pytest.CaptureFixture[str]
     assert out["state"] == "received" and out["number"] == "******7788" and out["name"] == "***"
     assert "4455667788" not in json.dumps(out) and "Wati" not in json.dumps(out)
     assert out["history"][0]["to"] == "received" and out["due_in_s"] > 0
+    # times are ISO-8601 UTC, bookkeeping fields are left out, the text ends with one answer line
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", out["created_at"])
+    assert re.fullmatch(r"\d{4}-.*Z", out["history"][0]["at"]) and "fp" not in out
+    assert main(["show", "op-1"]) == 0
+    text = capsys.readouterr().out.splitlines()
+    assert text[-1] == "op-1: received" and any(ln.startswith("created_at ") for ln in text)
+    assert "4455667788" not in "\n".join(text) and "Wati" not in "\n".join(text)
     assert main(["show", "nope"]) == 1
 
 

@@ -110,7 +110,8 @@ def cmd_stats(args: argparse.Namespace) -> Answer:
             f"balance          available {st['balance']['available']} ({st['balance']['age_s']}s old)"
         )
     paused = "paused" if st["paused"] else "running"
-    return Answer(f"{st['open']} open, {st['review']} in review, {paused}", st, rows=rows)
+    data = {**st, "paused": [_pause_view(p) for p in st["paused"]]}
+    return Answer(f"{st['open']} open, {st['review']} in review, {paused}", data, rows=rows)
 
 
 @command("check", "query the gateway for one order now", arg("payout_cl_id", help=_ID_HELP))
