@@ -358,6 +358,83 @@ def cmd_reconcile(args: argparse.Namespace) -> Answer:
     return Answer(text, data, code=1 if bad or orphans else 0, rows=rows)
 
 
+@command(
+    "rekey",
+    "re-seal stored account numbers and names under the first PII_KEYS key (resumable)",
+    arg("--page", type=int, default=500, help="orders per SCAN page"),
+    arg("--pages", type=int, default=0, help="stop after N pages (0: to the end); resumable"),
+    arg("--pause-s", type=float, default=0.0, help="seconds to wait between pages"),
+    arg("--restart", action="store_true", help="start from the beginning, not the stored cursor"),
+    arg("--new-key", metavar="ID", help="print a new ID:key entry for PII_KEYS and exit"),
+)
+def cmd_rekey(args: argparse.Namespace) -> Answer:
+    """Re-seal stored orders under the first PII_KEYS key, page by page, resumable."""
+    from worker.pii import KeyRing
+    from worker.privacy import RekeyReport, key_usage, rekey_cursor, rekey_page
+
+    if args.new_key:
+        entry = KeyRing.generate(args.new_key)  # a fresh key to put first in PII_KEYS
+        return Answer(entry, {"pii_keys_entry": entry})
+    rt = _runtime()
+    ring = rt.settings.require_pii()
+    cursor = 0 if args.restart else rekey_cursor(rt.redis)
+    # progress on stderr as it goes (a long run); the answer comes once, at the end
+    print(f"rekey: sealing under {ring.current!r}, from cursor {cursor}", file=sys.stderr)
+    total, pages = RekeyReport(cursor=cursor), 0
+    while True:
+        page = rekey_page(rt.redis, ring, cursor=total.cursor, count=args.page)
+        total.add(page)
+        pages += 1
+        print(
+            f"page {pages}: {page.scanned} scanned, {page.resealed} re-sealed, cursor {page.cursor}",
+            file=sys.stderr,
+        )
+        if total.cursor == 0 or (args.pages and pages >= args.pages):
+            break
+        if args.pause_s:
+            time.sleep(args.pause_s)  # rate: leave the store to the workers between pages
+    done = total.cursor == 0
+    usage = key_usage(rt.redis) if done else {}
+    text = (
+        f"{total.scanned} scanned, {total.resealed} re-sealed, {total.current} already current, "
+        f"{total.erased} erased, {len(total.unreadable)} unreadable, {total.retried} retried"
+        + ("" if done else f"; resume with `payouts rekey` (cursor {total.cursor} stored)")
+    )
+    if done:
+        text += "; values per key: " + (", ".join(f"{k}={v}" for k, v in sorted(usage.items())) or "none")
+    data = {
+        "scanned": total.scanned,
+        "resealed": total.resealed,
+        "current": total.current,
+        "erased": total.erased,
+        "unreadable": total.unreadable[:50],
+        "retried": total.retried,
+        "done": done,
+        "cursor": total.cursor,
+        "values_per_key": usage,
+    }
+    rows = [f"unreadable: {pid}" for pid in total.unreadable[:50]]
+    return Answer(text, data, code=1 if total.unreadable else 0, rows=rows)
+
+
+@command(
+    "forget",
+    "erase a final order's account number and name (tombstone kept)",
+    arg("payout_cl_id", help=_ID_HELP),
+    arg("--reason", required=True, help="why (kept as erased_reason; no personal data)"),
+    arg("--by", default="cli", help=_BY_HELP),
+)
+def cmd_forget(args: argparse.Namespace) -> Answer:
+    """Erase a final order's account number and name now."""
+    from worker.privacy import forget
+
+    state = forget(_runtime().redis, args.payout_cl_id, reason=f"{args.by}: {args.reason}")
+    return Answer(
+        f"{args.payout_cl_id}: personal data erased ({state}; amounts, states and gateway ids kept)",
+        {"payout_cl_id": args.payout_cl_id, "state": str(state), "erased": True},
+    )
+
+
 #: commands with their own parser, imported only when used: (module, help, extra it needs)
 DELEGATED: dict[str, tuple[str, str, str | None]] = {
     "sandbox": ("sandbox.__main__", "run the sandbox gateway (see payouts sandbox --help)", "sandbox"),
