@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -461,6 +462,13 @@ def cmd_delegate(name: str, rest: list[str]) -> int:
         if importlib.util.find_spec(needed) is None:
             exc = ModuleNotFoundError(f"No module named {needed!r}", name=needed)
             return emit(missing_extra(exc, extra or "", f"payouts {name}"), as_json=as_json, out=sys.stderr)
+    if extra is None:
+        # doctor, health, enqueue answer one line: the library's records stay out of it (errors
+        # still show, on stderr); the demo, bench and sandbox configure their own output
+        from worker.logs import configure_logging
+
+        fmt = os.environ.get("LOG_FORMAT", "json")
+        configure_logging(fmt if fmt in ("json", "console") else "json", "ERROR")
     try:
         mod = importlib.import_module(module)
     except ModuleNotFoundError as exc:

@@ -178,7 +178,7 @@ def check_durability_mode(report: Checklist, s: Settings, client: Any) -> None:
     if epoch:
         report.ok(
             "loss epoch",
-            f"#{epoch.get('no')} recorded at {epoch.get('detected_at')}: orders created before it "
+            f"#{epoch.get('no')} recorded at {_when(epoch.get('detected_at'))}: orders created before it "
             "are queried at the gateway before any create",
         )
 
@@ -212,6 +212,16 @@ def check_personal_data(report: Checklist, s: Settings, client: Any) -> None:
         report.warn(
             "personal data", f"{due} final orders past PII_RETENTION_DAYS not erased yet (is beat running?)"
         )
+
+
+def _when(stamp: Any) -> str:
+    """An epoch-seconds field as ISO-8601 UTC (as it is when it is not a number)."""
+    from worker.ops.style import iso
+
+    try:
+        return iso(float(stamp)) or "?"
+    except (TypeError, ValueError):
+        return str(stamp)
 
 
 def check_gateway(report: Checklist, s: Settings) -> None:
