@@ -305,14 +305,16 @@ def test_state_alerts(prom: Prometheus, web: str, make_rt: Any) -> None:
     prom.wait_pending("PayoutsBalanceHold")
 
 
-def test_every_shipped_alert_was_shown_pending(prom: Prometheus, web: str) -> None:
-    """The tests above cover every alert in alerts.yml (a new rule needs its event here)."""
+def test_every_shipped_alert_has_its_event_here() -> None:
+    """Every alert in alerts.yml is awaited by a test above (a new rule needs its event here)."""
     # given
+    import re
+
     shipped = {r["alert"] for r in _rules() if "alert" in r}
     # when
-    seen = {n for n in shipped if prom.alerts(n)} | {"PayoutsMetricsAbsent"}  # resolved once scraped
+    awaited = set(re.findall(r'wait_pending\(\s*"(\w+)"', Path(__file__).read_text()))
     # then
-    assert seen == shipped, sorted(shipped - seen)
+    assert shipped == awaited, (sorted(shipped - awaited), sorted(awaited - shipped))
 
 
 def test_balance_polls_are_counted_as_gateway_requests(web: str, make_rt: Any) -> None:
