@@ -514,7 +514,7 @@ class GatewayClient:
             record, key, allowed=self.cfg.accepted_sign_types, expected_type=own, absent_type=own
         )
 
-    def _query_order(self, payout_cl_id: str, *, sign_type: str | None = None) -> QueryResult:
+    def _query_order(self, payout_cl_id: str, *, sign_type: str | None = None) -> QueryResult:  # noqa: C901 — one branch per documented query answer (docs/gateway.md §2a, §2b)
         """Look one order up by payout_cl_id (list form, or the single form by setting).
 
         ``sign_type``: the algorithm the order was created with (verifies its record).

@@ -73,7 +73,7 @@ def send_to_review(rt: Runtime, order: Order, reason: str, **fields: object) -> 
     return ReportResult.CONFLICT
 
 
-def apply_report(
+def apply_report(  # noqa: C901 — one branch per (state, gateway status) case of docs/gateway.md §6
     rt: Runtime,
     order: Order,
     *,

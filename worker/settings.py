@@ -360,7 +360,7 @@ def _sentinels(env: Mapping[str, str]) -> tuple[tuple[str, int], ...]:
     return tuple(out)
 
 
-def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:  # noqa: C901 — a flat table of variables and the rules between them
     """Parse the environment into :class:`Settings`; raise ConfigError on a bad value."""
     env = os.environ if env is None else env
     redis_url = _url(env, "REDIS_URL", ("redis", "rediss", "unix")) or Settings.redis_url
