@@ -249,3 +249,16 @@ def test_every_complexity_exception_says_why() -> None:
             if match and not re.match(r"\s+—\s+\S.{9,}", match.group(1)):
                 bare.append(f"{path.relative_to(ROOT)}:{number}")
     assert not bare, f"C901 exceptions without a reason: {bare}"
+
+
+def test_changelog_unreleased_has_one_heading_per_kind() -> None:
+    """CHANGELOG.md's [Unreleased] is grouped by kind, each once, in Keep a Changelog order
+    (Added, Changed, Deprecated, Removed, Fixed, Security), not by work round."""
+    # given the headings of the [Unreleased] section
+    text = (ROOT / "CHANGELOG.md").read_text(encoding="utf-8")
+    unreleased = text.split("## [Unreleased]", 1)[1].split("\n## ", 1)[0]
+    headings = re.findall(r"^#{3,} (.+)$", unreleased, flags=re.MULTILINE)
+    # then each is a bare kind, once, in order
+    order = ["Added", "Changed", "Deprecated", "Removed", "Fixed", "Security"]
+    assert headings and all(h in order for h in headings), headings
+    assert headings == sorted(set(headings), key=order.index), headings
