@@ -23,7 +23,7 @@ from worker.celeryconf import (
     SWEEP_TASK,
 )
 from worker.checks import check_order, check_window
-from worker.errors import DuplicatePayout, InvalidPayout
+from worker.errors import DuplicatePayout, InvalidPayout, NotDurable
 from worker.liveness import write_heartbeat
 from worker.logs import get_logger
 from worker.producer import store_payout
@@ -137,17 +137,36 @@ class RedactedTask(app.Task):  # type: ignore[misc,name-defined]
         return super().apply_async(args, kwargs, **options)
 
 
-#: errors after which a by-name create is tried again: the order is not stored yet, so the
-#: sweep cannot recover this message (Redis unreachable, read-only replica after a
-#: failover, out of memory under noeviction; D11). Validation errors are never retried.
+#: errors after which a by-name create is tried again: the order is not stored yet (or not
+#: yet on enough replicas), so the sweep cannot recover this message (Redis unreachable,
+#: read-only replica after a failover, out of memory under noeviction, D11; the enqueue not
+#: acknowledged by the replicas in time, D42). Repeating the create is idempotent for the
+#: same id and data. Validation errors are never retried.
 CREATE_RETRY_ON = (
     redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,
     redis.exceptions.ReadOnlyError,
     redis.exceptions.OutOfMemoryError,
     kombu.exceptions.OperationalError,
+    NotDurable,
 )
+#: error replies of a store that refuses writes for a while, which redis-py raises as a
+#: plain ResponseError (D42): no good replica (``min-replicas-to-write``), a failed RDB
+#: save (``stop-writes-on-bgsave-error``), a script or function running too long
+CREATE_RETRY_REPLIES = ("NOREPLICAS", "MISCONF", "BUSY")
 CREATE_MAX_RETRIES = 30
+
+
+def _retryable(exc: BaseException) -> bool:
+    """A storage refusal a later attempt may get past (never a validation error)."""
+    if isinstance(exc, CREATE_RETRY_ON):
+        return True
+    if isinstance(exc, redis.exceptions.ResponseError):
+        # a pipeline's error reads "Command # 1 (EVALSHA ...) of pipeline caused error: CODE ..."
+        text = str(exc)
+        head, sep, tail = text.partition("caused error: ")
+        return (tail if sep else head).split(" ", 1)[0] in CREATE_RETRY_REPLIES
+    return False
 
 
 @app.task(
@@ -179,7 +198,9 @@ def create(self: Any, **fields: Any) -> str:
             log.error("payout.create.refused", error=str(exc))
             report_refused(rt, pid, "already exists with different data")
             return "refused"
-    except CREATE_RETRY_ON as exc:
+    except (*CREATE_RETRY_ON, redis.exceptions.ResponseError) as exc:
+        if not _retryable(exc):
+            raise
         if self.request.retries >= self.max_retries:
             _dead_letter(rt, fields, exc)
             return "dead_letter"

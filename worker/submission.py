@@ -151,7 +151,10 @@ def submit_order(rt: Runtime, payout_cl_id: str, *, _epoch_checked: bool = False
             return SubmitStatus.EPOCH_WAIT
         return after_loss_epoch(rt, order, pending)
     except NotDurable as exc:
-        # applied on the master but not on enough replicas: undo, send nothing
+        # applied on the master but not on enough replicas: undo, send nothing. Quiet, a
+        # counter on the order (D48): a replica lagging for an hour must not flood the
+        # history and the events stream with claim/undo pairs (the claims after the first
+        # log nothing either: the history still says submitting)
         attempt = str(exc.result[2]) if exc.result and len(exc.result) > 2 else ""
         store.transition(
             payout_cl_id,
@@ -160,6 +163,8 @@ def submit_order(rt: Runtime, payout_cl_id: str, *, _epoch_checked: bool = False
             reason="claim not acknowledged by the Redis replicas in time: undone, not sent",
             due=time.time() + retry_delay_s(int(attempt or 1), cap_s=settings.submit_retry_max_s),
             expect=("submit_attempts", attempt),
+            fields={"not_durable": INCR},
+            quiet=True,
         )
         log.warning("payout.submit.not_durable", acks=exc.acks, needed=exc.needed)
         return SubmitStatus.NOT_DURABLE

@@ -204,3 +204,62 @@ def test_doctor_reports_the_mode(
     code, out = run(capsys, "doctor", "--skip-gateway")
     # then
     assert code == 1 and "[FAIL] redis persistence" in out and "appendfsync" in out, out
+
+
+# ------------------------------------------------------------------------ by-name create, replicas
+
+
+def test_by_name_create_not_durable_is_retried_until_a_replica_acknowledges(
+    gateway: SandboxProcess, tmp_path: Path
+) -> None:
+    """D42, a real worker: strict with REDIS_REPLICA_ACKS=1 and no replica, a by-name
+    ``payouts.create`` is applied on the master but not acknowledged (NotDurable). It is
+    retried, not acknowledged as done; once a replica joins, a retry is acknowledged and the
+    order is submitted: one create at the gateway, the order on the replica too."""
+    from tests.helpers import TEST_CREDENTIALS
+    from worker.celery_app import make_producer_app
+    from worker.celeryconf import CREATE_TASK
+    from worker.harness.stack import LocalStack
+
+    # given: a master with no replica
+    master = RedisServer().start()
+    replica: RedisServer | None = None
+    stack = LocalStack(
+        tmp_path / "stack",
+        redis_url=master.url,
+        gateway_url=gateway.url,
+        credentials=TEST_CREDENTIALS,
+        bind_runtime=False,
+        REDIS_REPLICA_ACKS="1",
+        REDIS_REPLICA_ACK_TIMEOUT="0.1",
+        # the first replica to attach gives the master a new replication id: a loss epoch
+        # (orders stored before it are queried first, then sent after this grace)
+        UNCONFIRMED_GRACE="1",
+    )
+    producer = make_producer_app(stack.settings)
+    try:
+        stack.start_worker(concurrency=2)
+        stack.start_beat()
+        stack.wait_workers_ready()
+        fields = {"payout_cl_id": "nd-bn-1", "amount": 5_000_000, "bank_name": "BCA", "name": "Wati"}
+        fields["number"] = "4455667788"
+        # when: sent by name while no replica acknowledges
+        producer.send_task(CREATE_TASK, kwargs=fields)
+        wait_for(lambda: "payout.create.retry" in stack.logs(), 60, interval_s=0.2, what="a retry")
+        assert "NotDurable" in stack.logs() and gateway.admin.create_requests("nd-bn-1") == 0
+        # when: a replica joins
+        replica = RedisServer(replicaof=("127.0.0.1", master.port)).start()
+        # then: a retry is acknowledged, the order submitted once and on the replica
+        stack.wait_state("nd-bn-1", State.ACCEPTED, State.SUCCEEDED, timeout_s=60)
+        assert gateway.admin.create_requests("nd-bn-1") == 1
+        rc = replica.client()
+        try:
+            wait_for(lambda: rc.hget(keys.order("nd-bn-1"), "state"), 10, what="the order on the replica")
+        finally:
+            rc.close()
+    finally:
+        producer.close()
+        stack.stop()
+        if replica is not None:
+            replica.cleanup()
+        master.cleanup()

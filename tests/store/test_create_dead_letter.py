@@ -1,4 +1,4 @@
-"""The by-name ``payouts.create`` task when the store refuses writes (D11): retried, then parked."""
+"""The by-name ``payouts.create`` task when the store refuses writes (D11, D42): retried, then parked."""
 
 from __future__ import annotations
 
@@ -65,3 +65,90 @@ def test_read_only_store_retries_then_dead_letters(
     assert msg["headers"]["kwargsrepr"] == repr({"payout_cl_id": "dl-1"})
     assert json.loads(base64.b64decode(msg["body"]))[1] == fields  # the order can be replayed
     assert "4455667788" not in json.dumps(msg["headers"]) and "Wati" not in json.dumps(msg["headers"])
+
+
+def _runtime_on(server: RedisServer, **env: str) -> Runtime:
+    rt = build_runtime(load_settings(base_env(server.url, **env)))
+    set_runtime(rt)
+    return rt
+
+
+def _dead_lettered(create: Any, pid: str, redis_client: redis.Redis, error: str) -> None:
+    """Run the by-name create eagerly: every retry meets the same refusal, then it is parked."""
+    from tasks.payouts import CREATE_MAX_RETRIES
+
+    fields = {
+        "payout_cl_id": pid,
+        "amount": 5_000_000,
+        "bank_name": "BCA",
+        "name": "Wati",
+        "number": "4455667788",
+    }
+    with structlog.testing.capture_logs() as logs:
+        result = create.apply(kwargs=fields)
+    assert result.get() == "dead_letter"
+    retries = [e for e in logs if e["event"] == "payout.create.retry"]
+    assert len(retries) == CREATE_MAX_RETRIES and {e["error"] for e in retries} == {error}
+    assert logs[-1]["event"] == "payout.create.dead_letter"
+    parked = [json.loads(m) for m in redis_client.lrange("payouts.dead", 0, -1)]
+    assert [m["headers"]["kwargsrepr"] for m in parked] == [repr({"payout_cl_id": pid})]
+
+
+def test_not_durable_create_retries_then_dead_letters(redis_client: redis.Redis) -> None:
+    """D42: strict with REDIS_REPLICA_ACKS=1 and no replica, every enqueue is applied on the
+    master but raises NotDurable: the by-name create is retried, then parked -- never
+    acknowledged as done (a failover now would lose the order)."""
+    # given: a store with no replica, each write waiting 10 ms for an acknowledgement
+    from tasks.payouts import create
+
+    server = RedisServer().start()
+    rt = _runtime_on(server, REDIS_REPLICA_ACKS="1", REDIS_REPLICA_ACK_TIMEOUT="0.01")
+    try:
+        # when / then
+        _dead_lettered(create, "nd-dl-1", redis_client, "NotDurable")
+    finally:
+        set_runtime(None)
+        rt.close()
+        server.cleanup()
+
+
+def test_noreplicas_create_retries_then_dead_letters(redis_client: redis.Redis) -> None:
+    """D42: a master with ``min-replicas-to-write 1`` and no replica answers every write
+    ``NOREPLICAS`` (a plain ResponseError in redis-py): retried, then parked, not dropped."""
+    # given
+    from tasks.payouts import create
+
+    server = RedisServer().start()
+    rt = _runtime_on(server)
+    c = server.client()
+    c.config_set("min-replicas-to-write", 1)  # from now on: set after the runtime's identity check
+    c.close()
+    try:
+        # when / then
+        _dead_lettered(create, "nr-dl-1", redis_client, "ResponseError")
+        c = server.client()
+        assert c.keys("payouts:order:*") == []  # refused, not stored: only the message has it
+        c.close()
+    finally:
+        set_runtime(None)
+        rt.close()
+        server.cleanup()
+
+
+@pytest.mark.parametrize(
+    ("text", "retried"),
+    [
+        ("NOREPLICAS Not enough good replicas to write.", True),
+        ("MISCONF Redis is configured to save RDB snapshots, but it's currently unable to persist", True),
+        ("BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE.", True),
+        ("Command # 1 (EVALSHA abc 9 x) of pipeline caused error: NOREPLICAS Not enough good replicas", True),
+        ("ERR Error running script (call to f_x): @user_script:1: some bug", False),
+        ("WRONGTYPE Operation against a key holding the wrong kind of value", False),
+    ],
+)
+def test_retryable_store_refusals(text: str, retried: bool) -> None:
+    """Which plain ResponseErrors a by-name create retries: the store's temporary refusals,
+    not a script bug or a wrong key type (those would fail the same way every time)."""
+    from tasks.payouts import _retryable
+
+    assert _retryable(redis.exceptions.ResponseError(text)) is retried
