@@ -27,7 +27,7 @@ from worker.errors import DuplicatePayout, InvalidPayout, NotDurable
 from worker.liveness import write_heartbeat
 from worker.logs import get_logger
 from worker.producer import store_payout
-from worker.results import report_refused
+from worker.results import DUPLICATE_REQUEST, report_duplicate, report_refused
 from worker.runtime import get_runtime
 from worker.submission import submit_order
 from worker.sweep import sweep_due
@@ -180,7 +180,9 @@ def _retryable(exc: BaseException) -> bool:
 def create(self: Any, **fields: Any) -> str:
     """Enqueue by task name: validate, store and submit.
 
-    Bad input is reported to the web app (event + RESULT_TASK ``refused``), never retried.
+    Bad input is reported to the web app (event + RESULT_TASK ``refused``), never retried;
+    an id that exists with other data is answered with the stored order's real state under
+    the kind ``duplicate_request`` (D39).
     Storage errors are retried with backoff; after the last retry the message goes to
     the dead-letter queue (DEAD_LETTER_QUEUE) instead of being acknowledged and lost.
     """
@@ -194,10 +196,11 @@ def create(self: Any, **fields: Any) -> str:
             log.error("payout.create.refused", error=str(exc))
             report_refused(rt, pid, exc.problems)
             return "refused"
-        except DuplicatePayout as exc:
-            log.error("payout.create.refused", error=str(exc))
-            report_refused(rt, pid, "already exists with different data")
-            return "refused"
+        except DuplicatePayout:
+            # the id is taken (D39): report the stored order's real state, never `refused`
+            state = report_duplicate(rt, pid)
+            log.error("payout.create.duplicate_request", state=state)
+            return DUPLICATE_REQUEST
     except (*CREATE_RETRY_ON, redis.exceptions.ResponseError) as exc:
         if not _retryable(exc):
             raise

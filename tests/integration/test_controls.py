@@ -384,6 +384,41 @@ def test_by_name_create_refusal_is_reported(
     assert stack.state("ref-1") is None and gateway.admin.create_requests("ref-1") == 0
 
 
+def test_by_name_create_repeated_for_a_paid_id_reports_its_real_state(
+    controlled: Callable[..., Stack], gateway: SandboxProcess
+) -> None:
+    """D39: a by-name payouts.create repeated with other data for an id that is paid is not
+    `refused`: the result is a `duplicate_request` carrying the stored state (succeeded) and
+    its payout_id; no event ever says '' -> refused or leaves `succeeded`; one create."""
+    # given: WD-77 paid through a by-name create
+    stack = controlled(RESULT_TASK="webapp.payout_result")
+    from worker.celery_app import app
+    from worker.celeryconf import CREATE_TASK
+
+    first = payout("dup-req-77")
+    app.send_task(CREATE_TASK, kwargs=first)
+    stack.wait_state("dup-req-77", State.SUCCEEDED, timeout_s=30)
+    paid = stack.rt.store.require("dup-req-77")
+    # when: the same id again, the name re-typed in capitals
+    app.send_task(CREATE_TASK, kwargs={**first, "name": "WATI"})
+    # then
+    wait_for(
+        lambda: any(r.get("kind") == "duplicate_request" for r in _results(stack.redis)),
+        30,
+        what="the duplicate request's answer",
+    )
+    mine = [r for r in _results(stack.redis) if r["payout_cl_id"] == "dup-req-77"]
+    assert [r["state"] for r in mine] == ["succeeded", "succeeded"], mine
+    (dup,) = [r for r in mine if r.get("kind") == "duplicate_request"]
+    assert dup["payout_id"] == paid.payout_id
+    assert "WATI" not in json.dumps(dup) and account("dup-req-77") not in json.dumps(dup)
+    events = [e for _, e in stack.redis.xrange(keys.EVENTS) if e["payout_cl_id"] == "dup-req-77"]
+    assert "refused" not in {e["to"] for e in events}
+    assert events[-1]["kind"] == "duplicate_request" and events[-1]["from"] == events[-1]["to"] == "succeeded"
+    assert stack.rt.store.require("dup-req-77").state is State.SUCCEEDED
+    assert gateway.admin.create_requests("dup-req-77") == 1
+
+
 def test_doctor_and_worker_refuse_the_sandbox(
     use_env: Callable[..., Any],
     make_stack: Callable[..., Stack],
