@@ -325,7 +325,8 @@ def after_loss_epoch(rt: Runtime, order: Order, pending: LossEpochPending) -> Su
     if not rt.limiter.acquire(max_wait_s=2.0):
         _reschedule_received(rt, i, 1.0 + random.random(), "loss epoch: query rate limited")
         return SubmitStatus.EPOCH_QUERY_FAILED
-    result = rt.gateway.query_order(i)
+    # verified with the algorithm the order was sent with, not today's setting (D54)
+    result = rt.gateway.query_order(i, sign_type=order.sign_type)
     now = time.time()
     if result.kind is QueryKind.FOUND:
         # the lost claim was sent: the order is at the gateway. Never create: record it as

@@ -107,6 +107,33 @@ def test_guard_found_at_gateway_applies_and_never_creates(
     assert gateway.admin.create_requests("g-found") == 1
 
 
+def test_guard_query_verifies_with_the_orders_sign_type(
+    make_runtime: Callable[..., Runtime], gateway: SandboxProcess
+) -> None:
+    """D54: during an MD5 -> HMAC switch, an order last sent with MD5 (its record in the list
+    query carries an MD5 sign and no sign_type) is found by the loss-epoch query, verified
+    with the order's own algorithm, not with today's GATEWAY_SIGN_TYPE: found, no second
+    create (it was EPOCH_QUERY_FAILED on every attempt until MAX_ORDER_AGE)."""
+    # given: sent with MD5 (recorded on the order by that claim), then a loss epoch
+    rt = make_runtime(
+        gateway.url,
+        GATEWAY_SIGN_TYPE="HMAC-SHA256",
+        GATEWAY_ACCEPTED_SIGN_TYPES="HMAC-SHA256,MD5",
+        UNCONFIRMED_GRACE="30",
+    )
+    rt.store.create(payout("g-md5"), due_at=time.time(), now=time.time() - 5)
+    sent = rt.gateway.create_payout(payout("g-md5"), sign_type="MD5", notify_url=None)
+    assert sent.payout_id
+    rt.redis.hset(keys.order("g-md5"), "sign_type", "MD5")
+    epoch_now(rt.redis)
+    # when
+    status = submit_order(rt, "g-md5")
+    # then
+    assert status is SubmitStatus.EPOCH_FOUND
+    assert rt.store.require("g-md5").payout_id == sent.payout_id
+    assert gateway.admin.create_requests("g-md5") == 1
+
+
 def test_guard_not_found_waits_out_the_grace_then_sends_once(
     make_runtime: Callable[..., Runtime], gateway: SandboxProcess
 ) -> None:
