@@ -69,7 +69,8 @@ def build_runtime(
     """Wire one process. ``check_durability``: refuse (ConfigError) a store that breaks
     ``REDIS_DURABILITY`` before anything uses it; only ``payouts doctor``-like reporting
     tools pass False."""
-    guard = ConnectGuard()
+    # the deferred durability check runs on a client built like the store's own (D47)
+    guard = ConnectGuard(lambda: redis_for(settings, pool_size=1, identity_check=False))
     client = redis_for(settings, pool_size=settings.worker_concurrency + 16, guard=guard)
     if check_durability:
         try:

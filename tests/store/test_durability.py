@@ -346,3 +346,45 @@ def test_unacknowledged_claims_are_undone_quietly(replicated: tuple[RedisServer,
     finally:
         rt.redis.flushdb()
         rt.close()
+
+
+# ------------------------------------------------------------------------ deferred check, TLS
+
+
+def test_deferred_check_reaches_a_tls_store_that_was_down(tmp_path: Any) -> None:
+    """D47: a process that starts while its TLS store (rediss://) is down defers the
+    durability check to the first connection; once the store is up, that check runs over
+    TLS like the store's own client and the store is used (a plaintext probe was reset by
+    the TLS port on every try, and the process never connected)."""
+    from sandbox.tls import ensure_certificate
+    from worker.harness.processes import free_port
+
+    # given: a TLS store, stopped; the runtime built now cannot reach it
+    cert, key = ensure_certificate(tmp_path / "tls", ["127.0.0.1"])
+    tls_port = free_port()
+    server = RedisServer(
+        extra_args=[
+            "--tls-port",
+            str(tls_port),
+            "--tls-cert-file",
+            str(cert),
+            "--tls-key-file",
+            str(key),
+            "--tls-ca-cert-file",
+            str(cert),
+            "--tls-auth-clients",
+            "no",
+        ]
+    )
+    url = f"rediss://127.0.0.1:{tls_port}/0?ssl_ca_certs={cert}"
+    rt = build_runtime(load_settings(base_env(url)))
+    try:
+        assert rt.store.redis.connection_pool.connection_kwargs.get("ssl_ca_certs") == str(cert)
+        # when: the store comes up
+        server.start()
+        # then: the deferred check passes over TLS and the store answers
+        rt.store.create(payout("tls-1"), due_at=time.time())
+        assert rt.store.state_of("tls-1") is State.RECEIVED
+    finally:
+        rt.close()
+        server.cleanup()
