@@ -88,7 +88,8 @@ def assess_health(
     if review_cap and review_n > review_cap:
         return Health(
             False,
-            f"unhealthy: {review_n} orders wait in review (> {review_cap}): see payouts list --state review; {facts}",
+            f"unhealthy: {review_n} orders wait in review (> {review_cap}): "
+            f"see payouts list --state review; {facts}",
         )
     waited = max(0.0, now - float(first_review[0][1])) if first_review else 0.0
     if review_age_cap and waited > review_age_cap:
