@@ -19,7 +19,7 @@ from worker.gateway import STALE_CLAIM, CreateResult, Outcome, QueryKind
 from worker.logs import get_logger
 from worker.runtime import Runtime
 from worker.states import State
-from worker.store import INCR, NO_QUEUE, Order, stamp
+from worker.store import INCR, Order, stamp
 
 log = get_logger("payouts.submit")
 
@@ -69,9 +69,7 @@ def defer_s(rt: Runtime) -> float:
     """How long a submit that got no rate token waits: no sooner than the sweep's lease,
     and no sooner than the submit messages queued ahead need at the rate (D17)."""
     s, limiter = rt.settings, rt.limiter
-    backlog = 0
-    if limiter.enabled and rt.store.submit_queue != NO_QUEUE:
-        backlog = int(rt.redis.llen(rt.store.submit_queue))
+    backlog = (rt.submit_backlog() or 0) if limiter.enabled else 0  # the broker's queue (D49)
     return max(s.lease_s, backlog / limiter.rate if limiter.enabled else 0.0)
 
 
