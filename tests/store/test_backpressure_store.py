@@ -236,3 +236,20 @@ def test_sweep_reads_a_separate_brokers_queue(redis_client: redis.Redis, redis_u
     finally:
         rt.close()
         server.cleanup()
+
+
+def test_a_429_backoff_holds_without_a_rate_limit(redis_client: redis.Redis) -> None:
+    """D51: with GATEWAY_MAX_RPS=0 (no bucket) a 429's back-off still holds every process:
+    no token until it ends (it was ignored: the next request went out at once)."""
+    from worker.ratelimit import RateLimiter
+
+    # given: no bucket, no back-off
+    limiter = RateLimiter(redis_client, 0.0)
+    assert not limiter.enabled and limiter.try_take() == 0.0
+    # when: a 429 pauses everyone for 5 s
+    limiter.pause(5.0)
+    # then
+    assert 4.0 < limiter.try_take() <= 5.0
+    assert limiter.acquire(max_wait_s=0.2) is False
+    redis_client.delete(keys.BACKOFF)
+    assert limiter.acquire(max_wait_s=0.2) is True
