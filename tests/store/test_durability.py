@@ -325,7 +325,8 @@ def test_unacknowledged_claims_are_undone_quietly(replicated: tuple[RedisServer,
         load_settings(base_env(master.url, REDIS_REPLICA_ACKS="1", REDIS_REPLICA_ACK_TIMEOUT="0.05"))
     )
     try:
-        rt.store.create(payout("nd-1"), due_at=time.time())
+        # the replica acknowledges again (the test before may have paused it): waited for
+        wait_for(lambda: _create_or_none(rt, "nd-1"), 30, what="the replica to acknowledge")
         events_before = rt.redis.xlen(keys.EVENTS)
         replica.pause()
         try:
