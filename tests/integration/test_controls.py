@@ -175,17 +175,24 @@ def test_balance_runs_out_and_returns(controlled: Callable[..., Stack], gateway:
 def test_insufficient_window_never_rejects(controlled: Callable[..., Stack], gateway: SandboxProcess) -> None:
     """A window in which every create answers 0018 (whatever the balance endpoint says):
     no order ends rejected; all are final after the window."""
-    # given
-    gateway.admin.insufficient_balance(seconds=4)
+    # given: the window stays open until a create met it (waited for: a timed window could
+    # close before a loaded machine's worker sent anything)
+    gateway.admin.insufficient_balance()
     stack = controlled(PAUSE_RECHECK="0.5", BALANCE_POLL_INTERVAL="0.5")
     ids = [f"win-{n}" for n in range(8)]
     # when
     for i in ids:
         enqueue(stack, i)
+    wait_for(
+        lambda: any("0018" in h["reason"] for i in ids for h in stack.rt.store.require(i).history),
+        90,
+        interval_s=0.2,
+        what="a create answered 0018",
+    )
+    gateway.admin.clear_insufficient_balance()
     # then
     all_final(stack, ids, timeout_s=90)
     assert {stack.state(i) for i in ids} == {State.SUCCEEDED}
-    assert any("0018" in h["reason"] for i in ids for h in stack.rt.store.require(i).history)
 
 
 def test_approval_maker_checker(
