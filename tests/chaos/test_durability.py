@@ -240,12 +240,15 @@ class Sentinels:
         self.master.stop(kill=True)
         self.replica.resume()
         want = ("127.0.0.1", self.replica.port)
-        wait_for(
-            lambda: all(s.master_address() == want for s in self.sentinels),
-            60,
-            interval_s=0.2,
-            what="the sentinels to promote the replica",
-        )
+        try:
+            wait_for(
+                lambda: all(s.master_address() == want for s in self.sentinels),
+                60,
+                interval_s=0.2,
+                what="the sentinels to promote the replica",
+            )
+        except TimeoutError as exc:
+            raise AssertionError(f"{exc}\n{self.log_tails()}") from None
         # the old master comes back as a replica of the new one (its unreplicated writes
         # are discarded by the full resync): strict mode needs a replica to acknowledge
         self.master.replicaof = want
@@ -261,7 +264,23 @@ class Sentinels:
             finally:
                 c.close()
 
-        wait_for(synced, 120, interval_s=0.2, what="the old master to rejoin as a replica")
+        try:
+            wait_for(synced, 120, interval_s=0.2, what="the old master to rejoin as a replica")
+        except TimeoutError as exc:
+            raise AssertionError(f"{exc}\n{self.log_tails()}") from None
+
+    def log_tails(self, n: int = 15) -> str:
+        """The last lines of every server's log: what a failed failover step shows."""
+        out = []
+        for name, d in (
+            ("master", self.master.dir),
+            ("replica", self.replica.dir),
+            *((f"sentinel{k}", s.dir) for k, s in enumerate(self.sentinels)),
+        ):
+            for log in sorted(d.glob("*.log")):
+                lines = log.read_text(errors="replace").splitlines()[-n:]
+                out += [f"{name}: {ln}" for ln in lines]
+        return "\n".join(out)
 
     def cleanup(self) -> None:
         for s in self.sentinels:
