@@ -3,18 +3,31 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
+import logging
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import redis
-import structlog.testing
 
 from tests.helpers import base_env
 from worker.harness.processes import RedisServer, free_port
+from worker.payout import Payout
 from worker.runtime import Runtime, build_runtime, set_runtime
 from worker.settings import load_settings
+
+
+@contextlib.contextmanager
+def captured(caplog: pytest.LogCaptureFixture) -> Iterator[list[dict[str, Any]]]:
+    """The library's log events (its records carry the redacted event dict as the message;
+    structlog's own capture does not see a logger with its own chain)."""
+    events: list[dict[str, Any]] = []
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        yield events
+        events.extend(dict(r.msg) for r in caplog.records if isinstance(r.msg, dict))
 
 
 @pytest.fixture
@@ -36,10 +49,12 @@ def read_only_runtime(redis_url: str) -> Iterator[Runtime]:
 
 
 def test_read_only_store_retries_then_dead_letters(
-    read_only_runtime: Runtime, redis_client: redis.Redis
+    read_only_runtime: Runtime, redis_client: redis.Redis, runtime: Runtime, caplog: pytest.LogCaptureFixture
 ) -> None:
     """ReadOnlyError is retried (not acknowledged as done); after the last retry the message
-    goes to the dead-letter queue on the broker, its shown kwargs holding only the order id."""
+    goes to the dead-letter queue on the broker, its shown kwargs holding only the order id,
+    its fields sealed (D73), the message and the queue expiring after DEAD_LETTER_TTL."""
+    replay_runtime = runtime
     # given: the broker (this process's Celery app) is the session Redis; the store is read-only
     from tasks.payouts import CREATE_MAX_RETRIES, create
 
@@ -51,7 +66,7 @@ def test_read_only_store_retries_then_dead_letters(
         "number": "4455667788",
     }
     # when: run eagerly, every retry runs at once and fails the same way
-    with structlog.testing.capture_logs() as logs:
+    with captured(caplog) as logs:
         result = create.apply(kwargs=fields)
     # then
     assert result.get() == "dead_letter"
@@ -63,8 +78,18 @@ def test_read_only_store_retries_then_dead_letters(
     msg = json.loads(parked[0])
     assert msg["headers"]["task"] == "payouts.create"
     assert msg["headers"]["kwargsrepr"] == repr({"payout_cl_id": "dl-1"})
-    assert json.loads(base64.b64decode(msg["body"]))[1] == fields  # the order can be replayed
-    assert "4455667788" not in json.dumps(msg["headers"]) and "Wati" not in json.dumps(msg["headers"])
+    kwargs = json.loads(base64.b64decode(msg["body"]))[1]
+    assert set(kwargs) == {"payout_cl_id", "sealed"} and kwargs["payout_cl_id"] == "dl-1"
+    assert "4455667788" not in parked[0] and "Wati" not in parked[0]  # sealed: body and headers
+    assert msg["headers"]["expires"] is not None  # a replay after DEAD_LETTER_TTL is discarded
+    assert 0 < redis_client.ttl("payouts.dead") <= 7 * 86400
+    # the order can be replayed: the sealed message opens on a worker with the key
+    set_runtime(replay_runtime)
+    assert create.apply(kwargs=kwargs).get() == "created"
+    assert replay_runtime.store.payout_of(replay_runtime.store.require("dl-1")) == Payout(**fields)
+    # moved to another order id, the sealed fields do not open: refused, nothing stored
+    assert create.apply(kwargs={**kwargs, "payout_cl_id": "dl-2"}).get() == "unreadable"
+    assert replay_runtime.store.get("dl-2") is None
 
 
 def _runtime_on(server: RedisServer, **env: str) -> Runtime:
@@ -73,7 +98,9 @@ def _runtime_on(server: RedisServer, **env: str) -> Runtime:
     return rt
 
 
-def _dead_lettered(create: Any, pid: str, redis_client: redis.Redis, error: str) -> None:
+def _dead_lettered(
+    create: Any, pid: str, redis_client: redis.Redis, error: str, caplog: pytest.LogCaptureFixture
+) -> None:
     """Run the by-name create eagerly: every retry meets the same refusal, then it is parked."""
     from tasks.payouts import CREATE_MAX_RETRIES
 
@@ -84,7 +111,7 @@ def _dead_lettered(create: Any, pid: str, redis_client: redis.Redis, error: str)
         "name": "Wati",
         "number": "4455667788",
     }
-    with structlog.testing.capture_logs() as logs:
+    with captured(caplog) as logs:
         result = create.apply(kwargs=fields)
     assert result.get() == "dead_letter"
     retries = [e for e in logs if e["event"] == "payout.create.retry"]
@@ -94,7 +121,9 @@ def _dead_lettered(create: Any, pid: str, redis_client: redis.Redis, error: str)
     assert [m["headers"]["kwargsrepr"] for m in parked] == [repr({"payout_cl_id": pid})]
 
 
-def test_not_durable_create_retries_then_dead_letters(redis_client: redis.Redis) -> None:
+def test_not_durable_create_retries_then_dead_letters(
+    redis_client: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
     """D42: strict with REDIS_REPLICA_ACKS=1 and no replica, every enqueue is applied on the
     master but raises NotDurable: the by-name create is retried, then parked -- never
     acknowledged as done (a failover now would lose the order)."""
@@ -105,14 +134,16 @@ def test_not_durable_create_retries_then_dead_letters(redis_client: redis.Redis)
     rt = _runtime_on(server, REDIS_REPLICA_ACKS="1", REDIS_REPLICA_ACK_TIMEOUT="0.01")
     try:
         # when / then
-        _dead_lettered(create, "nd-dl-1", redis_client, "NotDurable")
+        _dead_lettered(create, "nd-dl-1", redis_client, "NotDurable", caplog)
     finally:
         set_runtime(None)
         rt.close()
         server.cleanup()
 
 
-def test_noreplicas_create_retries_then_dead_letters(redis_client: redis.Redis) -> None:
+def test_noreplicas_create_retries_then_dead_letters(
+    redis_client: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
     """D42: a master with ``min-replicas-to-write 1`` and no replica answers every write
     ``NOREPLICAS`` (a plain ResponseError in redis-py): retried, then parked, not dropped."""
     # given
@@ -125,7 +156,7 @@ def test_noreplicas_create_retries_then_dead_letters(redis_client: redis.Redis) 
     c.close()
     try:
         # when / then
-        _dead_lettered(create, "nr-dl-1", redis_client, "ResponseError")
+        _dead_lettered(create, "nr-dl-1", redis_client, "ResponseError", caplog)
         c = server.client()
         assert c.keys("payouts:order:*") == []  # refused, not stored: only the message has it
         c.close()

@@ -1,5 +1,10 @@
 """``payouts enqueue``: one payout from flags, or many from a CSV or JSON-lines file.
 
+The beneficiary's name and account number are never command-line values (shell history,
+``ps``, process accounting): a single payout reads them from ``--name-file`` and
+``--number-file`` (a path, or ``-`` for standard input; both ``-``: the name on the first
+line, the number on the second; on a terminal they are asked for without echo).
+
 Every row is validated first (the same :func:`worker.payout.validate_payout` the
 producer uses, with the configured banks and limits), and checked against orders
 already stored. If any row is bad -- a broken field, an id repeated in the file,
@@ -32,6 +37,7 @@ from typing import Any
 
 from worker import keys
 from worker.errors import DuplicatePayout, InvalidPayout
+from worker.ops.style import iso, parser
 from worker.payout import FIELDS, Payout, validate_payout
 from worker.settings import Settings, get_settings
 
@@ -165,7 +171,7 @@ def plan_rows(rows: Sequence[Row | Problem], s: Settings, store: Any | None) -> 
                         )
                     )
                 continue
-            if order.fields.get("fp") == payout.fingerprint():
+            if store.same_data(order.fields.get("fp", ""), payout):
                 plan.present.add(payout.payout_cl_id)
             else:
                 plan.problems.append(
@@ -175,13 +181,56 @@ def plan_rows(rows: Sequence[Row | Problem], s: Settings, store: Any | None) -> 
     return plan
 
 
+#: the single-payout flags; the personal fields come from files or standard input
+_FLAGS = ("id", "amount", "bank", "name_file", "number_file")
+
+
+class _Refused(Exception):
+    """A single-payout flag problem, said without the value."""
+
+
+def _personal_fields(args: argparse.Namespace) -> tuple[str, str]:
+    """(name, number) from ``--name-file`` / ``--number-file`` (``-``: standard input)."""
+    sources = {"name": args.name_file, "number": args.number_file}
+    stdin_fields = [f for f, src in sources.items() if src == "-"]
+    out: dict[str, str] = {}
+    if stdin_fields:
+        if sys.stdin.isatty():
+            import getpass
+
+            for f in stdin_fields:  # asked without echo: nothing left on the screen
+                out[f] = getpass.getpass(f"beneficiary {'account number' if f == 'number' else 'name'}: ")
+        else:
+            lines = sys.stdin.read().splitlines()
+            if len(lines) < len(stdin_fields):
+                raise _Refused(
+                    f"standard input: expected {' then '.join(stdin_fields)}, one a line "
+                    f"(got {len(lines)} line(s))"
+                )
+            out.update(zip(stdin_fields, lines, strict=False))
+    for f, src in sources.items():
+        if src == "-":
+            continue
+        try:
+            out[f] = Path(src).read_text(encoding="utf-8").rstrip("\r\n")
+        except OSError as exc:
+            raise _Refused(f"--{f}-file: cannot read {src}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise _Refused(f"--{f}-file: {src} is not UTF-8 text") from None
+    return out["name"], out["number"]
+
+
 def _rows_from_flags(args: argparse.Namespace) -> list[Row | Problem]:
-    missing = [f"--{n}" for n in ("id", "amount", "bank", "name", "number") if getattr(args, n) is None]
+    missing = [f"--{n.replace('_', '-')}" for n in _FLAGS if getattr(args, n) is None]
     if missing:
         return [Problem(0, "flags", f"missing {', '.join(missing)} (or use --file)")]
     amount: Any = args.amount
     if amount.isascii() and amount.isdigit():
         amount = int(amount)
+    try:
+        name, number = _personal_fields(args)
+    except _Refused as exc:
+        return [Problem(0, "flags", str(exc))]
     return [
         Row(
             0,
@@ -189,8 +238,8 @@ def _rows_from_flags(args: argparse.Namespace) -> list[Row | Problem]:
                 "payout_cl_id": args.id,
                 "amount": amount,
                 "bank_name": args.bank,
-                "name": args.name,
-                "number": args.number,
+                "name": name,
+                "number": number,
                 "notify_url": args.notify_url,
             },
         )
@@ -198,9 +247,9 @@ def _rows_from_flags(args: argparse.Namespace) -> list[Row | Problem]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="payouts enqueue",
-        description="Enqueue one payout from flags, or many from a CSV / JSON-lines file. "
+    p = parser(
+        "payouts enqueue",
+        "Enqueue one payout from flags, or many from a CSV / JSON-lines file. "
         "Every row is validated first; one bad row enqueues nothing.",
     )
     p.add_argument("--file", type=Path, help="CSV (header row) or JSON-lines file of payouts")
@@ -208,8 +257,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--id", help="payout_cl_id")
     p.add_argument("--amount", help="amount in minor units (IDR x 100), digits")
     p.add_argument("--bank", help="bank_name (a code from PAYOUT_BANK_LIST)")
-    p.add_argument("--name", help="beneficiary account name (max 16 characters)")
-    p.add_argument("--number", help="beneficiary account number (digits)")
+    p.add_argument(
+        "--name-file", metavar="PATH", help="file holding the beneficiary account name ('-': standard input)"
+    )
+    p.add_argument(
+        "--number-file",
+        metavar="PATH",
+        help="file holding the beneficiary account number ('-': standard input; never a flag value)",
+    )
+    # refused with a message that does not repeat the value (argparse's own error would)
+    p.add_argument("--name", help=argparse.SUPPRESS)
+    p.add_argument("--number", help=argparse.SUPPRESS)
     p.add_argument("--notify-url", help="callback URL (default PAYOUT_NOTIFY_URL)")
     p.add_argument("--dry-run", action="store_true", help="validate and report; enqueue nothing")
     p.add_argument(
@@ -238,26 +296,39 @@ def _detect_format(path: Path, given: str | None) -> str | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from worker.ops.style import Answer, emit
+
     args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+
+    def done(text: str, code: int, rows: Sequence[str] = (), **data: Any) -> int:
+        """The one answer (with --json, one JSON object holding the problems too)."""
+        if args.json:
+            data["problems"] = list(rows)
+        elif rows:
+            print("\n".join(rows), file=sys.stderr)
+        return emit(Answer(text, data, code=code), as_json=args.json, out=sys.stderr if code else None)
+
     s = get_settings()
     digest: str | None = None
+    if args.name is not None or args.number is not None:
+        return done(
+            "error: the beneficiary's name and account number are never taken from the command line "
+            "(shell history, ps): use --name-file and --number-file (a path, or - for standard input)",
+            2,
+        )
     if args.file is not None:
-        if any(getattr(args, n) is not None for n in ("id", "amount", "bank", "name", "number")):
-            print("error: use either --file or the single-payout flags", file=sys.stderr)
-            return 2
+        if any(getattr(args, n) is not None for n in _FLAGS):
+            return done("error: use either --file or the single-payout flags", 2)
         fmt = _detect_format(args.file, args.format)
         if fmt is None:
-            print(f"error: cannot tell the format of {args.file}: use --format csv|jsonl", file=sys.stderr)
-            return 2
+            return done(f"error: cannot tell the format of {args.file}: use --format csv|jsonl", 2)
         try:
             raw = args.file.read_bytes()
             text = raw.decode("utf-8")
         except OSError as exc:
-            print(f"error: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
-            return 2
+            return done(f"error: cannot read {args.file}: {exc.strerror}", 2)
         except UnicodeDecodeError:
-            print(f"error: {args.file} is not UTF-8 text", file=sys.stderr)
-            return 2
+            return done(f"error: {args.file} is not UTF-8 text", 2)
         digest = hashlib.sha256(raw).hexdigest()
         rows = list(read_csv(text) if fmt == "csv" else read_jsonl(text))
     else:
@@ -266,41 +337,46 @@ def main(argv: Sequence[str] | None = None) -> int:
     from worker.logs import configure_logging
     from worker.runtime import get_runtime
 
-    configure_logging(s.log_format, "WARNING")
+    configure_logging(s.log_format, "ERROR")
     rt = get_runtime()
     source = str(args.file) if args.file else "flags"
+    notes: list[str] = []
     previous = rt.redis.hget(keys.IMPORTS, digest) if digest else None
     if previous:
         info = json.loads(previous)
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(float(info.get("at", 0))))
+        when = iso(float(info.get("at", 0)))
         if not (args.force or args.dry_run):
-            print(
-                f"{source}: already imported at {when} UTC ({info.get('rows')} rows); nothing "
+            return done(
+                f"{source}: already imported at {when} ({info.get('rows')} rows); nothing "
                 "enqueued (use --force to enqueue only what is missing)",
-                file=sys.stderr,
+                1,
+                imported_at=when,
             )
-            return 1
-        print(
-            f"{source}: already imported at {when} UTC ({info.get('rows')} rows); "
-            "enqueueing only what is missing"
+        notes.append(
+            f"{source}: already imported at {when} ({info.get('rows')} rows); enqueueing only what is missing"
         )
     plan = plan_rows(rows, s, rt.store)
     if plan.problems:
-        for problem in plan.problems:
-            print(f"{source}: {problem}", file=sys.stderr)
         lines = len({p.line for p in plan.problems})
-        print(f"{len(plan.problems)} problem(s) in {lines} row(s); nothing enqueued", file=sys.stderr)
-        return 1
+        return done(
+            f"{len(plan.problems)} problem(s) in {lines} row(s); nothing enqueued",
+            1,
+            [f"{source}: {problem}" for problem in plan.problems],
+            enqueued=0,
+        )
     if not plan.payouts:
-        print(f"{source}: no payouts found; nothing enqueued", file=sys.stderr)
-        return 1
+        return done(f"{source}: no payouts found; nothing enqueued", 1, enqueued=0)
     if args.dry_run:
         new = len(plan.payouts) - len(plan.present)
-        print(
+        return done(
             f"dry run: {len(plan.payouts)} valid row(s): {new} new, "
-            f"{len(plan.present)} already present; nothing enqueued"
+            f"{len(plan.present)} already present; nothing enqueued",
+            0,
+            notes,
+            valid=len(plan.payouts),
+            new=new,
+            present=len(plan.present),
         )
-        return 0
 
     from worker.producer import enqueue_payout
 
@@ -325,7 +401,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if exc.expired
                 else ("stored meanwhile with different data")
             )
-            print(f"{source}: line {line}: payout_cl_id: {what}", file=sys.stderr)
+            notes.append(f"{source}: line {line}: payout_cl_id: {what}")
             continue
         if p.payout_cl_id in plan.present:
             present += 1
@@ -337,8 +413,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             digest,
             json.dumps({"at": time.time(), "file": Path(source).name, "rows": len(plan.payouts)}),
         )
-    print(f"enqueued {new} new, {present} already present, {conflicts} conflict(s)")
-    return 1 if conflicts else 0
+    return done(
+        f"enqueued {new} new, {present} already present, {conflicts} conflict(s)",
+        1 if conflicts else 0,
+        notes,
+        new=new,
+        present=present,
+        conflicts=conflicts,
+    )
 
 
 if __name__ == "__main__":
