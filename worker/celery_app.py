@@ -172,3 +172,16 @@ class CeleryDispatcher:
 
     def result(self, name: str, payload: Mapping[str, Any]) -> None:
         self.app.send_task(name, kwargs=dict(payload), queue=self.result_queue)
+
+
+def queue_length(queue: str, celery_app: Celery | None = None) -> int:
+    """Messages waiting in ``queue``, read through the broker's own connection (D49): the
+    broker's transport and address, under Sentinel the master it resolves, so a broker
+    that is not the store's Redis is still seen. A queue the broker does not know (kombu's
+    Redis transport: no message yet) holds 0."""
+    with (celery_app or app).pool.acquire(block=True, timeout=5) as conn:
+        try:
+            ok = conn.default_channel.queue_declare(queue=queue, passive=True)
+        except conn.channel_errors:
+            return 0
+        return int(ok.message_count)

@@ -110,6 +110,8 @@ PARSED: dict[str, tuple[str, Any, Any]] = {
     "PII_KEYS": (TEST_PII_KEYS, lambda s: s.require_pii().current, TEST_RING.current),
     "PII_RETENTION_DAYS": ("2", lambda s: s.pii_retention_days, 2.0),
     "DEAD_LETTER_TTL": ("3600", lambda s: s.dead_letter_ttl_s, 3600.0),
+    "HEALTH_MAX_REVIEW": ("0", lambda s: s.health_max_review, 0),
+    "HEALTH_MAX_REVIEW_AGE": ("3600", lambda s: s.health_max_review_age_s, 3600.0),
 }
 
 #: variables whose meaning needs another one beside them: (environment, read back, expected)
@@ -186,6 +188,8 @@ MALFORMED: dict[str, str] = {
     "PII_RETENTION_DAYS": "60",
     "DEAD_LETTER_TTL": "59",
     "PII_KEYS_FILE": "/nonexistent/pii-keys",
+    "HEALTH_MAX_REVIEW": "-1",
+    "HEALTH_MAX_REVIEW_AGE": "a day",
 }
 
 #: variables that are taken as given (any text): names and queues
@@ -298,6 +302,7 @@ def test_defaults_with_only_the_gateway_set() -> None:
     assert (s.duplicate_window_s, s.duplicate_key) == (600.0, None)
     assert (s.dead_letter_queue, s.dead_letter_ttl_s, s.allow_sandbox) == ("payouts.dead", 604800.0, False)
     assert (s.pii_keys, s.pii_retention_days) == (None, 7.0)
+    assert (s.health_max_review, s.health_max_review_age_s) == (100, 86400.0)
     assert (s.redis_durability, s.strict, s.redis_sentinels, s.redis_sentinel_master) == (
         "strict",
         True,
