@@ -1,9 +1,10 @@
 """The console in headless Chromium (Debian's chromium + chromium-driver, driven by selenium).
 
-The web process is the real one (``gunicorn worker.callbacks:app``: the gateway's
-callbacks and the console under ``/console/``), beside a real Celery worker, the
-sandbox gateway and a private Redis. Credentials go in an ``Authorization`` header
-set through the DevTools protocol, never in a URL.
+The web process is the real one (``worker.web``'s one gunicorn launcher: the gateway's
+callbacks on the public listener, the console under ``/console/`` on the admin
+listener), beside a real Celery worker, the sandbox gateway and a private Redis.
+Credentials go in an ``Authorization`` header set through the DevTools protocol, never
+in a URL.
 """
 
 from __future__ import annotations
@@ -12,8 +13,6 @@ import base64
 import contextlib
 import json
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -22,12 +21,11 @@ from typing import Any
 
 import pytest
 import redis
-import requests
 
 from sandbox.process import SandboxProcess
 from tests.helpers import Stack
 from worker.console.auth import hash_password
-from worker.harness.processes import wait_for
+from worker.harness.processes import WebProcess
 from worker.payout import Payout
 from worker.states import State
 
@@ -59,67 +57,6 @@ def _browser_installed() -> None:
         pytest.skip("Debian's chromium and chromium-driver are not installed (.ci/run installs them)")
 
 
-class WebProcess:
-    """``gunicorn worker.callbacks:app`` on a port, with the stack's environment."""
-
-    def __init__(self, env: dict[str, str], port: int, log_path: Path) -> None:
-        self.env, self.port, self.log_path = env, port, log_path
-        self.proc: subprocess.Popen[bytes] | None = None
-        self._log: Any = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> WebProcess:
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "worker.callbacks:app",
-                "--bind",
-                f"127.0.0.1:{self.port}",
-                "--worker-class",
-                "gthread",
-                "--workers",
-                "1",
-                "--threads",
-                "8",
-                "--access-logfile",
-                "-",
-            ],
-            env={**os.environ, **self.env},
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-        def up() -> bool:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise AssertionError(f"the web process exited:\n{self.log_path.read_text()[-3000:]}")
-            with contextlib.suppress(requests.RequestException):
-                return requests.get(self.url + "/healthz", timeout=1).status_code == 200
-            return False
-
-        wait_for(up, 30, interval_s=0.1, what="the web process")
-        return self
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        if self._log is not None:
-            self._log.close()
-
-
 @dataclass
 class Desk:
     """The running system: the stack (worker + runtime), the web process, the gateway."""
@@ -136,7 +73,7 @@ class Desk:
 
     @property
     def console(self) -> str:
-        return self.web.url + "/console"
+        return self.web.admin_url + "/console"
 
     def browser(self, user: str) -> Browser:
         b = Browser(self, user, self.tmp / f"chrome-{user}-{len(self.browsers)}")
@@ -271,7 +208,9 @@ def make_desk(
         stack = Stack(
             tmp_path, redis_url, sandbox.url, CONSOLE_USERS_FILE=str(users), CONSOLE_SECRET=SECRET, **env
         )
-        web = WebProcess(stack.env, stack.callback_port, tmp_path / f"web{len(desks)}.log").start()
+        logs = tmp_path / f"web{len(desks)}"
+        logs.mkdir()
+        web = WebProcess(stack.env, port=stack.callback_port, log_dir=logs).start()
         desk = Desk(stack, web, sandbox, tmp_path)
         desks.append(desk)
         stack.start_worker()

@@ -362,15 +362,33 @@ def test_read_only_renders_no_control_and_refuses_every_mutation(
     assert runtime.store.state_of(pid) is State.REVIEW
 
 
-def test_the_web_process_serves_the_console_beside_the_receiver(runtime: Runtime) -> None:
-    """worker.callbacks' web app: /console/... to the console, /payouts/notify and /healthz as before."""
-    from worker.callbacks import make_web_app
+class _Sock:
+    """A stand-in for the accepted socket gunicorn puts in the environ (its local address)."""
 
-    app = make_web_app(runtime)
+    def __init__(self, port: int) -> None:
+        self.port = port
 
-    def call(path: str) -> tuple[int, dict[str, str]]:
+    def getsockname(self) -> tuple[str, int]:
+        return ("127.0.0.1", self.port)
+
+
+def test_the_web_process_serves_the_console_on_the_admin_listener_only(runtime: Runtime) -> None:
+    """worker.web: the admin listener (its accepted socket's port) serves /console/ and /metrics;
+    the public listener serves the callbacks and /healthz alone (D50), whatever the Host says."""
+    from worker.web import make_web_app
+
+    app = make_web_app(runtime, admin_port=8001)
+
+    def call(path: str, port: int) -> tuple[int, dict[str, str]]:
         got: dict[str, Any] = {}
-        env = {"REQUEST_METHOD": "GET", "PATH_INFO": path, "SCRIPT_NAME": "", "HTTP_HOST": "desk.test"}
+        env = {
+            "REQUEST_METHOD": "GET",
+            "PATH_INFO": path,
+            "SCRIPT_NAME": "",
+            "HTTP_HOST": "desk.test:8001",
+            "SERVER_PORT": "8001",
+            "gunicorn.socket": _Sock(port),
+        }
 
         def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
             got["s"], got["h"] = status, dict(headers)
@@ -378,12 +396,20 @@ def test_the_web_process_serves_the_console_beside_the_receiver(runtime: Runtime
         b"".join(app(env, start))
         return int(got["s"].split()[0]), got["h"]
 
-    console_status, console_headers = call("/console/")
+    # admin listener
+    console_status, console_headers = call("/console/", 8001)
     assert console_status == 403  # no CONSOLE_* identity in this environment: deny
     assert "Content-Security-Policy" in console_headers
-    assert call("/console")[0] == 308
-    assert call("/healthz")[0] == 200
-    assert call("/payouts/notify")[0] == 405
+    assert call("/console", 8001)[0] == 308
+    assert call("/healthz", 8001)[0] == 200
+    assert call("/metrics", 8001)[0] == 200
+    assert call("/payouts/notify", 8001)[0] == 404
+    # public listener: Host and SERVER_PORT name the admin port, the socket does not
+    assert call("/console/", 8000)[0] == 404
+    assert call("/console", 8000)[0] == 404
+    assert call("/metrics", 8000)[0] == 404
+    assert call("/healthz", 8000)[0] == 200
+    assert call("/payouts/notify", 8000)[0] == 405
 
 
 def test_origin_setting_is_what_posts_must_match(
@@ -519,3 +545,4 @@ def test_resubmit_is_not_offered_when_the_gateway_had_the_order(client: Client, 
     assert "/do/resubmit" not in page and "it has a payout_id" in page
     assert r.status == 400 and "the gateway had this order" in r.body
     assert runtime.store.state_of("ev-1") is State.REVIEW
+
