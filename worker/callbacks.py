@@ -132,15 +132,31 @@ def read_body_within(environ: dict[str, Any], deadline_s: float, limit: int = MA
         return read_body(environ, limit)
 
 
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _printable(name: str) -> str:
+    return name[:32].encode("utf-8", "replace").decode("utf-8")
+
+
 def notice_problem(notice: dict[str, Any]) -> str | None:
     """Why a notice's shape is refused before any lookup or state change (D14), or None."""
     for name, value in notice.items():
         if not isinstance(name, str) or "&" in name or "=" in name:
             return "field names must not contain & or ="
+        # a lone surrogate (JSON "\ud800") cannot be signed: refused here, before the lookup,
+        # for a known id and an unknown one alike, so it cannot tell them apart (D45)
+        if not _encodable(name) or (isinstance(value, str) and not _encodable(value)):
+            return f"{_printable(name)}: must be valid Unicode text (no lone surrogates)"
         if isinstance(value, bool) or not isinstance(value, (str, type(None))):
-            return f"{name[:32]}: must be text or a number"
+            return f"{_printable(name)}: must be text or a number"
         if isinstance(value, str) and ("&" in value or "=" in value):
-            return f"{name[:32]}: values must not contain & or ="
+            return f"{_printable(name)}: values must not contain & or ="
     status = notice.get("status")
     if not isinstance(status, str) or not _DIGITS.fullmatch(status):
         return "status: required, digits"

@@ -546,3 +546,22 @@ def test_resubmit_is_not_offered_when_the_gateway_had_the_order(client: Client, 
     assert r.status == 400 and "the gateway had this order" in r.body
     assert runtime.store.state_of("ev-1") is State.REVIEW
 
+
+def test_made_up_post_paths_share_one_audit_label(client: Client, runtime: Runtime) -> None:
+    """D46: anonymous POSTs to made-up ``/do/<letters>`` paths are audited and counted under
+    the one label ``unknown``: no new counter field, no new /metrics series per path."""
+    import random
+
+    from worker import keys
+    from worker.console import audit
+
+    rng = random.Random(46)
+    # given / when 200 anonymous POSTs to random action names, Unicode letters included
+    names = ["".join(rng.choice("abcdefghijklmnopqrstuvwxyzéß") for _ in range(12)) for _ in range(200)]
+    answers = [client.post(f"/do/{n}", form={"x": "1"}) for n in names]
+    answers.append(client.post("/do/resolve", form={"x": "1"}))
+    # then each is refused, and the counters hold two fields whatever the paths were
+    assert {a.status for a in answers} == {401}
+    fields = set(runtime.redis.hkeys(keys.CONSOLE_ACTIONS))
+    assert fields == {"unknown:denied", "resolve:denied"}
+    assert audit.count(runtime.redis, "unknown", "denied") == 200

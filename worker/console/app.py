@@ -435,13 +435,16 @@ class Console:
         return 200, [], self._page(req, "Bulk approval", body, active="approvals")
 
     def _scope(self, req: Request, action: str) -> str | None:
-        bank = req.one("bank").strip().upper()
+        """The bank the form names, by the desk's own rule (controls: every code a payout
+        may carry, any letter case; D53), or None for every bank."""
+        bank = req.one("bank").strip()
         if bank in ("", "*"):
             return None
-        if not bank.replace("_", "").isalnum() or len(bank) > 32:
+        try:
+            return controls.scope_of(bank)
+        except PayoutError as exc:
             self._audit(req, action, "invalid", detail="bank code malformed")
-            raise Reply(400, "bank must be a bank code (letters and digits) or empty for every bank")
-        return bank
+            raise Reply(400, str(exc)) from None
 
     def do_pause(self, req: Request) -> tuple[int, list[tuple[str, str]], str]:
         bank = self._scope(req, "pause")
@@ -830,9 +833,19 @@ def _safe_id(pid: str) -> str:
     return pid if ID_RE.fullmatch(pid) else ""
 
 
+#: the actions a POST may name (``/do/<action>``), and the search form
+ACTIONS: Final = frozenset(
+    {"resolve", "back_to_polling", "resubmit", "approve", "reject", "bulk_approve", "pause", "resume"}
+)
+
+
 def _action_of(path: str) -> str:
-    name = path[len("/do/") :] if path.startswith("/do/") else "post"
-    return name if name.replace("_", "").isalpha() and len(name) < 32 else "post"
+    """The audit label of a POST: a known action's name, else ``unknown`` (D46: a path an
+    anonymous client makes up must not become a new counter field or metrics series)."""
+    if path == "/search":
+        return "search"
+    name = path[len("/do/") :] if path.startswith("/do/") else ""
+    return name if name in ACTIONS else "unknown"
 
 
 def _last_answer(o: Order) -> str:
