@@ -14,6 +14,10 @@ COUNTS: Final = f"{PREFIX}:counts"
 EVENTS: Final = f"{PREFIX}:events"
 #: sorted set: review order id -> time it entered review
 REVIEW: Final = f"{PREFIX}:review"
+#: sorted set: awaiting_approval order id -> time it entered awaiting_approval (transition.lua)
+APPROVALS: Final = f"{PREFIX}:approvals"
+#: string: set once the approvals index holds the orders that waited before it existed
+APPROVALS_BUILT: Final = f"{PREFIX}:approvals:built"
 #: string: unix time of the last completed sweep (liveness)
 SWEEP_LAST: Final = f"{PREFIX}:sweep:last"
 #: hash: token bucket for the gateway rate limit

@@ -56,6 +56,7 @@ class Client:
         form: dict[str, Any] | list[tuple[str, str]] | None = None,
         headers: dict[str, str] | None = None,
         same_origin: bool = True,
+        query: str = "",
     ) -> Response:
         data = urlencode(form or {}, doseq=True).encode()
         environ: dict[str, Any] = {
@@ -63,6 +64,7 @@ class Client:
             "PATH_INFO": path,
             "SCRIPT_NAME": "/console",
             "HTTP_HOST": "desk.test",
+            "QUERY_STRING": query,
             "wsgi.input": io.BytesIO(data),
             "CONTENT_LENGTH": str(len(data)),
         }
@@ -84,6 +86,13 @@ class Client:
 
         body = b"".join(self.app(environ, start))
         return Response(int(got["status"].split()[0]), dict(got["headers"]), body.decode())
+
+    @staticmethod
+    def token(user: str) -> str:
+        """A valid CSRF token for ``user``."""
+        from worker.console.security import csrf_token
+
+        return csrf_token(SECRET, user)
 
     def get(self, path: str, **kw: Any) -> Response:
         return self.request("GET", path, **kw)

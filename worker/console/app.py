@@ -594,46 +594,48 @@ class Console:
                 )
         return "".join(parts)
 
-    def review(self, req: Request) -> str:
+    def _queue(self, req: Request, key: str, state: State) -> tuple[list[tuple[Order, float]], str, int]:
+        """One page of a queue index (``?from=N``): the orders still in ``state`` with the time
+        they entered it, the pager's links, and the queue's length. Reads one page whatever
+        the number of open orders: a ZRANGE, a ZCARD, one HGETALL per row."""
+        start = _offset(req)
+        size = self.config.page_size
         rt = self.rt
-        rows_in = commands.list_orders(rt, State.REVIEW, limit=self.config.page_size)
-        orders = rt.store.get_many([r["payout_cl_id"] for r in rows_in])
-        scored: Any = rt.redis.zrange(keys.REVIEW, 0, self.config.page_size - 1, withscores=True)
-        since = {str(k): float(v) for k, v in scored}
+        page = rt.store.queue_page(key, start, size)
+        total = int(rt.redis.zcard(key))
+        orders = rt.store.get_many([i for i, _ in page])
+        rows = [(o, t) for i, t in page if (o := orders.get(i)) is not None and o.state is state]
+        return rows, _pager(req, start, size, total), total
+
+    def review(self, req: Request) -> str:
+        page, pager, total = self._queue(req, keys.REVIEW, State.REVIEW)
         now = time.time()
-        rows = []
-        for r in rows_in:
-            o = orders.get(r["payout_cl_id"])
-            if o is None:
-                continue
-            t = since.get(o.payout_cl_id)
-            rows.append(
-                (
-                    _order_link(req, o.payout_cl_id),
-                    esc(idr(o.amount)),
-                    esc(o.reason),
-                    esc(age(now - float(t)) if t is not None else ""),
-                    esc(_last_answer(o)),
-                    self._row_actions(req, o, "/review"),
-                )
+        rows = [
+            (
+                _order_link(req, o.payout_cl_id),
+                esc(idr(o.amount)),
+                esc(o.reason),
+                esc(age(now - since)),
+                esc(_last_answer(o)),
+                self._row_actions(req, o, "/review"),
             )
+            for o, since in page
+        ]
         body = (
-            f"<p>{len(rows)} order(s) need a person. Open one to see its evidence and history.</p>"
+            f"<p>{total} order(s) need a person. Open one to see its evidence and history.</p>"
             + table(["Order", "Amount", "Reason", "In review for", "Last gateway answer", "Actions"], rows)
+            + pager
         )
         return self._page(req, "Review queue", body, active="review")
 
     def approvals(self, req: Request) -> str:
         aw = State.AWAITING_APPROVAL
-        rt = self.rt
-        listed = commands.list_orders(rt, aw, limit=self.config.page_size)
-        orders = rt.store.get_many([r["payout_cl_id"] for r in listed])
+        self.rt.store.backfill_approvals()  # once per store: orders that waited before the index
+        page, pager, total = self._queue(req, keys.APPROVALS, aw)
         bulk = self.can(req, "approve")
+        now = time.time()
         rows = []
-        for r in listed:
-            o = orders.get(r["payout_cl_id"])
-            if o is None:
-                continue
+        for o, since in page:
             mine = _name(req) in makers(o)
             pick = (
                 f'<input type="checkbox" name="id" value="{esc(o.payout_cl_id)}" form="bulk" '
@@ -649,7 +651,7 @@ class Console:
                     esc(o.bank_name),
                     esc(masked_account(o.number)),
                     esc(o.fields.get("requested_by", "")),
-                    esc(age(time.time() - o.created_at)),
+                    esc(age(now - since)),
                     self._row_actions(req, o, "/approvals"),
                 )
             )
@@ -661,9 +663,10 @@ class Console:
                 + "<button class=primary>Approve selected</button></form>"
             )
         body = (
-            f"<p>{len(rows)} order(s) wait for a checker. Nobody approves an order they requested.</p>"
+            f"<p>{total} order(s) wait for a checker. Nobody approves an order they requested.</p>"
             + form
             + table(["", "Order", "Amount", "Bank", "Account", "Requested by", "Waiting", "Actions"], rows)
+            + pager
         )
         return self._page(req, "Approvals", body, active="approvals")
 
@@ -846,6 +849,27 @@ def _action_of(path: str) -> str:
         return "search"
     name = path[len("/do/") :] if path.startswith("/do/") else ""
     return name if name in ACTIONS else "unknown"
+
+
+def _offset(req: Request) -> int:
+    """The ``from`` query parameter: the rank of a queue page's first row (0 if absent or bad)."""
+    raw = parse_qs(str(req.environ.get("QUERY_STRING", ""))).get("from", ["0"])[0]
+    return int(raw) if raw.isdigit() and len(raw) < 10 else 0
+
+
+def _pager(req: Request, start: int, size: int, total: int) -> str:
+    """Previous / next links of a queue page (rank offsets only: no personal data in URLs)."""
+    if total <= size and start == 0:
+        return ""
+    here = esc(f"{req.base}{req.path}")
+    links = []
+    if start > 0:
+        links.append(f'<a href="{here}?from={max(0, start - size)}" rel="prev">Previous</a>')
+    shown_to = min(total, start + size)
+    links.append(f"<span>{start + 1 if total else 0} to {shown_to} of {total}</span>")
+    if start + size < total:
+        links.append(f'<a href="{here}?from={start + size}" rel="next">Next</a>')
+    return '<nav class="pager">' + " ".join(links) + "</nav>"
 
 
 def _last_answer(o: Order) -> str:
