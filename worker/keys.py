@@ -75,6 +75,25 @@ def duplicate(digest: str) -> str:
     return f"{PREFIX}:dup:{digest}"
 
 
+#: hash: console user name -> AES-GCM-sealed TOTP secret (worker.console.signin)
+CONSOLE_TOTP: Final = f"{PREFIX}:console:totp"
+
+
+def console_session(sid_hash: str) -> str:
+    """Hash (EXPIRE = idle timeout): one console session {user, roles, created, stage}."""
+    return f"{PREFIX}:console:session:{sid_hash}"
+
+
+def console_login(kind: str, who: str) -> str:
+    """Hash (EXPIRE): sign-in attempts of a user ("user", sha256 of the name) or an address."""
+    return f"{PREFIX}:console:login:{kind}:{who}"
+
+
+def console_totp_used(user: str, step: int) -> str:
+    """String (EX 2 min): this user's TOTP code of this 30 s step was accepted (no replay)."""
+    return f"{PREFIX}:console:totp:used:{user}:{step}"
+
+
 def console_audit(payout_cl_id: str) -> str:
     """List of console actions on one order that changed nothing (denied, refused, stale), newest first."""
     return f"{PREFIX}:console:audit:{payout_cl_id}"

@@ -45,6 +45,8 @@ class Client:
 
     def __init__(self, app: Callable[..., Any]) -> None:
         self.app = app
+        #: the browser's cookie jar (name -> value), fed by Set-Cookie
+        self.cookies: dict[str, str] = {}
 
     def request(
         self,
@@ -57,6 +59,7 @@ class Client:
         headers: dict[str, str] | None = None,
         same_origin: bool = True,
         query: str = "",
+        remote: str = "192.0.2.10",
     ) -> Response:
         data = urlencode(form or {}, doseq=True).encode()
         environ: dict[str, Any] = {
@@ -65,6 +68,7 @@ class Client:
             "SCRIPT_NAME": "/console",
             "HTTP_HOST": "desk.test",
             "QUERY_STRING": query,
+            "REMOTE_ADDR": remote,
             "wsgi.input": io.BytesIO(data),
             "CONTENT_LENGTH": str(len(data)),
         }
@@ -76,6 +80,8 @@ class Client:
         if user is not None:
             token = base64.b64encode(f"{user}:{password}".encode()).decode()
             environ["HTTP_AUTHORIZATION"] = f"Basic {token}"
+        if self.cookies:
+            environ["HTTP_COOKIE"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
         for k, v in (headers or {}).items():
             environ["HTTP_" + k.upper().replace("-", "_")] = v
         setup_testing_defaults(environ)
@@ -85,7 +91,15 @@ class Client:
             got["status"], got["headers"] = status, hdrs
 
         body = b"".join(self.app(environ, start))
-        return Response(int(got["status"].split()[0]), dict(got["headers"]), body.decode())
+        hdrs = dict(got["headers"])
+        cookie = hdrs.get("Set-Cookie")
+        if cookie:
+            name, _, value = cookie.split(";")[0].partition("=")
+            if "Max-Age=0" in cookie:
+                self.cookies.pop(name, None)
+            else:
+                self.cookies[name] = value
+        return Response(int(got["status"].split()[0]), hdrs, body.decode())
 
     @staticmethod
     def token(user: str) -> str:

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.console.conftest import ORIGIN, SECRET, Client, users_file
+from tests.console.conftest import ORIGIN, SECRET, USERS, Client, users_file
 from worker import keys
 from worker.console import audit, load_console_config
 from worker.console.security import csrf_token
@@ -100,7 +100,9 @@ def test_users_need_a_secret_and_trusted_headers_need_both_names(tmp_path: Path)
             }
         )
     cfg = load_console_config({"CONSOLE_USERS_FILE": str(path), "CONSOLE_SECRET": "x" * 20})
-    assert cfg.identity is not None and cfg.basic_challenge and not cfg.read_only
+    # the users file means the sign-in form (sessions), not HTTP Basic
+    assert cfg.users is not None and set(cfg.users) == set(USERS)
+    assert cfg.identity is None and not cfg.basic_challenge and not cfg.read_only
 
 
 def test_trusted_header_identity_only_when_enabled(

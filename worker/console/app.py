@@ -11,9 +11,7 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
-from importlib import resources
+from collections.abc import Callable, Iterable
 from typing import Any, Final
 from urllib.parse import parse_qs, quote
 
@@ -25,7 +23,10 @@ from worker.console import audit
 from worker.console.auth import Actor
 from worker.console.config import ConsoleConfig, load_console_config
 from worker.console.html import age, esc, hidden, idr, masked_account, masked_name, page, table, when
-from worker.console.security import HEADERS, csrf_token, csrf_valid, same_origin
+from worker.console.login import PATHS as LOGIN_PATHS
+from worker.console.login import SignIn
+from worker.console.plumbing import Reply, Request, StartResponse, WSGIApp, read_form, redirect, send, static
+from worker.console.security import csrf_token, csrf_valid, same_origin
 from worker.errors import InvalidTransition, OrderNotFound, PayoutError
 from worker.logs import get_logger
 from worker.ops import commands
@@ -36,62 +37,18 @@ from worker.store import Order
 
 log = get_logger("payouts.console")
 
-StartResponse = Callable[..., Any]
-WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
-MAX_FORM: Final = 64 * 1024
 MAX_BULK: Final = 500
 #: order fields that are personal data or internal: never shown as evidence
 _PRIVATE: Final = frozenset({"name", "number", "fp", "notify_url", "state", "amount", "bank_name"})
-_STATIC: Final = {"console.css": "text/css; charset=utf-8", "favicon.svg": "image/svg+xml"}
-_PHRASES: Final = {
-    200: "OK",
-    303: "See Other",
-    400: "Bad Request",
-    401: "Unauthorized",
-    403: "Forbidden",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    409: "Conflict",
-    413: "Payload Too Large",
-    500: "Internal Server Error",
-    503: "Service Unavailable",
-}
-
-
-class Reply(Exception):
-    """Answer now with this status and message (an error page)."""
-
-    def __init__(self, status: int, message: str, *, result: str = "invalid") -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.result = result
-
-
-@dataclass
-class Request:
-    environ: dict[str, Any]
-    method: str
-    path: str
-    base: str
-    actor: Actor | None
-    request_id: str
-    form: dict[str, list[str]] = field(default_factory=dict)
-
-    def one(self, name: str, default: str = "") -> str:
-        values = self.form.get(name)
-        return values[0] if values else default
-
-    @property
-    def remote(self) -> str:
-        return str(self.environ.get("REMOTE_ADDR", ""))[:45]
 
 
 class Console:
     def __init__(self, runtime: Runtime | None, config: ConsoleConfig) -> None:
         self._runtime = runtime
         self.config = config
+        #: the sign-in form (users file) and the approvals' second factor; None without a secret
+        self.signin = SignIn(config, lambda: self.rt) if config.secret else None
 
     @property
     def rt(self) -> Runtime:
@@ -105,68 +62,45 @@ class Console:
         method = str(environ.get("REQUEST_METHOD", "GET")).upper()
         rid = uuid.uuid4().hex[:16]
         if path.startswith("/static/") and method == "GET":
-            return self._static(path[len("/static/") :], start, rid)
-        actor = self.config.identity(environ) if self.config.identity else None
-        req = Request(environ, method, path, base, actor, rid)
+            return static(path[len("/static/") :], start, rid)
+        req = Request(environ, method, path, base, None, rid)
         try:
+            req.actor = self._identify(req)
             if method == "POST":
-                req.form = self._read_form(environ)
+                req.form = read_form(environ)
             status, headers, body = self._dispatch(req)
         except Reply as r:
-            status, headers, body = r.status, [], self._error_page(req, r)
+            status, headers, body = r.status, list(r.headers), self._error_page(req, r)
             if isinstance(r, _Challenge):
                 headers = [("WWW-Authenticate", 'Basic realm="payout console", charset="UTF-8"')]
         except redis.exceptions.RedisError as exc:
             log.error("console.store_down", error=type(exc).__name__)
             status, headers, body = 503, [], self._error_page(req, Reply(503, "the store is unreachable"))
-        return self._send(start, status, headers, body, rid)
+        return send(start, status, headers, body, rid)
 
-    def _send(
-        self, start: StartResponse, status: int, headers: list[tuple[str, str]], body: str, rid: str
-    ) -> list[bytes]:
-        data = body.encode()
-        out = [
-            ("Content-Type", "text/html; charset=utf-8"),
-            ("Content-Length", str(len(data))),
-            ("X-Request-Id", rid),
-            *HEADERS,
-            *headers,
-        ]
-        start(f"{status} {_PHRASES.get(status, 'Error')}", out)
-        return [data]
-
-    def _static(self, name: str, start: StartResponse, rid: str) -> list[bytes]:
-        if name not in _STATIC:
-            start("404 Not Found", [("Content-Type", "text/plain"), *HEADERS])
-            return [b"not found"]
-        data = resources.files("worker.console").joinpath(f"static/{name}").read_bytes()
-        headers = [("Content-Type", _STATIC[name]), ("Content-Length", str(len(data))), ("X-Request-Id", rid)]
-        start("200 OK", [*headers, *HEADERS])
-        return [data]
-
-    @staticmethod
-    def _read_form(environ: Mapping[str, Any]) -> dict[str, list[str]]:
-        ctype = str(environ.get("CONTENT_TYPE", "")).split(";")[0].strip().lower()
-        try:
-            length = int(environ.get("CONTENT_LENGTH") or 0)
-        except ValueError:
-            length = -1
-        if length < 0 or length > MAX_FORM:
-            raise Reply(413, "the form is too large")
-        body = environ["wsgi.input"].read(length) if length else b""
-        if ctype != "application/x-www-form-urlencoded":
-            raise Reply(400, "forms are application/x-www-form-urlencoded")
-        try:
-            return parse_qs(body.decode("utf-8"), keep_blank_values=True, max_num_fields=2 * MAX_BULK + 20)
-        except (UnicodeDecodeError, ValueError):
-            raise Reply(400, "the form could not be read") from None
+    def _identify(self, req: Request) -> Actor | None:
+        if self.config.identity is not None:
+            return self.config.identity(req.environ)
+        if self.signin is not None and self.config.users is not None:
+            return self.signin.identify(req)
+        return None
 
     # -- routing ---------------------------------------------------------------
 
     def _dispatch(self, req: Request) -> tuple[int, list[tuple[str, str]], str]:
+        forms = self.signin is not None and self.config.users is not None
+        if forms and req.path in LOGIN_PATHS:
+            assert self.signin is not None
+            if req.path == "/logout":
+                if req.actor is None:
+                    return redirect(req, "/login")
+                self._guard(req, "view", mutation=False)
+            return self.signin.handle(req)
         if req.actor is None:
             if req.method == "POST":
                 self._audit(req, _action_of(req.path), "denied", detail="not authenticated")
+            if forms and req.method == "GET":
+                return redirect(req, "/login")
             if self.config.basic_challenge:
                 raise _Challenge()
             raise Reply(
@@ -374,9 +308,26 @@ class Console:
             self._audit(req, "approve", "refused", payout_cl_id=order.payout_cl_id, detail=detail)
             raise Reply(403, detail, result="refused")
 
+    def _needs_step_up(self, order: Order) -> bool:
+        above = self.config.signin.step_up_above
+        return bool(above) and order.amount > above
+
+    def _check_step_up(self, req: Request, order: Order) -> None:
+        """An approval above ``CONSOLE_STEP_UP_ABOVE`` needs a fresh TOTP code of the approver."""
+        if not self._needs_step_up(order):
+            return
+        code = req.one("otp")
+        if self.signin is not None and code and self.signin.step_up(req, code):
+            return
+        why = "wrong or used code" if code else "no code given"
+        detail = f"this amount needs a fresh code from your authenticator app ({why})"
+        self._audit(req, "approve", "refused", payout_cl_id=order.payout_cl_id, detail=detail)
+        raise Reply(403, detail, result="refused")
+
     def do_approve(self, req: Request) -> tuple[int, list[tuple[str, str]], str]:
         pid, order = self._order_for(req, "approve")
         self._check_maker(req, order)
+        self._check_step_up(req, order)
         expect, actor = req.one("expect_state"), _name(req)
         self._run(
             req,
@@ -412,6 +363,10 @@ class Console:
             try:
                 _, order = self._order_for(sub, "approve")
                 self._check_maker(sub, order)
+                if self._needs_step_up(order):
+                    detail = "above the step-up amount: approve it on its own, with a code"
+                    self._audit(sub, "approve", "refused", payout_cl_id=pid, detail=detail)
+                    raise Reply(403, detail, result="refused")
                 actor, expect = _name(req), sub.one("expect_state")
                 self._run(
                     sub,
@@ -499,7 +454,11 @@ class Console:
 
     def _page(self, req: Request, title: str, body: str, *, active: str = "") -> str:
         actor = req.actor
+        signout = ""
+        if actor is not None and self.signin is not None and self.config.users is not None:
+            signout = self.signin.signout(req, self._token(req))
         return page(
+            signout=signout,
             base=req.base,
             title=title,
             body=body,
@@ -510,6 +469,10 @@ class Console:
         )
 
     def _error_page(self, req: Request, r: Reply) -> str:
+        if self.signin is not None and req.path == "/login":
+            return self.signin.form(req, r.message)
+        if self.signin is not None and req.path == "/login/totp":
+            return self.signin.totp_form(req, r.message)
         body = f'<p class="error">{esc(r.message)}</p><p><a href="{esc(req.base)}/">Overview</a></p>'
         title = {409: "Conflict", 403: "Forbidden", 404: "Not found", 400: "Refused"}.get(r.status, "Error")
         if req.actor is None:
@@ -580,8 +543,15 @@ class Console:
             )
         if o.state is State.AWAITING_APPROVAL:
             if self.can(req, "approve") and _name(req) not in makers(o):
+                otp = (
+                    '<input name="otp" inputmode="numeric" pattern="[0-9]{6}" maxlength="6" '
+                    'autocomplete="one-time-code" placeholder="code" aria-label="authenticator code" '
+                    "required>"
+                    if self._needs_step_up(o)
+                    else ""
+                )
                 parts.append(
-                    f'<form method="post" action="{base}/do/approve" class="inline">{common}'
+                    f'<form method="post" action="{base}/do/approve" class="inline">{common}{otp}'
                     '<button class="primary">Approve</button></form>'
                 )
             elif self.can(req, "approve"):
@@ -640,7 +610,7 @@ class Console:
             pick = (
                 f'<input type="checkbox" name="id" value="{esc(o.payout_cl_id)}" form="bulk" '
                 f'aria-label="select {esc(o.payout_cl_id)}">'
-                if bulk and not mine
+                if bulk and not mine and not self._needs_step_up(o)
                 else ""
             )
             rows.append(
