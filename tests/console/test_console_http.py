@@ -483,7 +483,7 @@ def test_passwords_are_stored_as_salted_scrypt_and_checked_exactly() -> None:
 
 def test_makers_are_the_requester_the_first_approver_and_the_last_changer(runtime: Runtime) -> None:
     """Maker-checker input: requested_by, approved_by and the actor of the last history entry."""
-    from worker.console.app import _actor_in, makers
+    from worker.console.pages import _actor_in, makers
 
     # given an order someone requested, then an operator changed
     pid = seed_review(runtime, "mk-1")
