@@ -145,6 +145,15 @@ def run_e2e(stack: Any, plan: Plan, log: Any) -> dict[str, Any]:
     return phases.measure_e2e(stack, n=plan.e2e, concurrency=16)
 
 
+def run_web(stack: Any, plan: Plan, log: Any) -> dict[str, Any]:
+    from worker.harness.bench.web import measure_web_front
+
+    log("web front: callback p95 with 50 slow clients, console pages at 100 vs 10,000 open orders ...")
+    if plan.e2e < 1000:  # --tiny: the smoke test
+        return measure_web_front(stack, callbacks=30, slow=10, large=300, repeat=3)
+    return measure_web_front(stack)
+
+
 def run_only(phase: str, plan: Plan, *, workdir: Path | None, log: Any) -> dict[str, Any]:
     """``--only PHASE``: one phase alone (its figures, not the headline table)."""
     from worker.harness.bench.stack import BenchStack
@@ -153,7 +162,7 @@ def run_only(phase: str, plan: Plan, *, workdir: Path | None, log: Any) -> dict[
     out: dict[str, Any] = {"machine": machine_info()}
     stack = BenchStack(workdir).start()
     try:
-        out[phase] = (run_backlog if phase == "backlog" else run_e2e)(stack, plan, log)
+        out[phase] = {"backlog": run_backlog, "e2e": run_e2e, "web": run_web}[phase](stack, plan, log)
     finally:
         stack.stop()
         if workdir is None:
@@ -261,6 +270,9 @@ def run(plan: Plan, *, workdir: Path | None, log: Any) -> dict[str, Any]:
         log("durability: enqueue and claim with and without a replica acknowledgement ...")
         out["durability"]["replica_ack"] = durability.measure_replica_ack(stack, n=min(1000, plan.chunk))
 
+        # the web front: callbacks under slow clients, console pages at 100 vs 10,000 open
+        out["web_front"] = run_web(stack, plan, log)
+
         # step 4-5: sweep and memory on a second Redis
         log(f"sweep: {plan.sweep_small:,} vs {plan.sweep_big:,} not-due orders ...")
         out["sweep"] = phases.measure_sweep(
@@ -321,6 +333,9 @@ def headline(out: dict[str, Any]) -> dict[str, Any]:
         "backlog_requests_per_order": out["backlog"]["gateway_requests_per_order"],
         "backlog_drain_vs_rate": out["backlog"]["drain_vs_rate"],
         "backlog_final_vs_rate": out["backlog"]["final_vs_rate"],
+        "web_callback_p95_ms": out["web_front"]["callback_p95_ms"],
+        "web_callback_p95_ratio_slow": out["web_front"]["callback_p95_ratio"],
+        "web_page_ratio_10k_vs_100": max(out["web_front"]["page_ratio"].values()),
     }
 
 
@@ -356,6 +371,9 @@ TARGETS: tuple[tuple[str, str, float | None, str], ...] = (
     ("backlog: gateway requests / order", "backlog_requests_per_order", None, ""),
     ("backlog: create rate / GATEWAY_MAX_RPS", "backlog_drain_vs_rate", 0.9, "ge"),
     ("backlog: final rate / GATEWAY_MAX_RPS", "backlog_final_vs_rate", None, ""),
+    ("web: callback p95 ms", "web_callback_p95_ms", None, ""),
+    ("web: callback p95, 50 slow clients / none", "web_callback_p95_ratio_slow", 2.0, "le"),
+    ("web: console page 10k / 100 open (worst)", "web_page_ratio_10k_vs_100", 1.5, "le"),
 )
 
 
@@ -412,7 +430,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # the smoke test
     p.add_argument("--json", metavar="FILE", help="write every figure as JSON to FILE")
     p.add_argument("--keep", metavar="DIR", help="keep worker logs in DIR")
-    p.add_argument("--only", choices=["backlog", "e2e"], help="run one phase alone (its JSON, no table)")
+    p.add_argument(
+        "--only", choices=["backlog", "e2e", "web"], help="run one phase alone (its JSON, no table)"
+    )
     p.add_argument("--e2e", type=int, metavar="N", help="orders in the end-to-end phase")
     p.add_argument("--backlog", type=int, metavar="N", help="orders in the backlog phase")
     p.add_argument("--backlog-rps", type=float, metavar="R", help="GATEWAY_MAX_RPS of the backlog phase")
