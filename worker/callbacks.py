@@ -249,7 +249,7 @@ WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 def make_app(runtime: Runtime | None = None, *, body_deadline_s: float = BODY_DEADLINE_S) -> WSGIApp:
     """Build the WSGI app; ``runtime`` defaults to the process runtime (tests pass one).
 
-    Without a runtime (the production entry point, e.g. ``gunicorn worker.callbacks:app``)
+    Without a runtime (the production entry point, ``worker.web:app`` under gunicorn)
     the first request also configures logging from the settings: no WSGI server calls
     :func:`configure_logging`, and structlog's default would print unredacted console text.
     """

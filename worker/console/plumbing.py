@@ -13,6 +13,7 @@ from importlib import resources
 from typing import Any, Final
 from urllib.parse import parse_qs
 
+from worker.callbacks import BODY_DEADLINE_S, BodyError, read_body_within
 from worker.console.auth import Actor
 from worker.console.security import HEADERS
 
@@ -89,7 +90,11 @@ def read_form(environ: Mapping[str, Any]) -> dict[str, list[str]]:
         length = -1
     if length < 0 or length > MAX_FORM:
         raise Reply(413, "the form is too large")
-    body = environ["wsgi.input"].read(length) if length else b""
+    try:
+        # the same per-request body deadline as the callbacks (a slow client: 408)
+        body = read_body_within(dict(environ), BODY_DEADLINE_S, MAX_FORM) if length else b""
+    except BodyError as exc:
+        raise Reply(int(exc.status.split()[0]), str(exc)) from None
     if ctype != "application/x-www-form-urlencoded":
         raise Reply(400, "forms are application/x-www-form-urlencoded")
     try:
