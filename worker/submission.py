@@ -14,12 +14,12 @@ from enum import StrEnum
 
 from worker import controls
 from worker.crashpoints import crash_point
-from worker.errors import LossEpochPending, NotDurable
+from worker.errors import LossEpochPending, NotDurable, PersonalDataUnreadable
 from worker.gateway import STALE_CLAIM, CreateResult, Outcome, QueryKind
 from worker.logs import get_logger
 from worker.runtime import Runtime
 from worker.states import State
-from worker.store import INCR, NO_QUEUE, Order, stamp
+from worker.store import INCR, NO_QUEUE, REMOVE, Order, stamp
 
 log = get_logger("payouts.submit")
 
@@ -47,6 +47,9 @@ class SubmitStatus(StrEnum):
     EPOCH_FOUND = "epoch_found"
     #: the order predates a loss epoch and the query failed: rescheduled
     EPOCH_QUERY_FAILED = "epoch_query_failed"
+    #: not sent: its sealed personal data does not open (wrong key, moved, altered, erased):
+    #: moved to review with that reason (D72)
+    UNREADABLE = "unreadable"
 
 
 #: 2 ** this is the largest backoff factor: past it the cap applies anyway, and a float
@@ -104,6 +107,11 @@ def submit_order(rt: Runtime, payout_cl_id: str, *, _epoch_checked: bool = False
     if order.state is not State.RECEIVED:
         log.info("payout.submit.skipped", state=order.state.value)
         return SubmitStatus.NOT_RECEIVED
+    try:
+        # opened before anything else: a value that does not open is never a payout
+        payout = store.payout_of(order)
+    except PersonalDataUnreadable as exc:
+        return _unreadable(rt, order, exc)
     held = controls.pre_send(rt, order)
     if held is not None:
         return _hold(rt, order, held)
@@ -184,9 +192,7 @@ def submit_order(rt: Runtime, payout_cl_id: str, *, _epoch_checked: bool = False
             expect=("submit_attempts", str(attempts)),
         )
         return SubmitStatus.HELD
-    result = gateway.create_payout(
-        order.as_payout(), sign_type=cfg.sign_type, notify_url=notify_url, may_send=fresh
-    )
+    result = gateway.create_payout(payout, sign_type=cfg.sign_type, notify_url=notify_url, may_send=fresh)
     if result.outcome is Outcome.REJECTED and result.code == "0017":
         result = _query_ambiguous(rt, payout_cl_id, result)
     now = time.time()
@@ -274,6 +280,20 @@ def submit_order(rt: Runtime, payout_cl_id: str, *, _epoch_checked: bool = False
     elif target is State.REJECTED:
         notify_final(rt, payout_cl_id)
     return status
+
+
+def _unreadable(rt: Runtime, order: Order, exc: PersonalDataUnreadable) -> SubmitStatus:
+    """The order's personal data does not open: nothing is claimed or sent; review says why
+    (the reason names the field and the key id, never a value)."""
+    prev = rt.store.transition(
+        order.payout_cl_id,
+        State.REVIEW,
+        sources={State.RECEIVED},
+        reason=f"not sent: personal data unreadable: {exc.reason}"[:200],
+        due=REMOVE,
+    )
+    log.error("payout.submit.unreadable", reason=exc.reason, moved=prev is not None)
+    return SubmitStatus.UNREADABLE if prev is not None else SubmitStatus.NOT_RECEIVED
 
 
 def _hold(rt: Runtime, order: Order, held: controls.Hold) -> SubmitStatus:

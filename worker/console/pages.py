@@ -24,7 +24,9 @@ from worker.states import State
 from worker.store import Order
 
 #: order fields that are personal data or internal: never shown as evidence
-_PRIVATE: Final = frozenset({"name", "number", "fp", "notify_url", "state", "amount", "bank_name"})
+_PRIVATE: Final = frozenset(
+    {"name", "number", "name_mask", "number_mask", "fp", "notify_url", "state", "amount", "bank_name"}
+)
 
 
 class Pages:
@@ -229,7 +231,7 @@ class Pages:
                     _order_link(req, o.payout_cl_id),
                     esc(idr(o.amount)),
                     esc(o.bank_name),
-                    esc(masked_account(o.number)),
+                    esc(masked_account(o.number_mask)),
                     esc(o.fields.get("requested_by", "")),
                     esc(age(now - since)),
                     self._row_actions(req, o, "/approvals"),
@@ -260,8 +262,8 @@ class Pages:
             ("State", f'<span class="state {esc(o.state.value)}">{esc(o.state.value)}</span>'),
             ("Amount", esc(idr(o.amount))),
             ("Bank", esc(o.bank_name)),
-            ("Account", esc(masked_account(o.number))),
-            ("Holder", esc(masked_name(o.name))),
+            ("Account", esc("(erased)" if o.erased else masked_account(o.number_mask))),
+            ("Holder", esc("(erased)" if o.erased else masked_name(o.name_mask))),
             ("Gateway payout_id", esc(o.payout_id or "")),
             ("Reason", esc(o.reason)),
             ("Created", esc(when(o.created_at))),

@@ -141,6 +141,11 @@ def resubmit(
     order = rt.store.require(payout_cl_id)
     if order.state not in (State.REVIEW, State.REJECTED):
         raise InvalidTransition(payout_cl_id, order.state.value, "received (resubmit)")
+    if order.erased:
+        raise PayoutError(
+            "its account number and name were erased (PII_RETENTION_DAYS or payouts forget): "
+            "nothing to send; enqueue the payout again under a new payout_cl_id"
+        )
     evidence = gateway_evidence(rt, order)
     if evidence and not force:
         raise PayoutError(

@@ -11,7 +11,9 @@ Starts its own Redis (AOF on), sandbox gateway, workers and beat, then measures:
 5. Redis bytes per stored order and worker CPU per payout;
 6. durability: submit throughput at ``appendfsync always`` vs ``everysec`` (alternating
    batches, one run) and the latency a replica acknowledgement (``WAIT 1``) adds to the
-   enqueue's create and to the claim (worker/harness/bench/durability.py).
+   enqueue's create and to the claim (worker/harness/bench/durability.py);
+7. personal data sealed vs in plain text: enqueue and submit throughput in alternating
+   slices (worker/harness/bench/pii.py).
 
 ``--quick`` (``make bench``) runs every step with smaller batches in under 3 minutes
 and writes the same keys. Method and the last figures: docs/performance.md.
@@ -63,6 +65,8 @@ class Plan:
     backlog_timers: tuple[tuple[str, str], ...] = ()
     #: the end-to-end phase: orders to final with callbacks, one threads -c 16 worker
     e2e: int = 1_500
+    #: sealed vs plain: slice pairs of 20 enqueues and 20 submits each
+    pii_slices: int = 50
 
     @classmethod
     def of(cls, quick: bool, tiny: bool = False) -> Plan:
@@ -82,9 +86,10 @@ class Plan:
                 100.0,
                 fast,
                 150,
+                4,
             )
         if quick:
-            return cls(4, 400, 3.0, 3.0, POOLS_QUICK, 1_000_000, 1_000, 300, 10_000, 20_000)
+            return cls(4, 400, 3.0, 3.0, POOLS_QUICK, 1_000_000, 1_000, 300, 10_000, 20_000, pii_slices=25)
         return cls(4, 2000, 10.0, 8.0, POOLS_FULL, 1_000_000, 1_000, 1000, 10_000, 100_000)
 
 
@@ -152,6 +157,13 @@ def run_web(stack: Any, plan: Plan, log: Any) -> dict[str, Any]:
     return measure_web_front(stack)
 
 
+def run_pii(stack: Any, plan: Plan, log: Any) -> dict[str, Any]:
+    from worker.harness.bench.pii import measure_pii
+
+    log(f"personal data: enqueue and submit, sealed vs plain, {plan.pii_slices} slice pairs ...")
+    return measure_pii(stack, slices=plan.pii_slices)
+
+
 def run_only(phase: str, plan: Plan, *, workdir: Path | None, log: Any) -> dict[str, Any]:
     """``--only PHASE``: one phase alone (its figures, not the headline table)."""
     from worker.harness.bench.stack import BenchStack
@@ -160,7 +172,8 @@ def run_only(phase: str, plan: Plan, *, workdir: Path | None, log: Any) -> dict[
     out: dict[str, Any] = {"machine": machine_info()}
     stack = BenchStack(workdir).start()
     try:
-        out[phase] = {"backlog": run_backlog, "e2e": run_e2e, "web": run_web}[phase](stack, plan, log)
+        runners = {"backlog": run_backlog, "e2e": run_e2e, "web": run_web, "pii": run_pii}
+        out[phase] = runners[phase](stack, plan, log)
     finally:
         stack.stop()
         if workdir is None:
@@ -185,6 +198,7 @@ def run(plan: Plan, *, workdir: Path | None, log: Any) -> dict[str, Any]:
         # above the gateway's rate, then end to end with callbacks
         out["backlog"] = run_backlog(stack, plan, log)
         out["e2e"] = run_e2e(stack, plan, log)
+        out["pii"] = run_pii(stack, plan, log)
         # step 1-2: producer, then alternating noop / submit batches through one worker
         log("producer: delay() vs enqueue_payout() ...")
         prod, staged = phases.measure_producer(stack, chunks=plan.chunks, chunk=plan.chunk)
@@ -333,6 +347,8 @@ def headline(out: dict[str, Any]) -> dict[str, Any]:
         "backlog_requests_per_order": out["backlog"]["gateway_requests_per_order"],
         "backlog_drain_vs_rate": out["backlog"]["drain_vs_rate"],
         "backlog_final_vs_rate": out["backlog"]["final_vs_rate"],
+        "enqueue_sealed_vs_plain": out["pii"]["enqueue_sealed_vs_plain"],
+        "submit_sealed_vs_plain": out["pii"]["submit_sealed_vs_plain"],
     } | _web_headline(out.get("web_front"))
 
 
@@ -385,6 +401,8 @@ TARGETS: tuple[tuple[str, str, float | None, str], ...] = (
     ("web: callback p95 ms", "web_callback_p95_ms", None, ""),
     ("web: callback p95, 50 slow clients / none", "web_callback_p95_ratio_slow", 2.0, "le"),
     ("web: console page 10k / 100 open (worst)", "web_page_ratio_10k_vs_100", 1.5, "le"),
+    ("enqueue, sealed / plain personal data", "enqueue_sealed_vs_plain", 0.95, "ge"),
+    ("submit, sealed / plain personal data", "submit_sealed_vs_plain", 0.95, "ge"),
 )
 
 
@@ -444,7 +462,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="FILE", help="write every figure as JSON to FILE")
     p.add_argument("--keep", metavar="DIR", help="keep worker logs in DIR")
     p.add_argument(
-        "--only", choices=["backlog", "e2e", "web"], help="run one phase alone (its JSON, no table)"
+        "--only",
+        choices=["backlog", "e2e", "web", "pii"],
+        help="run one phase alone (its JSON, no table)",
     )
     p.add_argument("--e2e", type=int, metavar="N", help="orders in the end-to-end phase")
     p.add_argument("--backlog", type=int, metavar="N", help="orders in the backlog phase")
