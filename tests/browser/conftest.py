@@ -148,7 +148,8 @@ class Browser:
             self._sign_in()
 
     def fill(self, **fields: str) -> None:
-        """Type into the page's inputs by name, then submit the form of the last one."""
+        """Type into the page's inputs by name, then press the button of the page's one form
+        (the sign-in pages: the header has no form before sign-in)."""
         from selenium.webdriver.common.by import By
         from selenium.webdriver.support.expected_conditions import staleness_of
         from selenium.webdriver.support.wait import WebDriverWait
@@ -159,8 +160,9 @@ class Browser:
             el.clear()
             el.send_keys(value)
         assert el is not None
-        el.find_element(By.XPATH, "./ancestor::form//button").click()
-        WebDriverWait(self.driver, 15).until(staleness_of(el))  # the answer page has loaded
+        button = self.driver.find_element(By.CSS_SELECTOR, "main form button")  # the page's one form
+        button.click()
+        WebDriverWait(self.driver, 15).until(staleness_of(button))  # the answer page has loaded
 
     def sign_in(self, password: str = PASSWORD, code: str | None = None) -> None:
         """The sign-in form (and the TOTP step for approvers), as a person would."""
