@@ -32,7 +32,7 @@ import structlog
 
 from worker import signing
 from worker.gateway import record_from_json
-from worker.logs import configure_logging, get_logger
+from worker.logs import get_logger
 from worker.payout import ID_RE
 from worker.reports import ReportResult, apply_report
 from worker.runtime import Runtime, get_runtime
@@ -249,15 +249,12 @@ WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 def make_app(runtime: Runtime | None = None, *, body_deadline_s: float = BODY_DEADLINE_S) -> WSGIApp:
     """Build the WSGI app; ``runtime`` defaults to the process runtime (tests pass one).
 
-    Without a runtime (the production entry point, ``worker.web:app`` under gunicorn)
-    the first request also configures logging from the settings: no WSGI server calls
-    :func:`configure_logging`, and structlog's default would print unredacted console text.
+    It never configures logging: its records go to stdlib ``logging`` (redacted by the
+    library's own chain, worker/logs.py), so a host that mounts it keeps its own logging; the
+    project's web process gets JSON lines from ``worker/gunicornconf.py``.
     """
 
     def application(environ: dict[str, Any], start: StartResponse) -> Iterable[bytes]:
-        if runtime is None:
-            s = get_runtime().settings
-            configure_logging(s.log_format, s.log_level)  # once per process; then a no-op
         structlog.contextvars.clear_contextvars()
         path = environ.get("PATH_INFO", "")
         method = environ.get("REQUEST_METHOD", "GET")

@@ -33,7 +33,7 @@ import redis
 
 from worker import metrics
 from worker.callbacks import BODY_DEADLINE_S, StartResponse, WSGIApp, make_app, reply
-from worker.logs import configure_logging, get_logger
+from worker.logs import get_logger
 from worker.runtime import Runtime, get_runtime
 from worker.settings import ConfigError
 
@@ -129,9 +129,7 @@ def make_web_app(
     admin = make_admin_app(runtime, console) if admin_port is not None else None
 
     def web(environ: dict[str, Any], start: StartResponse) -> Iterable[bytes]:
-        if runtime is None:
-            s = get_runtime().settings
-            configure_logging(s.log_format, s.log_level)  # once per process; then a no-op
+        # logging is the web process's (worker/gunicornconf.py), never configured here
         if admin is not None and listener_port(environ) == admin_port:
             return admin(environ, start)
         return public(environ, start)
