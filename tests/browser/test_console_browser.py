@@ -382,8 +382,9 @@ def test_sign_in_and_sign_out_in_the_browser(make_desk: Callable[..., Desk]) -> 
     assert otto.driver.execute_script("return document.cookie") == ""
     # when they sign out
     otto.driver.find_element(By.CSS_SELECTOR, "form.signout button").click()
+    wait_for(lambda: otto.driver.current_url.endswith("/console/login"), 15, what="the sign-in page")
     # then the session is gone on the server and in the browser
-    assert otto.driver.current_url.endswith("/console/login") and session_cookie(otto) is None
+    assert session_cookie(otto) is None and not desk.redis.keys("payouts:console:session:*")
     otto.open("/review")
     assert otto.driver.current_url.endswith("/console/login")
     otto.driver.add_cookie({"name": "payouts_console", "value": cookie["value"], "path": "/console/"})
