@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import redis
+import structlog.contextvars
 
 from tests.helpers import base_env, sandbox_config
 from worker import metrics
@@ -24,6 +25,15 @@ def _metrics_stay_with_their_test() -> Iterator[None]:
     they would land in whatever Redis next listens on that test's (freed) port."""
     yield
     metrics.discard()
+
+
+@pytest.fixture(autouse=True)
+def _log_context_stays_with_its_test() -> Iterator[None]:
+    """Context a test bound (a task or callback run in this process binds ``payout_cl_id``)
+    never tags the next test's log records."""
+    structlog.contextvars.clear_contextvars()
+    yield
+    structlog.contextvars.clear_contextvars()
 
 
 @pytest.fixture(scope="session")

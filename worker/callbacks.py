@@ -1,4 +1,6 @@
-"""The gateway's callback receiver: ``worker.callbacks:app`` (WSGI), ``POST /payouts/notify``.
+"""The gateway's callback receiver: :func:`make_app` (WSGI), ``POST /payouts/notify``.
+
+The web process (``worker.web``) serves it alone on the public listener.
 
 Order of work: parse (JSON or form), find the order, verify the signature with
 the algorithm the order was created with (never one the configuration does not
@@ -11,6 +13,7 @@ transition as queries. Answers:
   or non-numeric ``status``, a non-numeric time, a malformed amount (changes nothing);
 * 401 ``0004`` -- a bad signature **or an unknown order**: the same answer, so order ids
   cannot be enumerated (changes nothing);
+* 408 -- the body did not arrive within ``BODY_DEADLINE_S`` (a slow client; changes nothing);
 * 409 -- the create's answer is not recorded yet: the gateway will retry;
 * 503 -- the store is unreachable: the gateway will retry.
 """
@@ -27,7 +30,7 @@ from urllib.parse import parse_qsl
 import redis
 import structlog
 
-from worker import metrics, signing
+from worker import signing
 from worker.gateway import record_from_json
 from worker.logs import get_logger
 from worker.payout import ID_RE
@@ -37,8 +40,9 @@ from worker.runtime import Runtime, get_runtime
 log = get_logger("payouts.callbacks")
 
 NOTIFY_PATH = "/payouts/notify"
-METRICS_PATH = "/metrics"
 MAX_BODY = 64 * 1024
+#: seconds a request body may take to arrive, from the first read (slow clients, issue 21)
+BODY_DEADLINE_S = 10.0
 StartResponse = Callable[..., Any]
 
 _DIGITS = re.compile(r"[0-9]{1,20}")
@@ -108,15 +112,51 @@ def read_body(environ: dict[str, Any], limit: int = MAX_BODY) -> bytes:
     return b""
 
 
+def read_body_within(environ: dict[str, Any], deadline_s: float, limit: int = MAX_BODY) -> bytes:
+    """:func:`read_body`, answered 408 unless the whole body arrives within ``deadline_s``.
+
+    The deadline needs a cooperative server (gunicorn's gevent workers, what
+    ``python -m worker.web`` runs): a ``gevent.Timeout`` interrupts the read however the
+    client trickles its bytes. Under a server that did not patch sockets the body is read
+    without a deadline (that server holds a thread per slow client: put a buffering proxy
+    in front of it).
+    """
+    try:
+        from gevent import Timeout, monkey
+    except ImportError:  # the gevent extra is not installed: no cooperative deadline
+        return read_body(environ, limit)
+    if not monkey.is_module_patched("socket"):
+        return read_body(environ, limit)
+    late = BodyError("408 Request Timeout", f"the body did not arrive within {deadline_s:g} s")
+    with Timeout(deadline_s, late):
+        return read_body(environ, limit)
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _printable(name: str) -> str:
+    return name[:32].encode("utf-8", "replace").decode("utf-8")
+
+
 def notice_problem(notice: dict[str, Any]) -> str | None:
     """Why a notice's shape is refused before any lookup or state change (D14), or None."""
     for name, value in notice.items():
         if not isinstance(name, str) or "&" in name or "=" in name:
             return "field names must not contain & or ="
+        # a lone surrogate (JSON "\ud800") cannot be signed: refused here, before the lookup,
+        # for a known id and an unknown one alike, so it cannot tell them apart (D45)
+        if not _encodable(name) or (isinstance(value, str) and not _encodable(value)):
+            return f"{_printable(name)}: must be valid Unicode text (no lone surrogates)"
         if isinstance(value, bool) or not isinstance(value, (str, type(None))):
-            return f"{name[:32]}: must be text or a number"
+            return f"{_printable(name)}: must be text or a number"
         if isinstance(value, str) and ("&" in value or "=" in value):
-            return f"{name[:32]}: values must not contain & or ="
+            return f"{_printable(name)}: values must not contain & or ="
     status = notice.get("status")
     if not isinstance(status, str) or not _DIGITS.fullmatch(status):
         return "status: required, digits"
@@ -131,7 +171,7 @@ def notice_problem(notice: dict[str, Any]) -> str | None:
     return None
 
 
-def _reply(start: StartResponse, status: str, code: str, msg: str = "") -> list[bytes]:
+def reply(start: StartResponse, status: str, code: str, msg: str = "") -> list[bytes]:
     body: dict[str, str] = {"error_code": code}
     if msg:
         body["error_msg"] = msg
@@ -206,20 +246,7 @@ def handle_notice(rt: Runtime, notice: dict[str, Any]) -> tuple[int, str, str]:
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 
-def _metrics(rt: Runtime, start: StartResponse) -> list[bytes]:
-    """``GET /metrics``: the cluster's Prometheus exposition, read from Redis (worker.metrics)."""
-    try:
-        data = metrics.render(rt.redis)
-    except ImportError:
-        return _reply(start, "501 Not Implemented", "0003", "install the 'metrics' extra (prometheus_client)")
-    except redis.exceptions.RedisError as exc:
-        log.error("metrics.store_down", error=type(exc).__name__)
-        return _reply(start, "503 Service Unavailable", "0001", "store unavailable")
-    start("200 OK", [("Content-Type", metrics.CONTENT_TYPE), ("Content-Length", str(len(data)))])
-    return [data]
-
-
-def make_app(runtime: Runtime | None = None) -> WSGIApp:
+def make_app(runtime: Runtime | None = None, *, body_deadline_s: float = BODY_DEADLINE_S) -> WSGIApp:
     """Build the WSGI app; ``runtime`` defaults to the process runtime (tests pass one).
 
     It never configures logging: its records go to stdlib ``logging`` (redacted by the
@@ -232,62 +259,30 @@ def make_app(runtime: Runtime | None = None) -> WSGIApp:
         path = environ.get("PATH_INFO", "")
         method = environ.get("REQUEST_METHOD", "GET")
         if path == "/healthz" and method == "GET":
-            return _reply(start, "200 OK", "0000")
-        if path == METRICS_PATH and method == "GET":
-            return _metrics(runtime or get_runtime(), start)
+            return reply(start, "200 OK", "0000")
         if path != NOTIFY_PATH:
-            return _reply(start, "404 Not Found", "0002", "not found")
+            return reply(start, "404 Not Found", "0002", "not found")
         if method != "POST":
-            return _reply(start, "405 Method Not Allowed", "0023", "POST only")
+            return reply(start, "405 Method Not Allowed", "0023", "POST only")
         try:
-            body = read_body(environ)
+            body = read_body_within(environ, body_deadline_s)
         except BodyError as exc:
-            return _reply(start, exc.status, "0002", str(exc))
+            return reply(start, exc.status, "0002", str(exc))
         try:
             notice = parse_notice(body, environ.get("CONTENT_TYPE", ""))
         except (ValueError, UnicodeDecodeError, RecursionError):  # deep nesting: RecursionError
-            return _reply(start, "400 Bad Request", "0021", "body is not valid JSON or form data")
+            return reply(start, "400 Bad Request", "0021", "body is not valid JSON or form data")
         try:
             rt = runtime or get_runtime()
             status, code, msg = handle_notice(rt, notice)
         except redis.exceptions.RedisError as exc:
             log.error("payout.callback.store_down", error=type(exc).__name__)
-            return _reply(start, "503 Service Unavailable", "0001", "store unavailable")
+            return reply(start, "503 Service Unavailable", "0001", "store unavailable")
         finally:
             structlog.contextvars.clear_contextvars()
         phrase = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 409: "Conflict"}[
             status
         ]
-        return _reply(start, f"{status} {phrase}", code, msg)
+        return reply(start, f"{status} {phrase}", code, msg)
 
     return application
-
-
-def make_web_app(runtime: Runtime | None = None) -> WSGIApp:
-    """The web process: the callback receiver, with the operator console under ``/console/``.
-
-    Other mounts (e.g. ``/metrics``) go in the same ``mounts`` table: prefix -> WSGI app.
-    """
-    from worker.console import make_console
-
-    mounts: dict[str, WSGIApp] = {"/console": make_console(runtime)}
-    receiver = make_app(runtime)
-
-    def web(environ: dict[str, Any], start: StartResponse) -> Iterable[bytes]:
-        path = str(environ.get("PATH_INFO", ""))
-        for prefix, mounted in mounts.items():
-            if path == prefix or path.startswith(prefix + "/"):
-                if path == prefix:
-                    start(
-                        "308 Permanent Redirect", [("Location", f"{environ.get('SCRIPT_NAME', '')}{prefix}/")]
-                    )
-                    return [b""]
-                sub = {**environ, "SCRIPT_NAME": str(environ.get("SCRIPT_NAME", "")) + prefix}
-                sub["PATH_INFO"] = path[len(prefix) :]
-                return mounted(sub, start)
-        return receiver(environ, start)
-
-    return web
-
-
-app = make_web_app()

@@ -25,7 +25,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -34,7 +33,7 @@ from typing import Final
 from worker import keys
 from worker.errors import ApprovalRefused, InvalidTransition, OrderNotFound, PayoutError
 from worker.logs import get_logger
-from worker.payout import Payout
+from worker.payout import BANK_RE, Payout
 from worker.runtime import Runtime
 from worker.settings import Settings
 from worker.states import State
@@ -62,7 +61,6 @@ SOURCES: Final = ("operator", "balance", "merchant_code")
 AUTO_RESUMABLE: Final = frozenset({"balance"})
 #: how long after a 0018 the polled balance gates sending
 BALANCE_LOW_S: Final = 3600
-_BANK_RE: Final = re.compile(r"[A-Za-z0-9 _.&-]{1,16}")
 
 # delete a pause only if it is still the one we read (an operator may have replaced it)
 _DELETE_IF_SAME = """
@@ -120,11 +118,24 @@ def _parse(scope: str, raw: str) -> Pause:
 
 
 def _scope(bank: str | None) -> str:
-    if bank is None or bank == ALL:
+    """The pause scope of ``bank``: every code the payout validator accepts (``BANK_RE``),
+    kept in upper case; orders are matched by their code in upper case too (D53)."""
+    if bank is None or bank.strip() in ("", ALL):
         return ALL
-    if not _BANK_RE.fullmatch(bank):
-        raise PayoutError("bank: must be a bank code of letters, digits and spaces")
-    return bank
+    code = bank.strip()
+    if not BANK_RE.fullmatch(code):
+        raise PayoutError("bank: must be a bank code of 1-16 letters, digits, spaces, '_', '.', '&' or '-'")
+    return bank_scope(code)
+
+
+def scope_of(bank: str | None) -> str:
+    """The pause scope ``pause``/``resume`` use for ``bank`` (PayoutError if malformed)."""
+    return _scope(bank)
+
+
+def bank_scope(bank_name: str) -> str:
+    """The pause scope that holds orders of ``bank_name``: case does not matter (D53)."""
+    return bank_name.upper()
 
 
 # ------------------------------------------------------------------ pause
@@ -175,6 +186,9 @@ def resume(rt: Runtime, *, by: str, bank: str | None = None, only: Pause | None 
         raise PayoutError("resume needs --by NAME")
     scope = _scope(bank)
     raw = rt.redis.hget(keys.PAUSE, scope)
+    if raw is None and bank is not None and bank.strip() != scope:
+        scope = bank.strip()  # a pause set before D53, under the code as written
+        raw = rt.redis.hget(keys.PAUSE, scope)
     if raw is None:
         return None
     current = _parse(scope, str(raw))
@@ -194,7 +208,7 @@ def pauses(rt: Runtime) -> list[Pause]:
 
 def paused_for(rt: Runtime, bank: str | None) -> Pause | None:
     """The pause that applies to ``bank`` (the every-bank one first), or None."""
-    scopes = [ALL] if bank in (None, ALL) else [ALL, str(bank)]
+    scopes = [ALL] if bank in (None, ALL) else [ALL, bank_scope(str(bank)), str(bank)]
     for scope, raw in zip(scopes, rt.redis.hmget(keys.PAUSE, scopes), strict=True):
         if raw is not None:
             return _parse(scope, str(raw))
@@ -230,15 +244,18 @@ def pre_send(rt: Runtime, order: Order, *, balance: bool = True) -> Hold | None:
     """
     if needs_approval(rt.settings, order):
         return Hold("approval", "needs approval")
-    bank = order.bank_name
+    bank = bank_scope(order.bank_name)
+    # the scope in upper case (D53), and the code as written (a pause set before D53)
+    scopes = [ALL, bank, order.bank_name]
     available = None
     if balance:
         pipe = rt.redis.pipeline(transaction=False)
-        pipe.hmget(keys.PAUSE, [ALL, bank])
+        pipe.hmget(keys.PAUSE, scopes)
         pipe.hget(keys.BALANCE, "limit")
-        (every, own), available = pipe.execute()
+        (every, own, legacy), available = pipe.execute()
     else:
-        every, own = rt.redis.hmget(keys.PAUSE, [ALL, bank])
+        every, own, legacy = rt.redis.hmget(keys.PAUSE, scopes)
+    own = own if own is not None else legacy
     raw = every if every is not None else own
     if raw is not None:
         p = _parse(ALL if every is not None else bank, str(raw))

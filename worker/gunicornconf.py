@@ -1,8 +1,11 @@
-"""gunicorn settings for the callback receiver and ``/metrics``:
+"""gunicorn settings of the web process (started by ``python -m worker.web``, never by hand).
 
-    gunicorn -c python:worker.gunicornconf worker.callbacks:app --bind 0.0.0.0:8000
+gevent workers (issue 21, measured in docs/performance.md): a client that trickles its
+request holds one greenlet, not a thread; each process serves ``worker_connections`` at
+once. Request line and headers are bounded by gunicorn's limits below; the body by the
+receiver's own deadline and size cap (``worker.callbacks``).
 
-Its only job is logging: gunicorn's error log ("Booting worker", "Listening at") and its
+Logging: gunicorn's error log ("Booting worker", "Listening at") and its
 access log go through the same structlog pipeline as the rest (JSON lines on stderr,
 redacted), instead of gunicorn's own text formats. Access lines are structured fields,
 never the query string.
@@ -21,10 +24,17 @@ from worker.settings import get_settings
 # gunicorn reads these module attributes as its settings
 logger_class = "worker.gunicornconf.JsonLogger"
 accesslog = "-"
-worker_class = "gthread"
+worker_class = "gevent"
 workers = 2
-threads = 8
+worker_connections = 1000
 timeout = 30
+graceful_timeout = 10
+#: seconds an idle keep-alive connection is kept
+keepalive = 5
+#: the request line and headers: small, as a callback's or a console page's are
+limit_request_line = 4094
+limit_request_fields = 50
+limit_request_field_size = 8190
 # gunicorn >= 23 opens a control socket under $HOME by default; the receiver needs none
 control_socket_disable = True
 

@@ -14,6 +14,10 @@ COUNTS: Final = f"{PREFIX}:counts"
 EVENTS: Final = f"{PREFIX}:events"
 #: sorted set: review order id -> time it entered review
 REVIEW: Final = f"{PREFIX}:review"
+#: sorted set: awaiting_approval order id -> time it entered awaiting_approval (transition.lua)
+APPROVALS: Final = f"{PREFIX}:approvals"
+#: string: set once the approvals index holds the orders that waited before it existed
+APPROVALS_BUILT: Final = f"{PREFIX}:approvals:built"
 #: string: unix time of the last completed sweep (liveness)
 SWEEP_LAST: Final = f"{PREFIX}:sweep:last"
 #: hash: token bucket for the gateway rate limit
@@ -74,6 +78,25 @@ def history(payout_cl_id: str) -> str:
 def duplicate(digest: str) -> str:
     """String (PX DUPLICATE_WINDOW): the order id last enqueued for one beneficiary+amount digest."""
     return f"{PREFIX}:dup:{digest}"
+
+
+#: hash: console user name -> AES-GCM-sealed TOTP secret (worker.console.signin)
+CONSOLE_TOTP: Final = f"{PREFIX}:console:totp"
+
+
+def console_session(sid_hash: str) -> str:
+    """Hash (EXPIRE = idle timeout): one console session {user, roles, created, stage}."""
+    return f"{PREFIX}:console:session:{sid_hash}"
+
+
+def console_login(kind: str, who: str) -> str:
+    """Hash (EXPIRE): sign-in attempts of a user ("user", sha256 of the name) or an address."""
+    return f"{PREFIX}:console:login:{kind}:{who}"
+
+
+def console_totp_used(user: str, step: int) -> str:
+    """String (EX 2 min): this user's TOTP code of this 30 s step was accepted (no replay)."""
+    return f"{PREFIX}:console:totp:used:{user}:{step}"
 
 
 def console_audit(payout_cl_id: str) -> str:

@@ -1,4 +1,4 @@
-"""Prometheus metrics, cluster-wide, served at ``GET /metrics`` by ``worker.callbacks:app``.
+"""Prometheus metrics, cluster-wide, served at ``GET /metrics`` on the web process's admin listener.
 
 Two kinds, both read from Redis at scrape time, so one scrape of any web process sees
 every worker (no per-worker port, no multiprocess directory):

@@ -486,9 +486,10 @@ class OrderStore:
             keys.OPEN_SINCE,
             keys.METRIC_TRANSITIONS,
             keys.METRIC_TIME_TO_FINAL,
+            keys.APPROVALS,
         ]
         if guard:
-            tkeys.append(keys.LOSS_EPOCH)  # KEYS[11]
+            tkeys.append(keys.LOSS_EPOCH)  # KEYS[12]
         targs: list[Any] = [
             i,
             src,
@@ -590,6 +591,43 @@ class OrderStore:
             return set()
         seen = self.redis.hmget(keys.IDS, ids)
         return {i for i, v in zip(ids, seen, strict=True) if v is not None}
+
+    def queue_page(self, key: str, start: int, count: int) -> list[tuple[str, float]]:
+        """One page of a queue index (``keys.REVIEW``, ``keys.APPROVALS``): (id, since), oldest
+        first, from rank ``start``. One ZRANGE: O(log N + count), whatever the queue's length."""
+        res: Any = self.redis.zrange(key, start, start + count - 1, withscores=True)
+        return [(str(i), float(t)) for i, t in res]
+
+    def backfill_approvals(self, page: int = 500) -> int:
+        """Index the orders that entered awaiting_approval before ``keys.APPROVALS`` existed.
+
+        Runs once per store (``keys.APPROVALS_BUILT``): reads the due-index a page at a time
+        (awaiting_approval orders are open, so they are all in it) and adds those waiting.
+        Concurrent runs are harmless (ZADD NX); a page reader skips an id whose order has
+        moved on. Returns the number of ids read.
+        """
+        if self.redis.exists(keys.APPROVALS_BUILT):
+            return 0
+        start, seen = 0, 0
+        while True:
+            ids = [str(i) for i in self.redis.zrange(keys.DUE, start, start + page - 1)]
+            if not ids:
+                break
+            pipe = self.redis.pipeline(transaction=False)
+            for i in ids:
+                pipe.hmget(keys.order(i), ["state", "updated_at"])
+            found: list[list[Any]] = pipe.execute()
+            waiting = {
+                i: float(got[1] or 0)
+                for i, got in zip(ids, found, strict=True)
+                if got[0] == State.AWAITING_APPROVAL.value
+            }
+            if waiting:
+                self.redis.zadd(keys.APPROVALS, waiting, nx=True)
+            seen += len(ids)
+            start += page
+        self.redis.set(keys.APPROVALS_BUILT, stamp(time.time()))
+        return seen
 
     def review_ids(self, limit: int = 1000) -> list[str]:
         return [str(x) for x in self.redis.zrange(keys.REVIEW, 0, limit - 1)]

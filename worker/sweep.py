@@ -106,7 +106,7 @@ def sweep_due(rt: Runtime, *, now: float | None = None, max_batches: int = 20) -
     except Exception as exc:  # the balance is advisory: never let it stop the sweep
         log.warning("payouts.balance.poll_failed", error=type(exc).__name__)
     # read once per tick: a paused bank's received orders are not dispatched (no churn)
-    paused = {p.scope for p in controls.pauses(rt)}
+    paused = {controls.bank_scope(p.scope) for p in controls.pauses(rt)}
     for _ in range(max_batches):
         ids = store.lease_due(now=now, batch=s.sweep_batch, lease_s=lease_s)
         lease_until = repr(now + lease_s)
@@ -167,7 +167,7 @@ def _route(
         if now - age_since(order, sent=False) > s.max_order_age_s:
             send_to_review(rt, order, "never sent within MAX_ORDER_AGE")
             return
-        if controls.ALL in paused or order.bank_name in paused:
+        if controls.ALL in paused or controls.bank_scope(order.bank_name) in paused:
             out.held += 1  # the lease already moved its due time on: nothing written
             return
         if budget.take():

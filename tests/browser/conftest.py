@@ -1,32 +1,31 @@
 """The console in headless Chromium (Debian's chromium + chromium-driver, driven by selenium).
 
-The web process is the real one (``gunicorn worker.callbacks:app``: the gateway's
-callbacks and the console under ``/console/``), beside a real Celery worker, the
-sandbox gateway and a private Redis. Credentials go in an ``Authorization`` header
-set through the DevTools protocol, never in a URL.
+The web process is the real one (``worker.web``'s one gunicorn launcher: the gateway's
+callbacks on the public listener, the console under ``/console/`` on the admin
+listener), beside a real Celery worker, the sandbox gateway and a private Redis.
+Each browser signs in through the console's own form (and the TOTP step for
+approvers), as a person would; no credential ever goes in a URL.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import json
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pyotp
 import pytest
 import redis
-import requests
 
 from tests.helpers import Stack
 from worker.console.auth import hash_password
-from worker.harness.processes import wait_for
+from worker.console.signin import TotpSecrets
+from worker.harness.processes import WebProcess
 from worker.payout import Payout
 from worker.sandbox.process import SandboxProcess
 from worker.states import State
@@ -59,67 +58,6 @@ def _browser_installed() -> None:
         pytest.skip("Debian's chromium and chromium-driver are not installed (.ci/run installs them)")
 
 
-class WebProcess:
-    """``gunicorn worker.callbacks:app`` on a port, with the stack's environment."""
-
-    def __init__(self, env: dict[str, str], port: int, log_path: Path) -> None:
-        self.env, self.port, self.log_path = env, port, log_path
-        self.proc: subprocess.Popen[bytes] | None = None
-        self._log: Any = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> WebProcess:
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "worker.callbacks:app",
-                "--bind",
-                f"127.0.0.1:{self.port}",
-                "--worker-class",
-                "gthread",
-                "--workers",
-                "1",
-                "--threads",
-                "8",
-                "--access-logfile",
-                "-",
-            ],
-            env={**os.environ, **self.env},
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-        def up() -> bool:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise AssertionError(f"the web process exited:\n{self.log_path.read_text()[-3000:]}")
-            with contextlib.suppress(requests.RequestException):
-                return requests.get(self.url + "/healthz", timeout=1).status_code == 200
-            return False
-
-        wait_for(up, 30, interval_s=0.1, what="the web process")
-        return self
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        if self._log is not None:
-            self._log.close()
-
-
 @dataclass
 class Desk:
     """The running system: the stack (worker + runtime), the web process, the gateway."""
@@ -129,6 +67,21 @@ class Desk:
     gateway: SandboxProcess
     tmp: Path
     browsers: list[Browser] = field(default_factory=list)
+    #: the approvers' authenticators (enrolled by make_desk), and the 30 s steps used
+    totp: dict[str, Any] = field(default_factory=dict)
+    used: set[tuple[str, int]] = field(default_factory=set)
+
+    def code(self, user: str) -> str:
+        """A TOTP code of ``user`` whose step was not used yet (the server takes each once;
+        it accepts one step of drift, so the next step's code also works)."""
+        totp = self.totp[user]
+        now = time.time()
+        for at in (now, now + 30, now - 30):
+            step = int(totp.timecode(at))
+            if (user, step) not in self.used:
+                self.used.add((user, step))
+                return str(totp.at(at))
+        raise AssertionError("three sign-ins of one approver within a minute: no fresh code left")
 
     @property
     def redis(self) -> redis.Redis:
@@ -136,10 +89,10 @@ class Desk:
 
     @property
     def console(self) -> str:
-        return self.web.url + "/console"
+        return self.web.admin_url + "/console"
 
-    def browser(self, user: str) -> Browser:
-        b = Browser(self, user, self.tmp / f"chrome-{user}-{len(self.browsers)}")
+    def browser(self, user: str, *, signed_in: bool = True) -> Browser:
+        b = Browser(self, user, self.tmp / f"chrome-{user}-{len(self.browsers)}", signed_in=signed_in)
         self.browsers.append(b)
         return b
 
@@ -160,7 +113,7 @@ class Desk:
 class Browser:
     """One headless Chromium signed in as ``user`` (its own profile: a separate person)."""
 
-    def __init__(self, desk: Desk, user: str, profile: Path) -> None:
+    def __init__(self, desk: Desk, user: str, profile: Path, *, signed_in: bool = True) -> None:
         from selenium import webdriver
         from selenium.webdriver.chrome.service import Service
 
@@ -188,23 +141,43 @@ class Browser:
         # an explicit driver path: Selenium Manager never looks for (or downloads) anything
         self.driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=opts)
         self.driver.set_page_load_timeout(30)
-        self._sign_in()
         self.urls: list[str] = []
         self.responses: list[tuple[str, int]] = []
         self.console_log: list[dict[str, Any]] = []
+        if signed_in:
+            self._sign_in()
+
+    def fill(self, **fields: str) -> None:
+        """Type into the page's inputs by name, then press the button of the page's one form
+        (the sign-in pages: the header has no form before sign-in)."""
+        from selenium.webdriver.common.by import By
+        from selenium.webdriver.support.expected_conditions import staleness_of
+        from selenium.webdriver.support.wait import WebDriverWait
+
+        el = None
+        for name, value in fields.items():
+            el = self.driver.find_element(By.NAME, name)
+            el.clear()
+            el.send_keys(value)
+        assert el is not None
+        button = self.driver.find_element(By.CSS_SELECTOR, "main form button")  # the page's one form
+        button.click()
+        WebDriverWait(self.driver, 15).until(staleness_of(button))  # the answer page has loaded
+
+    def sign_in(self, password: str = PASSWORD, code: str | None = None) -> None:
+        """The sign-in form (and the TOTP step for approvers), as a person would."""
+        self.driver.get(self.desk.console + "/login")
+        self.fill(user=self.user, password=password)
+        if self.driver.current_url.endswith("/login/totp"):
+            self.fill(code=code if code is not None else self.desk.code(self.user))
 
     def _sign_in(self) -> None:
-        """The Authorization header for every request of the current tab (DevTools is per tab)."""
-        token = base64.b64encode(f"{self.user}:{PASSWORD}".encode()).decode()
-        self.driver.execute_cdp_cmd("Network.enable", {})
-        self.driver.execute_cdp_cmd(
-            "Network.setExtraHTTPHeaders", {"headers": {"Authorization": f"Basic {token}"}}
-        )
+        self.sign_in()
+        assert "/login" not in self.driver.current_url, self.text()
 
     def new_tab(self) -> str:
-        """Open a second tab of the same user; returns its window handle (now current)."""
+        """Open a second tab of the same user (the same cookie jar); returns its handle."""
         self.driver.switch_to.new_window("tab")
-        self._sign_in()
         return str(self.driver.current_window_handle)
 
     def open(self, path: str) -> None:
@@ -271,8 +244,14 @@ def make_desk(
         stack = Stack(
             tmp_path, redis_url, sandbox.url, CONSOLE_USERS_FILE=str(users), CONSOLE_SECRET=SECRET, **env
         )
-        web = WebProcess(stack.env, stack.callback_port, tmp_path / f"web{len(desks)}.log").start()
+        logs = tmp_path / f"web{len(desks)}"
+        logs.mkdir()
+        web = WebProcess(stack.env, port=stack.callback_port, log_dir=logs).start()
         desk = Desk(stack, web, sandbox, tmp_path)
+        for user, roles in USERS.items():
+            if set(roles) & {"approver", "admin"}:
+                uri = TotpSecrets(stack.redis, SECRET.encode()).enrol(user, replace=True)
+                desk.totp[user] = pyotp.parse_uri(uri)
         desks.append(desk)
         stack.start_worker()
         return desk

@@ -125,7 +125,7 @@ def test_a_viewer_sees_no_action_and_a_forged_post_gets_403_and_an_audit_row(
     # then
     assert status == 403
     assert desk.stack.state(pid) is State.REVIEW
-    rows = [e for _, e in desk.redis.xrange(keys.CONSOLE_AUDIT)]
+    rows = [e for _, e in desk.redis.xrange(keys.CONSOLE_AUDIT) if e["action"] != "login"]
     assert [(r["actor"], r["action"], r["result"]) for r in rows] == [("vera", "resolve", "denied")]
     assert audit.count(desk.redis, "resolve", "denied") == 1
     vera.open(f"/order/{pid}")
@@ -359,4 +359,82 @@ def test_pause_shows_a_banner_and_stops_creates(make_desk: Callable[..., Desk]) 
     assert "Paused:" not in otto.text()
     desk.stack.wait_state("pause-1", State.SUCCEEDED, State.FAILED, timeout_s=60)
     ok = [e for _, e in desk.redis.xrange(keys.CONSOLE_AUDIT) if e["result"] == "ok"]
-    assert [e["action"] for e in ok] == ["pause", "resume"]
+    assert [e["action"] for e in ok if e["action"] != "login"] == ["pause", "resume"]
+
+
+# -- sign-in ------------------------------------------------------------------------
+
+
+def session_cookie(b: Browser) -> dict[str, Any] | None:
+    return next((c for c in b.driver.get_cookies() if c["name"] == "payouts_console"), None)
+
+
+def test_sign_in_and_sign_out_in_the_browser(make_desk: Callable[..., Desk]) -> None:
+    """The form signs in (an HttpOnly, Secure, SameSite=Strict cookie the page's script cannot
+    read), and the header's Sign out button ends the session: the pages send to /login."""
+    desk = make_desk()
+    # given a signed-in operator
+    otto = desk.browser("otto")
+    otto.open("/")
+    cookie = session_cookie(otto)
+    assert "Overview" in otto.text() and cookie is not None
+    assert cookie["httpOnly"] and cookie["secure"] and cookie["sameSite"] == "Strict"
+    assert otto.driver.execute_script("return document.cookie") == ""
+    # when they sign out
+    otto.driver.find_element(By.CSS_SELECTOR, "form.signout button").click()
+    wait_for(lambda: otto.driver.current_url.endswith("/console/login"), 15, what="the sign-in page")
+    # then the session is gone on the server and in the browser
+    assert session_cookie(otto) is None and not desk.redis.keys("payouts:console:session:*")
+    otto.open("/review")
+    assert otto.driver.current_url.endswith("/console/login")
+    otto.driver.add_cookie({"name": "payouts_console", "value": cookie["value"], "path": "/console/"})
+    otto.open("/review")
+    assert otto.driver.current_url.endswith("/console/login")
+
+
+def test_an_idle_session_expires_in_the_browser(make_desk: Callable[..., Desk]) -> None:
+    """CONSOLE_IDLE_TIMEOUT_S: left alone, the session ends; the next click lands on /login."""
+    desk = make_desk(CONSOLE_IDLE_TIMEOUT_S="60")
+    otto = desk.browser("otto")
+    otto.open("/")
+    assert "Overview" in otto.text()
+    # when the idle time passes (made to pass in Redis: the key's TTL is the idle timer)
+    keys_now = desk.redis.keys("payouts:console:session:*")
+    assert len(keys_now) == 1
+    desk.redis.pexpire(keys_now[0], 1)
+    wait_for(lambda: not desk.redis.keys("payouts:console:session:*"), 5, what="the session to expire")
+    # then
+    otto.open("/review")
+    assert otto.driver.current_url.endswith("/console/login") and "Sign in" in otto.text()
+
+
+def test_password_guessing_is_throttled_in_the_browser(make_desk: Callable[..., Desk]) -> None:
+    """Wrong passwords: refused (401), then 429 with the wait shown on the form; once the
+    lockout is reached every attempt is 429; all counted. (Whether the third attempt meets
+    the 1 s delay depends on the browser's speed: the loop goes on until the lockout.)"""
+    desk = make_desk(CONSOLE_LOGIN_THROTTLE_AFTER="2", CONSOLE_LOGIN_LOCKOUT_AFTER="3")
+    b = desk.browser("vera", signed_in=False)
+    for n in range(8):
+        b.sign_in(password=f"wrong password {n}")
+        if audit.count(desk.redis, "login", "locked"):
+            break
+    b.collect()
+    statuses = [st for url, st in b.responses if url.endswith("/console/login")]
+    assert 401 in statuses and statuses[-1] == 429, statuses
+    assert "too many attempts" in b.text() and "locked out" in b.text()
+    assert audit.count(desk.redis, "login", "denied") == 3
+
+
+def test_an_approver_passes_the_totp_step_in_the_browser(make_desk: Callable[..., Desk]) -> None:
+    """An approver's password leads to the code step; a wrong code is refused there; the
+    right one opens the approvals page."""
+    desk = make_desk()
+    alice = desk.browser("alice", signed_in=False)
+    # when the password is right and the code wrong
+    alice.sign_in(code="000000")
+    # then they stay on the code step
+    assert alice.driver.current_url.endswith("/console/login/totp") and "wrong" in alice.text()
+    # when the right code follows
+    alice.fill(code=desk.code("alice"))
+    alice.open("/approvals")
+    assert "Approvals" in alice.text() and "alice" in alice.text()

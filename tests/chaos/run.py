@@ -10,7 +10,7 @@ One run starts, all on 127.0.0.1:
 * the sandbox gateway with every fault kind on at moderate probabilities, ~10% failed
   payouts, callbacks retried on a short schedule;
 * ``--workers`` Celery worker processes (threads pool), two beats at once, and the callback
-  receiver under gunicorn (the production entry point ``worker.callbacks:app``).
+  receiver under gunicorn (the production entry point, ``python -m worker.web``).
 
 It enqueues ``--orders`` payouts spread over ``--seconds`` (about 3% of them are refused by the
 gateway: an amount below its minimum or a bank it does not support) and, at seeded moments,

@@ -45,6 +45,8 @@ class Client:
 
     def __init__(self, app: Callable[..., Any]) -> None:
         self.app = app
+        #: the browser's cookie jar (name -> value), fed by Set-Cookie
+        self.cookies: dict[str, str] = {}
 
     def request(
         self,
@@ -56,6 +58,8 @@ class Client:
         form: dict[str, Any] | list[tuple[str, str]] | None = None,
         headers: dict[str, str] | None = None,
         same_origin: bool = True,
+        query: str = "",
+        remote: str = "192.0.2.10",
     ) -> Response:
         data = urlencode(form or {}, doseq=True).encode()
         environ: dict[str, Any] = {
@@ -63,6 +67,8 @@ class Client:
             "PATH_INFO": path,
             "SCRIPT_NAME": "/console",
             "HTTP_HOST": "desk.test",
+            "QUERY_STRING": query,
+            "REMOTE_ADDR": remote,
             "wsgi.input": io.BytesIO(data),
             "CONTENT_LENGTH": str(len(data)),
         }
@@ -74,6 +80,8 @@ class Client:
         if user is not None:
             token = base64.b64encode(f"{user}:{password}".encode()).decode()
             environ["HTTP_AUTHORIZATION"] = f"Basic {token}"
+        if self.cookies:
+            environ["HTTP_COOKIE"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
         for k, v in (headers or {}).items():
             environ["HTTP_" + k.upper().replace("-", "_")] = v
         setup_testing_defaults(environ)
@@ -83,7 +91,22 @@ class Client:
             got["status"], got["headers"] = status, hdrs
 
         body = b"".join(self.app(environ, start))
-        return Response(int(got["status"].split()[0]), dict(got["headers"]), body.decode())
+        hdrs = dict(got["headers"])
+        cookie = hdrs.get("Set-Cookie")
+        if cookie:
+            name, _, value = cookie.split(";")[0].partition("=")
+            if "Max-Age=0" in cookie:
+                self.cookies.pop(name, None)
+            else:
+                self.cookies[name] = value
+        return Response(int(got["status"].split()[0]), hdrs, body.decode())
+
+    @staticmethod
+    def token(user: str) -> str:
+        """A valid CSRF token for ``user``."""
+        from worker.console.security import csrf_token
+
+        return csrf_token(SECRET, user)
 
     def get(self, path: str, **kw: Any) -> Response:
         return self.request("GET", path, **kw)

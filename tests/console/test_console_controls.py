@@ -135,3 +135,45 @@ def test_pause_and_resume_from_the_console(desk: Client, approval_rt: Runtime) -
     assert "Paused:" not in desk.get("/", user="vera").body
     ok = [e for _, e in approval_rt.redis.xrange(keys.CONSOLE_AUDIT) if e["result"] == "ok"]
     assert [(e["actor"], e["action"]) for e in ok] == [("otto", "pause"), ("otto", "resume")]
+
+
+@pytest.mark.parametrize(
+    ("typed", "order_bank"),
+    [("bca", "bca"), ("BCA", "bca"), ("bca", "BCA"), ("BCA SYARIAH", "bca syariah"), ("A&B-1.X", "a&b-1.x")],
+)
+def test_a_console_bank_pause_holds_its_bank_whatever_the_case(
+    desk: Client, approval_rt: Runtime, typed: str, order_bank: str
+) -> None:
+    """D53: a per-bank pause typed in the console accepts every code a payout may carry
+    (spaces, '.', '&', '-') and holds that bank's orders in any letter case, in the pre-send
+    gate and in the sweep's routing; another bank's orders still go."""
+    from worker import controls
+
+    # given an order of the bank, and one of another bank
+    enqueue_payout("d53-own", 100_000, order_bank, "Budi Santoso", "12345678901234", runtime=approval_rt)
+    enqueue_payout("d53-other", 100_000, "BNI", "Budi Santoso", "12345678901234", runtime=approval_rt)
+    own, other = approval_rt.store.require("d53-own"), approval_rt.store.require("d53-other")
+    # when an operator pauses the bank as typed
+    r = desk.post(
+        "/do/pause", user="otto", form={"csrf": csrf_token(SECRET, "otto"), "bank": typed, "reason": "INC-53"}
+    )
+    # then the pause holds the bank's order and not the other one
+    assert r.status == 303, r.body
+    hold = controls.pre_send(approval_rt, own)
+    assert hold is not None and hold.kind == "pause"
+    assert controls.pre_send(approval_rt, other) is None
+    assert controls.paused_for(approval_rt, order_bank) is not None
+    # and a resume typed in another case ends it
+    resumed = desk.post(
+        "/do/resume", user="otto", form={"csrf": csrf_token(SECRET, "otto"), "bank": typed.swapcase()}
+    )
+    assert resumed.status == 303 and controls.pre_send(approval_rt, own) is None
+
+
+def test_a_malformed_console_bank_code_is_refused_naming_the_rule(desk: Client, approval_rt: Runtime) -> None:
+    """D53: a code no payout could carry is refused (400, the rule named), nothing paused."""
+    r = desk.post(
+        "/do/pause", user="otto", form={"csrf": csrf_token(SECRET, "otto"), "bank": "B/CA", "reason": "x"}
+    )
+    assert r.status == 400 and "bank: must be a bank code" in r.body
+    assert not approval_rt.redis.exists(keys.PAUSE)

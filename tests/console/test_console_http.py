@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.console.conftest import ORIGIN, SECRET, Client, users_file
+from tests.console.conftest import ORIGIN, SECRET, USERS, Client, users_file
 from worker import keys
 from worker.console import audit, load_console_config
 from worker.console.security import csrf_token
@@ -100,7 +100,9 @@ def test_users_need_a_secret_and_trusted_headers_need_both_names(tmp_path: Path)
             }
         )
     cfg = load_console_config({"CONSOLE_USERS_FILE": str(path), "CONSOLE_SECRET": "x" * 20})
-    assert cfg.identity is not None and cfg.basic_challenge and not cfg.read_only
+    # the users file means the sign-in form (sessions), not HTTP Basic
+    assert cfg.users is not None and set(cfg.users) == set(USERS)
+    assert cfg.identity is None and not cfg.basic_challenge and not cfg.read_only
 
 
 def test_trusted_header_identity_only_when_enabled(
@@ -377,15 +379,33 @@ def test_read_only_renders_no_control_and_refuses_every_mutation(
     assert runtime.store.state_of(pid) is State.REVIEW
 
 
-def test_the_web_process_serves_the_console_beside_the_receiver(runtime: Runtime) -> None:
-    """worker.callbacks' web app: /console/... to the console, /payouts/notify and /healthz as before."""
-    from worker.callbacks import make_web_app
+class _Sock:
+    """A stand-in for the accepted socket gunicorn puts in the environ (its local address)."""
 
-    app = make_web_app(runtime)
+    def __init__(self, port: int) -> None:
+        self.port = port
 
-    def call(path: str) -> tuple[int, dict[str, str]]:
+    def getsockname(self) -> tuple[str, int]:
+        return ("127.0.0.1", self.port)
+
+
+def test_the_web_process_serves_the_console_on_the_admin_listener_only(runtime: Runtime) -> None:
+    """worker.web: the admin listener (its accepted socket's port) serves /console/ and /metrics;
+    the public listener serves the callbacks and /healthz alone (D50), whatever the Host says."""
+    from worker.web import make_web_app
+
+    app = make_web_app(runtime, admin_port=8001)
+
+    def call(path: str, port: int) -> tuple[int, dict[str, str]]:
         got: dict[str, Any] = {}
-        env = {"REQUEST_METHOD": "GET", "PATH_INFO": path, "SCRIPT_NAME": "", "HTTP_HOST": "desk.test"}
+        env = {
+            "REQUEST_METHOD": "GET",
+            "PATH_INFO": path,
+            "SCRIPT_NAME": "",
+            "HTTP_HOST": "desk.test:8001",
+            "SERVER_PORT": "8001",
+            "gunicorn.socket": _Sock(port),
+        }
 
         def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
             got["s"], got["h"] = status, dict(headers)
@@ -393,12 +413,20 @@ def test_the_web_process_serves_the_console_beside_the_receiver(runtime: Runtime
         b"".join(app(env, start))
         return int(got["s"].split()[0]), got["h"]
 
-    console_status, console_headers = call("/console/")
+    # admin listener
+    console_status, console_headers = call("/console/", 8001)
     assert console_status == 403  # no CONSOLE_* identity in this environment: deny
     assert "Content-Security-Policy" in console_headers
-    assert call("/console")[0] == 308
-    assert call("/healthz")[0] == 200
-    assert call("/payouts/notify")[0] == 405
+    assert call("/console", 8001)[0] == 308
+    assert call("/healthz", 8001)[0] == 200
+    assert call("/metrics", 8001)[0] == 200
+    assert call("/payouts/notify", 8001)[0] == 404
+    # public listener: Host and SERVER_PORT name the admin port, the socket does not
+    assert call("/console/", 8000)[0] == 404
+    assert call("/console", 8000)[0] == 404
+    assert call("/metrics", 8000)[0] == 404
+    assert call("/healthz", 8000)[0] == 200
+    assert call("/payouts/notify", 8000)[0] == 405
 
 
 def test_origin_setting_is_what_posts_must_match(
@@ -470,7 +498,7 @@ def test_passwords_are_stored_as_salted_scrypt_and_checked_exactly() -> None:
 
 def test_makers_are_the_requester_the_first_approver_and_the_last_changer(runtime: Runtime) -> None:
     """Maker-checker input: requested_by, approved_by and the actor of the last history entry."""
-    from worker.console.app import _actor_in, makers
+    from worker.console.pages import _actor_in, makers
 
     # given an order someone requested, then an operator changed
     pid = seed_review(runtime, "mk-1")
@@ -534,3 +562,23 @@ def test_resubmit_is_not_offered_when_the_gateway_had_the_order(client: Client, 
     assert "/do/resubmit" not in page and "it has a payout_id" in page
     assert r.status == 400 and "the gateway had this order" in r.body
     assert runtime.store.state_of("ev-1") is State.REVIEW
+
+
+def test_made_up_post_paths_share_one_audit_label(client: Client, runtime: Runtime) -> None:
+    """D46: anonymous POSTs to made-up ``/do/<letters>`` paths are audited and counted under
+    the one label ``unknown``: no new counter field, no new /metrics series per path."""
+    import random
+
+    from worker import keys
+    from worker.console import audit
+
+    rng = random.Random(46)
+    # given / when 200 anonymous POSTs to random action names, Unicode letters included
+    names = ["".join(rng.choice("abcdefghijklmnopqrstuvwxyzéß") for _ in range(12)) for _ in range(200)]
+    answers = [client.post(f"/do/{n}", form={"x": "1"}) for n in names]
+    answers.append(client.post("/do/resolve", form={"x": "1"}))
+    # then each is refused, and the counters hold two fields whatever the paths were
+    assert {a.status for a in answers} == {401}
+    fields = set(runtime.redis.hkeys(keys.CONSOLE_ACTIONS))
+    assert fields == {"unknown:denied", "resolve:denied"}
+    assert audit.count(runtime.redis, "unknown", "denied") == 200

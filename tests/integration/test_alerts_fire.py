@@ -161,11 +161,13 @@ def prom(workdir: Path, web_port: int) -> Iterator[Prometheus]:
 def web(
     prom: Prometheus, store_server: RedisServer, sandbox: SandboxProcess, workdir: Path, web_port: int
 ) -> Iterator[str]:
-    """The web process (gunicorn) serving /metrics from the module's Redis; Prometheus scrapes it."""
-    proc = WebProcess(base_env(store_server.url, sandbox.url), port=web_port, log_dir=workdir).start()
+    """The web process (gunicorn) serving /metrics from the module's Redis on its admin
+    listener (``web_port``); Prometheus scrapes it."""
+    env = base_env(store_server.url, sandbox.url)
+    proc = WebProcess(env, port=free_port(), admin_port=web_port, log_dir=workdir).start()
     try:
         prom.wait_scraped("payouts_orders")
-        yield proc.url
+        yield proc.admin_url
     finally:
         proc.stop()
 

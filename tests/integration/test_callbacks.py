@@ -222,3 +222,23 @@ def test_store_down_answers_503(redis_url: str) -> None:
     assert seen[0].startswith("503")
     assert _json.loads(b"".join(out))["error_code"] != "0000"
     rt.close()
+
+
+def test_a_lone_surrogate_does_not_tell_known_ids_from_unknown(receiver: Stack) -> None:
+    """D45: a body carrying a lone surrogate (JSON ``\\ud800``) gets the same answer for a
+    known order and an unknown one (400, before any lookup), and changes nothing."""
+    # given one known order
+    order_in(receiver, "known-1", State.ACCEPTED)
+    before = receiver.rt.store.get("known-1")
+
+    def probe(pid: str) -> requests.Response:
+        body = '{"payout_cl_id":"' + pid + '","status":"3","sign":"00","memo":"\\ud800"}'
+        return post(receiver, body.encode(), headers={"Content-Type": "application/json"})
+
+    # when the attacker probes a known and an unknown id, without any key
+    known, unknown = probe("known-1"), probe("unknown-1")
+    # then both answers are the same refusal, naming the field and the rule
+    assert (known.status_code, known.text) == (unknown.status_code, unknown.text)
+    assert known.status_code == 400 and "memo: must be valid Unicode text" in known.text
+    after = receiver.rt.store.get("known-1")
+    assert before is not None and after is not None and after.state is before.state is State.ACCEPTED

@@ -103,9 +103,9 @@ def test_the_projects_logging_stays_the_projects(
         root = logging.getLogger()
         before = (list(root.handlers), root.level)
         from worker import enqueue_payout
-        from worker.callbacks import make_web_app
+        from worker.web import make_admin_app
         from worker.logs import get_logger
-        app = make_web_app()
+        app = make_admin_app()
         status = []
         b"".join(app({{"PATH_INFO": "/console/", "REQUEST_METHOD": "GET", "wsgi.input": io.BytesIO()}},
                      lambda s, h: status.append(s)))

@@ -35,10 +35,10 @@ HOST = textwrap.dedent(
 
     import worker                                  # imported ...
     from worker import enqueue_payout
-    from worker.callbacks import make_web_app      # ... and mounted, with a request through it
+    from worker.web import make_admin_app          # ... and mounted, with a request through it
     from worker.logs import get_logger
 
-    app = make_web_app()
+    app = make_admin_app()
     status = []
     b"".join(app({"PATH_INFO": "/metrics", "REQUEST_METHOD": "GET", "wsgi.input": io.BytesIO()},
                  lambda s, h: status.append(s)))

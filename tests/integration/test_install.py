@@ -241,22 +241,14 @@ def test_worker_from_a_fresh_install_claims_the_order(
 def test_web_extra_serves_the_callback_receiver(
     make_venv: Callable[[str], Path], env: dict[str, str], tmp_path: Path
 ) -> None:
-    """`payout-worker[web]` alone runs gunicorn with the callback receiver and /metrics."""
-    # given a venv with the web extra and gunicorn serving worker.callbacks:app
+    """`payout-worker[web]` alone runs the web process (python -m worker.web: gunicorn, gevent):
+    callbacks on the public listener, /metrics on the admin listener only."""
+    # given a venv with the web extra and the web process's one launcher
     python = make_venv("web")
-    port = free_port()
+    port, admin = free_port(), free_port()
     proc = subprocess.Popen(
-        [
-            str(python.parent / "gunicorn"),
-            "worker.callbacks:app",
-            "-c",
-            "python:worker.gunicornconf",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--workers",
-            "1",
-        ],
-        env=env,
+        [str(python), "-m", "worker.web", "--workers", "1"],
+        env={**env, "WEB_BIND": f"127.0.0.1:{port}", "WEB_ADMIN_BIND": f"127.0.0.1:{admin}"},
         cwd=tmp_path,
         stdout=subprocess.DEVNULL,
         stderr=open(tmp_path / "web.err", "wb"),  # noqa: SIM115 - closed with the process
@@ -271,7 +263,8 @@ def test_web_extra_serves_the_callback_receiver(
                 return None
 
         (resp,) = wait_for(answer, 30, what="gunicorn to answer")
-        scrape = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10)
+        scrape = requests.get(f"http://127.0.0.1:{admin}/metrics", timeout=10)
+        public_metrics = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10)
     finally:
         proc.terminate()
         proc.wait(10)
@@ -280,6 +273,8 @@ def test_web_extra_serves_the_callback_receiver(
     # and the extra brings prometheus_client: the metrics answer
     assert scrape.status_code == 200, (tmp_path / "web.err").read_text()[-3000:]
     assert 'payouts_orders{state="received"}' in scrape.text
+    # and the public listener does not serve them (D50)
+    assert public_metrics.status_code == 404
 
 
 def test_sandbox_extra_runs_the_sandbox_alone(make_venv: Callable[[str], Path], env: dict[str, str]) -> None:

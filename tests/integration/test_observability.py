@@ -99,7 +99,7 @@ def test_metrics_match_the_store(run: Any) -> None:
     truth = Counter(stack.state(i).value for i in ids)
     # when: the workers' buffered gateway counts reach Redis within a second or two
     wait_for(
-        lambda: scrape(web.url).get(
+        lambda: scrape(web.admin_url).get(
             (
                 "payouts_gateway_requests_total",
                 (("code", "0000"), ("endpoint", "create"), ("outcome", "accepted")),
@@ -109,7 +109,7 @@ def test_metrics_match_the_store(run: Any) -> None:
         interval_s=0.5,
         what="gateway counts flushed",
     )
-    got = scrape(web.url)
+    got = scrape(web.admin_url)
     # then
     gauges = {s.value: got[("payouts_orders", (("state", s.value),))] for s in State}
     assert sum(gauges.values()) == len(ids)
@@ -147,7 +147,7 @@ def test_every_line_is_json_keyed_by_order_without_personal_data(run: Any, tmp_p
     object; each that mentions an order id has it as payout_cl_id; no name or account number."""
     # given: a finished run, then every process stopped (their shutdown lines written)
     stack, web, _ = run
-    requests.get(f"{web.url}/metrics", timeout=10).raise_for_status()
+    requests.get(f"{web.admin_url}/metrics", timeout=10).raise_for_status()
     stack.stop()
     web.stop()
     # when
@@ -198,7 +198,7 @@ def test_metrics_answer_503_when_redis_is_down(tmp_path: Path, redis_url: str) -
     try:
         # when
         started = time.monotonic()
-        r = requests.get(f"{web.url}/metrics", timeout=30)
+        r = requests.get(f"{web.admin_url}/metrics", timeout=30)
         # then
         assert r.status_code == 503
         assert time.monotonic() - started < 25

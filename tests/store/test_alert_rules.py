@@ -19,10 +19,10 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from worker import keys, metrics
-from worker.callbacks import make_app
 from worker.payout import Payout
 from worker.runtime import Runtime
 from worker.states import State
+from worker.web import make_admin_app
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "config" / "prometheus" / "alerts.yml"
@@ -89,7 +89,7 @@ def exposed(rt: Runtime) -> dict[str, set[str]]:
     """GET /metrics through the WSGI app: sample name -> label names."""
     status: list[str] = []
     body = b"".join(
-        make_app(rt)(
+        make_admin_app(rt)(
             {"PATH_INFO": "/metrics", "REQUEST_METHOD": "GET", "wsgi.input": io.BytesIO()},
             lambda s, h: status.append(s),
         )
@@ -211,6 +211,6 @@ def test_metrics_without_a_reachable_store_answer_503(make_runtime: Any) -> None
     rt.redis = redis.Redis(host="127.0.0.1", port=9, socket_connect_timeout=0.5)
     status: list[str] = []
     # when
-    make_app(rt)({"PATH_INFO": "/metrics", "REQUEST_METHOD": "GET"}, lambda s, h: status.append(s))
+    make_admin_app(rt)({"PATH_INFO": "/metrics", "REQUEST_METHOD": "GET"}, lambda s, h: status.append(s))
     # then
     assert status == ["503 Service Unavailable"]

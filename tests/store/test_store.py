@@ -73,6 +73,7 @@ def test_every_transition_pair(store: OrderStore, src: State, dst: State) -> Non
         assert counts[dst.value] == 1 and (src == dst or counts[src.value] == 0)
         assert (order.due_at is not None) == (dst in OPEN)
         assert (store.redis.zscore(keys.REVIEW, "O") is not None) == (dst is State.REVIEW)
+        assert (store.redis.zscore(keys.APPROVALS, "O") is not None) == (dst is State.AWAITING_APPROVAL)
         ttl = store.redis.ttl(keys.order("O"))
         assert (ttl > 0) == (dst in FINAL)
     else:
@@ -160,3 +161,25 @@ def test_remove_due(store: OrderStore) -> None:
     store.create(payout(), due_at=1.0)
     store.transition("ORD-1", None, sources={State.RECEIVED}, reason="x", due=REMOVE)
     assert store.redis.zscore(keys.DUE, "ORD-1") is None
+
+
+def test_the_approvals_index_follows_the_state_and_is_backfilled_once(store: OrderStore) -> None:
+    """keys.APPROVALS holds exactly the orders awaiting approval, oldest first, kept by
+    transition.lua; orders that waited before it existed are added once by the backfill."""
+    # given two orders sent to approval, one approved, one rejected, one still waiting
+    for i in ("A1", "A2", "A3"):
+        store.create(payout(i), due_at=time.time() + 60)
+        store.transition(i, State.AWAITING_APPROVAL, reason="t", due=time.time() + 60)
+    store.transition("A1", State.RECEIVED, reason="approved", due=time.time())
+    store.transition("A2", State.REJECTED, reason="rejected")
+    # then only the waiting one is indexed
+    assert [i for i, _ in store.queue_page(keys.APPROVALS, 0, 10)] == ["A3"]
+    # given an order that waited before the index existed (its entry absent)
+    store.create(payout("OLD"), due_at=time.time() + 60)
+    store.transition("OLD", State.AWAITING_APPROVAL, reason="t", due=time.time() + 60)
+    store.redis.zrem(keys.APPROVALS, "OLD")
+    # when the backfill runs, twice
+    first, second = store.backfill_approvals(page=2), store.backfill_approvals(page=2)
+    # then it read the due-index once and indexed the old order
+    assert first == int(store.redis.zcard(keys.DUE)) and second == 0
+    assert {i for i, _ in store.queue_page(keys.APPROVALS, 0, 10)} == {"A3", "OLD"}

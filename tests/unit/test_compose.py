@@ -35,7 +35,7 @@ def test_commands_name_the_right_modules(compose: dict[str, Any]) -> None:
     s = compose["services"]
     assert re.search(r"celery -A worker\.celery_app worker -P threads\b", command_text(s["worker"]))
     assert "celery -A worker.celery_app beat" in command_text(s["beat"])
-    assert "gunicorn worker.callbacks:app -c python:worker.gunicornconf" in command_text(s["web"])
+    assert command_text(s["web"]) == "python -m worker.web"
     assert "celery -A worker.celery_app flower" in command_text(s["flower"])
     assert "payouts sandbox --host 0.0.0.0 --port 8099" in command_text(s["sandbox"])
 
@@ -123,7 +123,7 @@ def test_procfile_processes() -> None:
         r"celery -A worker\.celery_app worker -P threads -c \"\$\{WORKER_CONCURRENCY:-64\}\"", procs["worker"]
     )
     assert "celery -A worker.celery_app beat" in procs["beat"]
-    assert "gunicorn worker.callbacks:app -c python:worker.gunicornconf" in procs["web"]
+    assert procs["web"].strip() == "exec python -m worker.web"
     assert "${FLOWER_BASIC_AUTH:?" in procs["flower"]
     assert "celery -A worker.celery_app flower" in procs["flower"]
     assert '--address="${FLOWER_ADDRESS:-127.0.0.1}"' in procs["flower"]
@@ -157,9 +157,21 @@ def test_monitoring_profile(compose: dict[str, Any]) -> None:
     scrape = yaml.safe_load((ROOT / "config/prometheus/prometheus.yml").read_text())
     assert scrape["rule_files"] == ["/etc/prometheus/alerts.yml"]
     job = scrape["scrape_configs"][0]
-    assert job["metrics_path"] == "/metrics" and job["static_configs"][0]["targets"] == ["web:8000"]
+    assert job["metrics_path"] == "/metrics" and job["static_configs"][0]["targets"] == ["web:8001"]
     assert "./config/grafana/dashboards:/var/lib/grafana/dashboards:ro" in graf["volumes"]
     assert graf["environment"]["GF_SECURITY_ADMIN_PASSWORD"].startswith("${GRAFANA_ADMIN_PASSWORD:?")
+
+
+def test_the_web_admin_listener_is_private(compose: dict[str, Any]) -> None:
+    """The web service publishes its public listener (callbacks) and its admin listener
+    (console, /metrics) on loopback only (D50); the app is told which one is the admin one."""
+    web = compose["services"]["web"]
+    env = web["environment"]
+    assert env["WEB_BIND"].endswith(":8000") and env["WEB_ADMIN_BIND"].endswith(":8001")
+    ports = [str(p) for p in web["ports"]]
+    admin = [p for p in ports if p.endswith(":8001")]
+    assert admin and all(p.startswith("127.0.0.1:") for p in admin)
+    assert any(p.endswith(":8000") for p in ports)
 
 
 def test_install_includes_the_metrics_extra(compose: dict[str, Any]) -> None:

@@ -21,7 +21,7 @@ from worker.logs import get_logger
 
 log = get_logger("payouts.console")
 
-RESULTS: Final = ("ok", "denied", "conflict", "invalid", "refused", "error")
+RESULTS: Final = ("ok", "denied", "conflict", "invalid", "refused", "error", "throttled", "locked")
 AUDIT_MAXLEN: Final = 100_000
 ORDER_AUDIT_MAX: Final = 100
 

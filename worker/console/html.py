@@ -70,6 +70,7 @@ def page(
     roles: str = "",
     banners: Sequence[tuple[str, str]] = (),
     active: str = "",
+    signout: str = "",
 ) -> str:
     """The layout. ``title`` must carry no personal data (it lands in history and tabs)."""
     nav = "".join(
@@ -84,7 +85,7 @@ def page(
     )
     if not actor:
         nav = ""  # nothing of the console is shown before sign-in
-    who = f'<span class="who">{esc(actor)} <small>({esc(roles)})</small></span>' if actor else ""
+    who = f'<span class="who">{esc(actor)} <small>({esc(roles)})</small>{signout}</span>' if actor else ""
     ban = "".join(f'<div class="banner {esc(kind)}" role="status">{text}</div>' for kind, text in banners)
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'

@@ -421,8 +421,9 @@ class CeleryProcess:
 
 
 class WebProcess:
-    """``gunicorn -c python:worker.gunicornconf worker.callbacks:app``: the callback receiver and
-    ``/metrics`` as in production, stdout and stderr each to its own file."""
+    """The web process as production starts it (:func:`worker.web.gunicorn_argv`, the one
+    launcher): the public listener on ``port`` (callbacks), the admin listener on
+    ``admin_port`` (console, ``/metrics``); stdout and stderr each to its own file."""
 
     def __init__(
         self,
@@ -430,11 +431,13 @@ class WebProcess:
         *,
         port: int,
         log_dir: Path,
+        admin_port: int | None = None,
         workers: int = 1,
         python: str = sys.executable,
     ) -> None:
         self.env = {**os.environ, **env}
         self.port = port
+        self.admin_port = admin_port if admin_port is not None else free_port()
         self.log_dir = log_dir
         self.workers = workers
         self.python = python
@@ -443,26 +446,24 @@ class WebProcess:
 
     @property
     def url(self) -> str:
+        """The public listener (the gateway's callbacks)."""
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def admin_url(self) -> str:
+        """The admin listener (console, ``/metrics``)."""
+        return f"http://127.0.0.1:{self.admin_port}"
+
     def start(self, timeout_s: float = 30.0) -> WebProcess:
+        from worker.web import gunicorn_argv, launch_env
+
+        public, admin = f"127.0.0.1:{self.port}", f"127.0.0.1:{self.admin_port}"
         out = open(self.log_dir / "web.stdout.log", "ab")  # noqa: SIM115 - closed in stop()
         err = open(self.log_dir / "web.stderr.log", "ab")  # noqa: SIM115
         self._files = [out, err]
-        self.proc = subprocess.Popen(  # noqa: S603
-            [
-                self.python,
-                "-m",
-                "gunicorn",
-                "-c",
-                "python:worker.gunicornconf",
-                "--bind",
-                f"127.0.0.1:{self.port}",
-                "--workers",
-                str(self.workers),
-                "worker.callbacks:app",
-            ],
-            env=self.env,
+        self.proc = subprocess.Popen(  # noqa: S603 - our own gunicorn, fixed arguments
+            gunicorn_argv(public, admin, workers=self.workers, python=self.python),
+            env=launch_env(public, admin, self.env),
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=err,
@@ -473,14 +474,20 @@ class WebProcess:
             if self.proc is not None and self.proc.poll() is not None:
                 raise RuntimeError(f"gunicorn exited: see {self.log_dir / 'web.stderr.log'}")
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
-                    s.sendall(b"GET /healthz HTTP/1.0\r\nHost: x\r\n\r\n")
-                    return bool(s.recv(12))
+                for port in (self.port, self.admin_port):
+                    with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+                        s.sendall(b"GET /healthz HTTP/1.0\r\nHost: x\r\n\r\n")
+                        if not s.recv(12):
+                            return False
             except OSError:
                 return False
+            return True
 
         wait_for(answers, timeout_s, interval_s=0.1, what="gunicorn to answer")
         return self
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
 
     def stop(self, timeout_s: float = 10.0) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -13,7 +13,9 @@
 -- KEYS[8] open-since zset  payouts:open (id -> time it became open; open states only)
 -- KEYS[9] metrics hash     payouts:metrics:transitions ("from|to" -> count)
 -- KEYS[10] metrics hash    payouts:metrics:time_to_final ("state|le", "state|sum", "state|count")
--- KEYS[11] loss epoch      payouts:loss_epoch (optional; the claim passes it): an order
+-- KEYS[11] approvals zset  payouts:approvals (id -> time it entered awaiting_approval; the
+--                          console's approvals queue, read a page at a time)
+-- KEYS[12] loss epoch      payouts:loss_epoch (optional; the claim passes it): an order
 --                          created before the epoch's ``at`` moves only once its
 --                          ``epoch_checked`` field names that epoch (worker/durability.py)
 -- ARGV[1] payout_cl_id     string
@@ -37,7 +39,7 @@
 -- Returns {1, previous state[, incremented value]}  applied
 --         {0, current state}   refused: state (or expect field) does not match
 --         {-1, ""}             no such order
---         {-2, state, epoch no, epoch at}  refused: the loss-epoch guard (KEYS[11]) holds it
+--         {-2, state, epoch no, epoch at}  refused: the loss-epoch guard (KEYS[12]) holds it
 local id, to, now, due, reason = ARGV[1], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 -- upper bounds (seconds) of the enqueue-to-final histogram; worker/metrics.py TIME_TO_FINAL_BUCKETS
 local TTF_BUCKETS = {1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400}
@@ -60,8 +62,8 @@ if ARGV[9] ~= '' then
     return {0, cur}
   end
 end
-if KEYS[11] then
-  local ep = redis.call('HMGET', KEYS[11], 'no', 'at')
+if KEYS[12] then
+  local ep = redis.call('HMGET', KEYS[12], 'no', 'at')
   if ep[1] then
     local o = redis.call('HMGET', KEYS[1], 'created_at', 'epoch_checked')
     if tonumber(o[1] or '0') < tonumber(ep[2] or '0') and o[2] ~= ep[1] then
@@ -147,6 +149,11 @@ if to ~= '' and to ~= cur then
     redis.call('ZADD', KEYS[6], now, id)
   elseif cur == 'review' then
     redis.call('ZREM', KEYS[6], id)
+  end
+  if to == 'awaiting_approval' then
+    redis.call('ZADD', KEYS[11], now, id)
+  elseif cur == 'awaiting_approval' then
+    redis.call('ZREM', KEYS[11], id)
   end
   -- metrics: O(1) each, in the same atomic step (docs/operating.md, "Metrics")
   redis.call('HINCRBY', KEYS[9], cur .. '|' .. to, 1)

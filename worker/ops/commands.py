@@ -75,9 +75,12 @@ def list_orders(rt: Runtime, state: State | None, limit: int = 100) -> list[dict
 
     Pages through the index (at most ``LIST_MAX_PAGES`` pages of ``PAGE``), reading
     the records of one page at a time, and stops at ``limit`` rows."""
-    key = keys.REVIEW if state is State.REVIEW else keys.DUE
+    queues = {State.REVIEW: keys.REVIEW, State.AWAITING_APPROVAL: keys.APPROVALS}
+    key = queues.get(state, keys.DUE) if state is not None else keys.DUE
+    if state is State.AWAITING_APPROVAL:
+        rt.store.backfill_approvals()
     rows: list[dict[str, Any]] = []
-    page = min(PAGE, max(1, limit)) if state in (None, State.REVIEW) else PAGE
+    page = min(PAGE, max(1, limit)) if state is None or state in queues else PAGE
     for ids in index_pages(rt, key, page=page, max_pages=LIST_MAX_PAGES):
         orders = rt.store.get_many(ids)
         now = time.time()

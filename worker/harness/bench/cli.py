@@ -150,6 +150,13 @@ def run_e2e(stack: Any, plan: Plan, log: Any) -> dict[str, Any]:
     return phases.measure_e2e(stack, n=plan.e2e, concurrency=16)
 
 
+def run_web(stack: Any, plan: Plan, log: Any) -> dict[str, Any]:
+    from worker.harness.bench.web import measure_web_front
+
+    log("web front: callback p95 with 50 slow clients, console pages at 100 vs 10,000 open orders ...")
+    return measure_web_front(stack)
+
+
 def run_pii(stack: Any, plan: Plan, log: Any) -> dict[str, Any]:
     from worker.harness.bench.pii import measure_pii
 
@@ -165,7 +172,8 @@ def run_only(phase: str, plan: Plan, *, workdir: Path | None, log: Any) -> dict[
     out: dict[str, Any] = {"machine": machine_info()}
     stack = BenchStack(workdir).start()
     try:
-        out[phase] = {"backlog": run_backlog, "e2e": run_e2e, "pii": run_pii}[phase](stack, plan, log)
+        runners = {"backlog": run_backlog, "e2e": run_e2e, "web": run_web, "pii": run_pii}
+        out[phase] = runners[phase](stack, plan, log)
     finally:
         stack.stop()
         if workdir is None:
@@ -274,6 +282,11 @@ def run(plan: Plan, *, workdir: Path | None, log: Any) -> dict[str, Any]:
         log("durability: enqueue and claim with and without a replica acknowledgement ...")
         out["durability"]["replica_ack"] = durability.measure_replica_ack(stack, n=min(1000, plan.chunk))
 
+        # the web front: callbacks under slow clients, console pages at 100 vs 10,000 open
+        # (not in --tiny, the smoke test: tests/integration/test_slow_clients.py covers it)
+        if plan.e2e >= 1000:
+            out["web_front"] = run_web(stack, plan, log)
+
         # step 4-5: sweep and memory on a second Redis
         log(f"sweep: {plan.sweep_small:,} vs {plan.sweep_big:,} not-due orders ...")
         out["sweep"] = phases.measure_sweep(
@@ -336,6 +349,20 @@ def headline(out: dict[str, Any]) -> dict[str, Any]:
         "backlog_final_vs_rate": out["backlog"]["final_vs_rate"],
         "enqueue_sealed_vs_plain": out["pii"]["enqueue_sealed_vs_plain"],
         "submit_sealed_vs_plain": out["pii"]["submit_sealed_vs_plain"],
+    } | _web_headline(out.get("web_front"))
+
+
+def _web_headline(web: dict[str, Any] | None) -> dict[str, Any]:
+    if web is None:
+        return {
+            "web_callback_p95_ms": None,
+            "web_callback_p95_ratio_slow": None,
+            "web_page_ratio_10k_vs_100": None,
+        }
+    return {
+        "web_callback_p95_ms": web["callback_p95_ms"],
+        "web_callback_p95_ratio_slow": web["callback_p95_ratio"],
+        "web_page_ratio_10k_vs_100": max(web["page_ratio"].values()),
     }
 
 
@@ -371,6 +398,9 @@ TARGETS: tuple[tuple[str, str, float | None, str], ...] = (
     ("backlog: gateway requests / order", "backlog_requests_per_order", None, ""),
     ("backlog: create rate / GATEWAY_MAX_RPS", "backlog_drain_vs_rate", 0.9, "ge"),
     ("backlog: final rate / GATEWAY_MAX_RPS", "backlog_final_vs_rate", None, ""),
+    ("web: callback p95 ms", "web_callback_p95_ms", None, ""),
+    ("web: callback p95, 50 slow clients / none", "web_callback_p95_ratio_slow", 2.0, "le"),
+    ("web: console page 10k / 100 open (worst)", "web_page_ratio_10k_vs_100", 1.5, "le"),
     ("enqueue, sealed / plain personal data", "enqueue_sealed_vs_plain", 0.95, "ge"),
     ("submit, sealed / plain personal data", "submit_sealed_vs_plain", 0.95, "ge"),
 )
@@ -380,6 +410,8 @@ def render_table(out: dict[str, Any]) -> str:
     lines = [f"{'metric':<38} {'value':>12}  target"]
     for label, key, target, how in TARGETS:
         value = out[key]
+        if value is None:  # a step this run did not take (--tiny)
+            continue
         mark = ""
         if target is not None:
             ok = value >= target if how == "ge" else value <= target
@@ -436,7 +468,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--keep", metavar="DIR", help="keep worker logs in DIR")
     p.add_argument(
-        "--only", choices=["backlog", "e2e", "pii"], help="run one phase alone (its JSON, no table)"
+        "--only",
+        choices=["backlog", "e2e", "web", "pii"],
+        help="run one phase alone (its JSON, no table)",
     )
     p.add_argument("--e2e", type=int, metavar="N", help="orders in the end-to-end phase")
     p.add_argument("--backlog", type=int, metavar="N", help="orders in the backlog phase")

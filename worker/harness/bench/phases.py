@@ -637,10 +637,10 @@ def measure_e2e(stack: BenchStack, *, n: int, concurrency: int = 16, prefix: str
         base = final_count()
         d_e2e = stack.drain("e2e", submit_stage, n, lambda: final_count() - base, timeout_s=60 + n / 20)
         receiver_cpu = 0.0
-        if receiver.proc is not None:
+        if receiver.web.proc is not None:
             import psutil
 
-            p = psutil.Process(receiver.proc.pid)
+            p = psutil.Process(receiver.web.proc.pid)
             receiver_cpu = sum(process_cpu_s([c]) for c in [p, *p.children(recursive=True)])
         return {
             "n": n,
