@@ -14,11 +14,11 @@ from enum import StrEnum
 from worker import keys
 from worker.gateway import QueryKind, QueryResult
 from worker.logs import get_logger
+from worker.moves import move
 from worker.reports import FINAL_STATUS, ReportResult, apply_report, next_check_delay_s, send_to_review
 from worker.runtime import Runtime
 from worker.states import KNOWN_AT_GATEWAY, State
 from worker.store import Order
-from worker.submission import notify_final
 
 log = get_logger("payouts.checks")
 
@@ -119,7 +119,8 @@ def handle_not_found(rt: Runtime, order: Order, reason: str) -> CheckStatus:
     if late and order.state is State.UNCONFIRMED and not order.payout_id:
         # the create was refused (its answer came after the sweep's deadline) and the
         # gateway confirms it does not know the order: rejected, as the answer said (D30)
-        prev = rt.store.transition(
+        prev = move(
+            rt,
             order.payout_cl_id,
             State.REJECTED,
             sources={State.UNCONFIRMED},
@@ -128,8 +129,6 @@ def handle_not_found(rt: Runtime, order: Order, reason: str) -> CheckStatus:
             expect=("payout_id", None),
         )
         if prev is not None:
-            log.info("payout.transition", **{"from": "unconfirmed", "to": "rejected"}, reason="late refusal")
-            notify_final(rt, order.payout_cl_id)
             return CheckStatus.APPLIED
         return CheckStatus.SKIPPED
     if time.time() - sent_at < s.unconfirmed_grace_s:
@@ -143,7 +142,8 @@ def handle_not_found(rt: Runtime, order: Order, reason: str) -> CheckStatus:
     evidence = gateway_evidence(rt, order) if s.not_found_policy == "resubmit" else None
     if order.state is State.UNCONFIRMED and s.not_found_policy == "resubmit" and evidence is None:
         now = time.time()
-        prev = rt.store.transition(
+        prev = move(
+            rt,
             order.payout_cl_id,
             State.RECEIVED,
             sources={State.UNCONFIRMED},
@@ -153,11 +153,6 @@ def handle_not_found(rt: Runtime, order: Order, reason: str) -> CheckStatus:
             expect=("payout_id", None),  # a late 0000 recorded meanwhile is proof
         )
         if prev is not None:
-            log.warning(
-                "payout.transition",
-                **{"from": "unconfirmed", "to": "received"},
-                reason="not found after grace: resubmit",
-            )
             return CheckStatus.RESUBMIT
         return CheckStatus.SKIPPED
     why = f"not found at the gateway {int(time.time() - sent_at)}s after sending"

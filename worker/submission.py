@@ -13,10 +13,13 @@ from collections.abc import Callable
 from enum import StrEnum
 
 from worker import controls
+from worker.backoff import retry_delay_s
+from worker.checks import apply_query
 from worker.crashpoints import crash_point
 from worker.errors import LossEpochPending, NotDurable
 from worker.gateway import STALE_CLAIM, CreateResult, Outcome, QueryKind
 from worker.logs import get_logger
+from worker.moves import move, moved
 from worker.runtime import Runtime
 from worker.states import State
 from worker.store import INCR, NO_QUEUE, Order, stamp
@@ -47,22 +50,6 @@ class SubmitStatus(StrEnum):
     EPOCH_FOUND = "epoch_found"
     #: the order predates a loss epoch and the query failed: rescheduled
     EPOCH_QUERY_FAILED = "epoch_query_failed"
-
-
-#: 2 ** this is the largest backoff factor: past it the cap applies anyway, and a float
-#: power overflows at 2 ** 1024 (D29)
-MAX_BACKOFF_EXPONENT = 30
-
-
-def backoff_s(base_s: float, cap_s: float, exponent: int) -> float:
-    """min(cap, base * 2 ** exponent) with the exponent clamped to [0, 30]."""
-    factor: int = 2 ** min(MAX_BACKOFF_EXPONENT, max(0, exponent))
-    return min(cap_s, base_s * factor)
-
-
-def retry_delay_s(attempt: int, *, base_s: float = 1.0, cap_s: float = 300.0) -> float:
-    """Capped exponential backoff with +-20% jitter (attempt 1 -> ~base)."""
-    return backoff_s(base_s, cap_s, attempt - 1) * random.uniform(0.8, 1.2)
 
 
 def defer_s(rt: Runtime) -> float:
@@ -167,14 +154,15 @@ def submit_order(rt: Runtime, payout_cl_id: str, *, _epoch_checked: bool = False
         log.info("payout.submit.claim_lost")
         return SubmitStatus.CLAIM_LOST
     attempts = claimed
-    log.info("payout.transition", **{"from": "received", "to": "submitting"}, attempt=attempts)
+    moved(rt, payout_cl_id, State.RECEIVED, State.SUBMITTING, "claimed", attempt=attempts)
 
     notify_url = order.notify_url or settings.notify_url
     crash_point("after_claim")
     # asked again right before the POST: a pause set since the first check is obeyed
     late_hold = controls.pre_send(rt, order, balance=False)
     if late_hold is not None:
-        store.transition(
+        move(
+            rt,
             payout_cl_id,
             State.RECEIVED,
             sources={State.SUBMITTING},
@@ -260,19 +248,20 @@ def submit_order(rt: Runtime, payout_cl_id: str, *, _epoch_checked: bool = False
                 expect=("submit_attempts", str(attempts)),
             )
         return status
-    log.info(
-        "payout.transition",
-        **{"from": "submitting", "to": target.value},
-        reason=reason,
-        outcome=result.outcome.value,
-        payout_id=result.payout_id,
-        attempt=attempts,
-    )
+    if not quiet:
+        moved(
+            rt,
+            payout_cl_id,
+            applied,
+            target,
+            reason,
+            outcome=result.outcome.value,
+            payout_id=result.payout_id,
+            attempt=attempts,
+        )
     if merchant_code:
         log.error("payout.held", code=result.code, reason=result.reason)
         controls.merchant_hold(rt, order, result.code, result.reason)
-    elif target is State.REJECTED:
-        notify_final(rt, payout_cl_id)
     return status
 
 
@@ -314,8 +303,6 @@ def after_loss_epoch(rt: Runtime, order: Order, pending: LossEpochPending) -> Su
     have been lost with the server's last writes after its create was sent. Ask the
     gateway first: found -> apply what it says, never create; not found -> trusted only
     once UNCONFIRMED_GRACE has passed since the epoch (then mark it checked and claim)."""
-    from worker.checks import apply_query  # checks -> reports -> submission: import here
-
     s, store, i = rt.settings, rt.store, order.payout_cl_id
     if not rt.limiter.acquire(max_wait_s=2.0):
         _reschedule_received(rt, i, 1.0 + random.random(), "loss epoch: query rate limited")
@@ -325,7 +312,8 @@ def after_loss_epoch(rt: Runtime, order: Order, pending: LossEpochPending) -> Su
     if result.kind is QueryKind.FOUND:
         # the lost claim was sent: the order is at the gateway. Never create: record it as
         # unconfirmed (what a sent create with no recorded answer is) and apply the report
-        prev = store.transition(
+        prev = move(
+            rt,
             i,
             State.UNCONFIRMED,
             sources={State.RECEIVED},
@@ -335,9 +323,6 @@ def after_loss_epoch(rt: Runtime, order: Order, pending: LossEpochPending) -> Su
         )
         if prev is None:
             return SubmitStatus.NOT_RECEIVED
-        log.warning(
-            "payout.transition", **{"from": "received", "to": "unconfirmed"}, reason="found after loss epoch"
-        )
         fresh = store.get(i, with_history=False)
         if fresh is not None:
             apply_query(rt, fresh, result)
@@ -365,10 +350,3 @@ def after_loss_epoch(rt: Runtime, order: Order, pending: LossEpochPending) -> Su
         rt.limiter.pause(1.0)
     _reschedule_received(rt, i, retry_delay_s(2, cap_s=s.submit_retry_max_s), "loss epoch: query failed")
     return SubmitStatus.EPOCH_QUERY_FAILED
-
-
-def notify_final(rt: Runtime, payout_cl_id: str) -> None:
-    """Send the optional RESULT_TASK message for an order that just became final (at least once)."""
-    from worker.results import deliver
-
-    deliver(rt, payout_cl_id)

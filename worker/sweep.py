@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from worker import controls, keys
 from worker.checks import age_since
 from worker.logs import get_logger
+from worker.moves import move
 from worker.reports import send_to_review
 from worker.results import deliver
 from worker.runtime import Runtime
@@ -175,7 +176,8 @@ def _route(
     elif order.state is State.SUBMITTING:
         started = order.submitted_at or order.updated_at
         if now - started > call_s + s.submitting_margin_s:
-            prev = rt.store.transition(
+            prev = move(
+                rt,
                 order.payout_cl_id,
                 State.UNCONFIRMED,
                 sources={State.SUBMITTING},
@@ -184,12 +186,6 @@ def _route(
                 expect=("submit_attempts", order.fields.get("submit_attempts", "")),
             )
             if prev is not None:
-                log.warning(
-                    "payout.transition",
-                    payout_cl_id=order.payout_cl_id,
-                    **{"from": "submitting", "to": "unconfirmed"},
-                    reason="worker lost mid-call",
-                )
                 out.unconfirmed.append(order.payout_cl_id)
     elif order.state in (State.ACCEPTED, State.UNCONFIRMED):
         out.check.append(order.payout_cl_id)

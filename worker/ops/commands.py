@@ -13,8 +13,8 @@ from worker.celeryconf import SUBMIT_TASK
 from worker.checks import CheckStatus, check_order, gateway_evidence
 from worker.errors import InvalidTransition, OrderNotFound, PayoutError
 from worker.gateway import QueryKind
+from worker.moves import move_or_raise
 from worker.reports import FINAL_STATUS, OPEN_STATUS, amount_matches
-from worker.results import deliver
 from worker.runtime import Runtime
 from worker.states import State
 
@@ -112,14 +112,14 @@ def resolve(rt: Runtime, payout_cl_id: str, state: State, note: str, *, by: str 
     if not note.strip():
         raise PayoutError("resolve needs --note saying why")
     by = by.strip()[:64] or "cli"
-    rt.store.transition_or_raise(
+    move_or_raise(
+        rt,
         payout_cl_id,
         state,
         sources={State.REVIEW},
         reason=f"operator {by}: {note.strip()[:150]}",
         fields={"resolved_by": by, "resolution_note": note.strip()[:500]},
     )
-    deliver(rt, payout_cl_id)
 
 
 def resubmit(
@@ -158,7 +158,8 @@ def resubmit(
         fields["forced_by"] = by
     elif note:
         reason += f": {note}"
-    rt.store.transition_or_raise(
+    move_or_raise(
+        rt,
         payout_cl_id,
         State.RECEIVED,
         sources={order.state},
@@ -185,7 +186,8 @@ def back_to_polling(rt: Runtime, payout_cl_id: str, *, by: str = "cli", note: st
         raise OrderNotFound(payout_cl_id)
     target = State.ACCEPTED if order.payout_id else State.UNCONFIRMED
     now = time.time()
-    rt.store.transition_or_raise(
+    move_or_raise(
+        rt,
         payout_cl_id,
         target,
         sources={State.REVIEW},
