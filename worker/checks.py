@@ -18,7 +18,7 @@ from worker.moves import move
 from worker.reports import FINAL_STATUS, ReportResult, apply_report, next_check_delay_s, send_to_review
 from worker.runtime import Runtime
 from worker.states import KNOWN_AT_GATEWAY, State
-from worker.store import Order
+from worker.store import NOW, Order
 
 log = get_logger("payouts.checks")
 
@@ -115,6 +115,7 @@ def handle_not_found(rt: Runtime, order: Order, reason: str) -> CheckStatus:
     """The gateway does not know the order: wait out the grace, then apply the policy."""
     s = rt.settings
     sent_at = order.submitted_at or order.created_at
+    now = rt.store.server_time()  # sent_at is on the Redis server's clock (D35)
     late = order.fields.get("late_reject_code")
     if late and order.state is State.UNCONFIRMED and not order.payout_id:
         # the create was refused (its answer came after the sweep's deadline) and the
@@ -131,7 +132,7 @@ def handle_not_found(rt: Runtime, order: Order, reason: str) -> CheckStatus:
         if prev is not None:
             return CheckStatus.APPLIED
         return CheckStatus.SKIPPED
-    if time.time() - sent_at < s.unconfirmed_grace_s:
+    if now - sent_at < s.unconfirmed_grace_s:
         _reschedule(
             rt,
             order,
@@ -141,7 +142,6 @@ def handle_not_found(rt: Runtime, order: Order, reason: str) -> CheckStatus:
         return CheckStatus.NOT_FOUND
     evidence = gateway_evidence(rt, order) if s.not_found_policy == "resubmit" else None
     if order.state is State.UNCONFIRMED and s.not_found_policy == "resubmit" and evidence is None:
-        now = time.time()
         prev = move(
             rt,
             order.payout_cl_id,
@@ -149,13 +149,13 @@ def handle_not_found(rt: Runtime, order: Order, reason: str) -> CheckStatus:
             sources={State.UNCONFIRMED},
             reason="not found at the gateway after the grace period: resubmit",
             due=now + s.submit_redrive_s,
-            fields={"resubmitted": 1, "resubmitted_at": f"{now:.3f}"},
+            fields={"resubmitted": 1, "resubmitted_at": NOW},
             expect=("payout_id", None),  # a late 0000 recorded meanwhile is proof
         )
         if prev is not None:
             return CheckStatus.RESUBMIT
         return CheckStatus.SKIPPED
-    why = f"not found at the gateway {int(time.time() - sent_at)}s after sending"
+    why = f"not found at the gateway {int(now - sent_at)}s after sending"
     if evidence:
         why += f", but {evidence}: not resubmitted"
     send_to_review(rt, order, why)
@@ -174,7 +174,7 @@ def check_order(rt: Runtime, payout_cl_id: str, *, force: bool = False) -> Check
         return CheckStatus.MISSING
     if order.state not in (State.ACCEPTED, State.UNCONFIRMED):
         return CheckStatus.SKIPPED
-    now = time.time()
+    now = rt.store.server_time()  # due, lease and age are on the Redis server's clock (D35)
     if not force and not is_due_for_check(order, now):
         return CheckStatus.NOT_DUE
     too_old = now - age_since(order) > rt.settings.max_order_age_s
@@ -246,7 +246,7 @@ def check_window(rt: Runtime, ids: Iterable[str]) -> list[str]:
     one_call = s.submit_token_wait_s + s.call_s
     budget_s = s.check_batch_pages * one_call
     deadline = time.monotonic() + budget_s
-    held_until = repr(time.time() + budget_s + s.lease_s)
+    held_until = repr(store.server_time() + budget_s + s.lease_s)
     pipe = store.redis.pipeline(transaction=False)
     pipe.zadd(keys.DUE, dict.fromkeys(orders, held_until), xx=True)
     for i in orders:
@@ -295,5 +295,5 @@ def check_window(rt: Runtime, ids: Iterable[str]) -> list[str]:
         (rest if complete else not_reached).extend(unseen)
     if not_reached:
         # back to due now: the next sweep batches them again
-        store.redis.zadd(keys.DUE, dict.fromkeys(not_reached, repr(time.time())), xx=True)
+        store.redis.zadd(keys.DUE, dict.fromkeys(not_reached, repr(store.server_time())), xx=True)
     return rest

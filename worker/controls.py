@@ -39,7 +39,7 @@ from worker.payout import Payout
 from worker.runtime import Runtime
 from worker.settings import Settings
 from worker.states import State
-from worker.store import Order, stamp
+from worker.store import Order, now_plus, stamp
 
 log = get_logger("payouts.controls")
 
@@ -361,11 +361,11 @@ def request_approval(rt: Runtime, order: Order, reason: str) -> bool:
         reason=reason[:200],
         due=until,
         fields={
-            "approval_until": stamp(until),
+            # on the Redis server's clock: the sweep and the approve step compare it there
+            "approval_until": now_plus(s.approval_ttl_s),
             "approvals_needed": approvals_needed(s, order.amount),
             "approved_by": "",
         },
-        now=now,
     )
     return prev is not None
 
@@ -443,7 +443,6 @@ def approve(rt: Runtime, payout_cl_id: str, *, by: str, expect_state: State | No
         expect=("approved_by", first),
         due=now + rt.settings.submit_redrive_s,
         fields=fields,
-        now=now,
         log_fields={"by": by},
     )
     if prev is None:
@@ -483,7 +482,7 @@ def expire_approval(rt: Runtime, order: Order, now: float) -> bool:
     until = order.field_float("approval_until", 0.0)
     if until > now:
         rt.store.transition(
-            order.payout_cl_id, None, sources={State.AWAITING_APPROVAL}, reason="x", due=until
+            order.payout_cl_id, None, sources={State.AWAITING_APPROVAL}, reason="x", due=until, now=now
         )
         return False
     ttl = int(rt.settings.approval_ttl_s)

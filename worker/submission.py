@@ -22,7 +22,7 @@ from worker.logs import get_logger
 from worker.moves import move, moved
 from worker.runtime import Runtime
 from worker.states import State
-from worker.store import INCR, NO_QUEUE, Order, stamp
+from worker.store import INCR, NO_QUEUE, NOW, Order, stamp
 
 log = get_logger("payouts.submit")
 
@@ -112,7 +112,7 @@ def submit_order(rt: Runtime, payout_cl_id: str, *, _epoch_checked: bool = False
     # claim: the only way to the create request; the attempt number is incremented
     # inside the same compare-and-set (two racing claims can never share one)
     cfg = gateway.cfg
-    now = time.time()
+    now = time.time()  # deadlines below are relative: the store anchors them on its clock
     crash_point("before_claim")
     fresh = claim_fresh(settings.submit_claim_budget_s)
     try:
@@ -125,12 +125,12 @@ def submit_order(rt: Runtime, payout_cl_id: str, *, _epoch_checked: bool = False
             + settings.submitting_margin_s
             + store.replica_ack_timeout_s,
             fields={
-                "submitted_at": stamp(now),
+                # the server's time: the sweep compares it with the server's time (D35)
+                "submitted_at": NOW,
                 "sign_type": cfg.sign_type,
                 "late_reject_code": None,
                 **({"held": None} if "held" in order.fields else {}),
             },
-            now=now,
         )
     except LossEpochPending as pending:
         if _epoch_checked:  # checked, then another loss epoch came: check again later
@@ -179,7 +179,7 @@ def submit_order(rt: Runtime, payout_cl_id: str, *, _epoch_checked: bool = False
         result = _query_ambiguous(rt, payout_cl_id, result)
     now = time.time()
     merchant_code = result.outcome is Outcome.REJECTED and result.code in settings.hold_codes
-    fields: dict[str, object] = {"last_gateway": result.reason, "answered_at": stamp(now)}
+    fields: dict[str, object] = {"last_gateway": result.reason, "answered_at": NOW}
     quiet = False
     if result.outcome is Outcome.ACCEPTED:
         target, status = State.ACCEPTED, SubmitStatus.ACCEPTED
@@ -222,7 +222,6 @@ def submit_order(rt: Runtime, payout_cl_id: str, *, _epoch_checked: bool = False
         reason=reason,
         due=due if target is not State.REJECTED else None,
         fields=fields,
-        now=now,
         expect=("submit_attempts", str(attempts)),
         quiet=quiet,
     )
@@ -308,7 +307,8 @@ def after_loss_epoch(rt: Runtime, order: Order, pending: LossEpochPending) -> Su
         _reschedule_received(rt, i, 1.0 + random.random(), "loss epoch: query rate limited")
         return SubmitStatus.EPOCH_QUERY_FAILED
     result = rt.gateway.query_order(i)
-    now = time.time()
+    # the epoch's time is the Redis server's: so is the clock it is compared with (D35)
+    now = store.server_time()
     if result.kind is QueryKind.FOUND:
         # the lost claim was sent: the order is at the gateway. Never create: record it as
         # unconfirmed (what a sent create with no recorded answer is) and apply the report
@@ -319,6 +319,7 @@ def after_loss_epoch(rt: Runtime, order: Order, pending: LossEpochPending) -> Su
             sources={State.RECEIVED},
             reason=f"found at the gateway after loss epoch {pending.epoch_no} (a lost claim was sent)",
             due=now + s.unconfirmed_first_check_s,
+            now=now,
             fields={"epoch_checked": pending.epoch_no, "submitted_at": stamp(pending.epoch_at)},
         )
         if prev is None:

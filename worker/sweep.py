@@ -11,7 +11,7 @@ from worker.checks import age_since
 from worker.logs import get_logger
 from worker.moves import move
 from worker.reports import send_to_review
-from worker.results import deliver
+from worker.results import clear_owed, deliver, write_switch
 from worker.runtime import Runtime
 from worker.states import State
 from worker.store import NO_QUEUE, REMOVE, Order
@@ -92,11 +92,15 @@ def sweep_due(rt: Runtime, *, now: float | None = None, max_batches: int = 20) -
     ``unconfirmed`` orders get a check.
     """
     s, store = rt.settings, rt.store
-    now = time.time() if now is None else now
+    # every time the sweep compares (due, lease, claim age, approval deadline, order age) is
+    # on the Redis server's clock, where the scripts wrote them (D35); ``now`` simulates time
+    now = store.server_time() if now is None else now
     gw = s.gateway
     call_s = (gw.connect_timeout_s + gw.read_timeout_s) if gw else 20.0
     # a leased order comes back after this long if its task never reschedules it
     lease_s = s.lease_s
+    # the workers' word on whether results are owed (D44): transition.lua reads it
+    write_switch(store.redis, s)
     budget = SubmitBudget.of(rt)
     out = SweepResult(submit_queue=budget.queued if store.submit_queue != NO_QUEUE else -1)
     try:
@@ -140,7 +144,7 @@ def sweep_due(rt: Runtime, *, now: float | None = None, max_batches: int = 20) -
         pipe.execute()
         if len(ids) < s.sweep_batch:
             break
-    store.redis.set(keys.SWEEP_LAST, repr(time.time()))
+    store.redis.set(keys.SWEEP_LAST, repr(time.time()))  # liveness: read on this host's clock
     return out
 
 
@@ -156,6 +160,9 @@ def _route(
 ) -> None:
     s = rt.settings
     if order.result_pending:
+        if not s.result_task:
+            clear_owed(rt, order.payout_cl_id, order.state)  # results are off (D44)
+            return
         # a final order whose result was never published: send it again (D9)
         out.results += bool(deliver(rt, order.payout_cl_id))
         return
@@ -183,6 +190,7 @@ def _route(
                 sources={State.SUBMITTING},
                 reason="no answer recorded by the call deadline (worker lost mid-call)",
                 due=now + s.unconfirmed_first_check_s,
+                now=now,
                 expect=("submit_attempts", order.fields.get("submit_attempts", "")),
             )
             if prev is not None:

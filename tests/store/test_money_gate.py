@@ -3,15 +3,21 @@ store's clock (Redis ``TIME``), against a real Redis with the real Lua."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
+import pytest
 from structlog.testing import capture_logs
 
-from worker import controls
+from worker import controls, keys
+from worker.errors import ApprovalRefused, LossEpochPending, OverrideRequired
 from worker.moves import move
+from worker.ops import commands
 from worker.producer import store_payout
 from worker.runtime import Runtime
 from worker.states import State
+from worker.store import NOW
+from worker.sweep import sweep_due
 
 NUMBER = "4455667788"
 
@@ -65,3 +71,138 @@ def test_refused_and_field_only_moves_log_nothing(make_runtime: Any) -> None:
     # then
     assert refused is None and kept is State.RECEIVED
     assert [e for e in logs if e["event"] == "payout.transition"] == [] and sent == []
+
+
+# ------------------------------------------------------------------ the loss-epoch guard
+
+
+def _other_server(rt: Runtime) -> None:
+    """What a restart or failover looks like to the store: another recorded identity."""
+    rt.redis.set(keys.SERVER, "0" * 40 + ":" + "1" * 40)
+
+
+def test_claim_detects_a_new_server_without_a_new_connection(make_runtime: Any) -> None:
+    """D37: the claim itself compares the server's identity with the recorded one and records
+    the loss epoch atomically, so a connection kept open across a failover (a proxy) cannot
+    claim an order stored before it; an order stored after the epoch is claimable."""
+    # given: an order stored, then the server "changes" under an open connection
+    rt = make_runtime()
+    store_payout(rt, data("mg-ep1", amount=10_000))
+    rt.redis.get(keys.SERVER)  # the pooled connection is open and checked
+    _other_server(rt)
+    # when: the next claim runs on the same connection
+    with pytest.raises(LossEpochPending) as refused:
+        rt.store.claim("mg-ep1", reason="claimed", due=time.time() + 30, fields={})
+    # then: the epoch was recorded by the claim, and the order stays received
+    assert refused.value.epoch_no == "1" and rt.store.loss_epoch()[0] == 1
+    assert rt.store.state_of("mg-ep1") is State.RECEIVED
+    store_payout(rt, data("mg-ep2", amount=10_000))
+    assert rt.store.claim("mg-ep2", reason="claimed", due=time.time() + 30, fields={}) == 1
+
+
+def test_caller_clocks_play_no_part(make_runtime: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """D36/D35: a producer and a worker whose clocks run an hour fast store created_at and
+    submitted_at on the Redis server's clock; the order still predates a later epoch, and
+    the sweep (on the server's clock) does not find the fresh claim stale."""
+    # given: this host's clock an hour fast for the producer and the claim
+    rt = make_runtime()
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + 3600)
+    store_payout(rt, data("mg-skew", amount=10_000))
+    order = rt.store.require("mg-skew")
+    server = rt.store.server_time()
+    assert abs(order.created_at - server) < 2 and order.fields["ep"] == "0"
+    # the re-drive time is relative: due about SUBMIT_REDRIVE after the server's now
+    assert order.due_at is not None and order.due_at - server < rt.settings.submit_redrive_s + 2
+    assert (
+        rt.store.claim("mg-skew", reason="claimed", due=time.time() + 30, fields={"submitted_at": NOW}) == 1
+    )
+    claimed = rt.store.require("mg-skew")
+    assert claimed.submitted_at is not None and abs(claimed.submitted_at - server) < 2
+    monkeypatch.setattr(time, "time", real)
+    # when: the sweep runs on the server's clock
+    out = sweep_due(rt)
+    # then: not stale, not moved
+    assert out.unconfirmed == [] and rt.store.state_of("mg-skew") is State.SUBMITTING
+    # and after a restart the order (created_at an hour "ahead") is still guarded
+    move(rt, "mg-skew", State.RECEIVED, sources={State.SUBMITTING}, reason="test: back", quiet=True)
+    _other_server(rt)
+    with pytest.raises(LossEpochPending):
+        rt.store.claim("mg-skew", reason="claimed", due=time.time() + 30, fields={})
+
+
+# ------------------------------------------------------------------ final means final
+
+
+def _rejected_duplicate(rt: Runtime) -> None:
+    """WD-2 held as a suspected duplicate of WD-1, then rejected by a checker (D38's R6)."""
+    store_payout(rt, data("mg-wd1", amount=10_000, requested_by="maker"))
+    store_payout(rt, data("mg-wd2", amount=10_000, requested_by="maker"))
+    assert rt.store.require("mg-wd2").fields["dup_of"] == "mg-wd1"
+    controls.reject(rt, "mg-wd2", by="checker", note="duplicate of mg-wd1")
+
+
+def test_published_final_is_never_sendable_without_two_people(make_runtime: Any) -> None:
+    """D38: a checker-rejected duplicate is refused by the store's transition itself, whatever
+    the entry point (resubmit, a console, a direct move): no override, the same person twice,
+    or one name only; dup_of stays. Two different people move it, recorded in the history."""
+    # given
+    rt = make_runtime(APPROVAL_ABOVE="100000000", DUPLICATE_KEY="k" * 32, DUPLICATE_WINDOW="3600")
+    _rejected_duplicate(rt)
+    # when / then: every attempt without a second person is refused, nothing changes
+    for fields in ({}, {"override_by": "maker"}, {"override_by": "maker", "override_approved_by": "maker"}):
+        with pytest.raises(OverrideRequired):
+            move(rt, "mg-wd2", State.RECEIVED, sources={State.REJECTED}, reason="resubmit", fields=fields)
+    with pytest.raises(OverrideRequired):
+        commands.resubmit(rt, "mg-wd2", by="maker")
+    with pytest.raises(OverrideRequired):
+        commands.resubmit(rt, "mg-wd2", by="maker", force=True, note="sure", approved_by="maker")
+    order = rt.store.require("mg-wd2")
+    assert order.state is State.REJECTED and order.fields["dup_of"] == "mg-wd1"
+    # when: two people override it
+    prev = move(
+        rt,
+        "mg-wd2",
+        State.RECEIVED,
+        sources={State.REJECTED},
+        reason="override",
+        fields={"override_by": "maker", "override_approved_by": "boss"},
+    )
+    # then
+    assert prev is State.REJECTED
+    reopened = rt.store.require("mg-wd2")
+    assert reopened.fields["override_approved_by"] == "boss" and reopened.history[-1]["reason"] == "override"
+
+
+def test_expired_approval_cannot_be_approved(make_runtime: Any) -> None:
+    """D52: the approve step itself checks the approval deadline (the Redis server's clock),
+    so a stale order cannot be approved while the sweep is down; it stays awaiting_approval."""
+    # given: an order whose approval deadline has passed (no sweep ran)
+    rt = make_runtime(APPROVAL_ABOVE="1000000", APPROVAL_TTL="60")
+    store_payout(rt, data("mg-late", requested_by="maker"))
+    rt.redis.hset(keys.order("mg-late"), "approval_until", f"{rt.store.server_time() - 1:.3f}")
+    # when / then
+    with pytest.raises(ApprovalRefused, match="deadline"):
+        controls.approve(rt, "mg-late", by="checker")
+    assert rt.store.state_of("mg-late") is State.AWAITING_APPROVAL
+
+
+def test_results_owed_is_the_stores_word(make_runtime: Any) -> None:
+    """D44: a process without RESULT_TASK (a console in the web app) that makes an order final
+    still flags its result while the workers' switch is on; with the switch off the sweep
+    clears a left-over flag and unschedules the order."""
+    # given: the workers publish results (switch on); this process has no RESULT_TASK
+    rt = make_runtime(APPROVAL_ABOVE="1000000")
+    rt.redis.set(keys.RESULTS, "15.0")
+    store_payout(rt, data("mg-owed", requested_by="maker"))
+    # when
+    controls.reject(rt, "mg-owed", by="checker", note="no")
+    # then: owed, and due for the sweep's re-send
+    order = rt.store.require("mg-owed")
+    assert order.result_pending and order.due_at is not None
+    # when: the workers turn results off (the sweep writes the switch from its settings)
+    out = sweep_due(rt, now=rt.store.server_time() + 60)
+    # then
+    order = rt.store.require("mg-owed")
+    assert not rt.redis.exists(keys.RESULTS) and out.results == 0
+    assert not order.result_pending and order.due_at is None

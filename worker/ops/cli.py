@@ -155,7 +155,14 @@ def cmd_reject(args: argparse.Namespace) -> int:
 def cmd_resubmit(args: argparse.Namespace) -> int:
     from worker.ops.commands import resubmit
 
-    resubmit(_runtime(), args.payout_cl_id, force=args.force, note=args.note, by=args.by)
+    resubmit(
+        _runtime(),
+        args.payout_cl_id,
+        force=args.force,
+        note=args.note,
+        by=args.by,
+        approved_by=args.approved_by,
+    )
     print(f"{args.payout_cl_id}: resubmitted")
     return 0
 
@@ -269,6 +276,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--note", help="why (required with --force; recorded in the history)")
     s.add_argument("--by", default="cli", help="who is acting (recorded)")
+    s.add_argument(
+        "--approved-by",
+        default=None,
+        help="a second person (not --by) who approves sending an order whose final state was "
+        "already published to the web app, e.g. a rejected one (with --force --note; recorded)",
+    )
     s.set_defaults(func=cmd_resubmit)
     s = sub.add_parser("back-to-polling", help="put an order in review back to polling the gateway")
     s.add_argument("payout_cl_id")
