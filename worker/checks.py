@@ -116,23 +116,9 @@ def handle_not_found(rt: Runtime, order: Order, reason: str) -> CheckStatus:
     s = rt.settings
     sent_at = order.submitted_at or order.created_at
     now = rt.store.server_time()  # sent_at is on the Redis server's clock (D35)
-    late = order.fields.get("late_reject_code")
-    if late and order.state is State.UNCONFIRMED and not order.payout_id:
-        # the create was refused (its answer came after the sweep's deadline) and the
-        # gateway confirms it does not know the order: rejected, as the answer said (D30)
-        prev = move(
-            rt,
-            order.payout_cl_id,
-            State.REJECTED,
-            sources={State.UNCONFIRMED},
-            reason=f"late refusal {late} and {reason}",
-            fields={"reject_code": late},
-            expect=("payout_id", None),
-        )
-        if prev is not None:
-            return CheckStatus.APPLIED
-        return CheckStatus.SKIPPED
     if now - sent_at < s.unconfirmed_grace_s:
+        # a fresh order may not be listed yet: "not found" counts only after the grace,
+        # also for a create that was refused (late, or 0017), D41
         _reschedule(
             rt,
             order,
@@ -140,6 +126,9 @@ def handle_not_found(rt: Runtime, order: Order, reason: str) -> CheckStatus:
             last_query=reason,
         )
         return CheckStatus.NOT_FOUND
+    late = order.fields.get("late_reject_code")
+    if late and order.state is State.UNCONFIRMED and not order.payout_id:
+        return _honour_refusal(rt, order, late, reason)
     evidence = gateway_evidence(rt, order) if s.not_found_policy == "resubmit" else None
     if order.state is State.UNCONFIRMED and s.not_found_policy == "resubmit" and evidence is None:
         prev = move(
@@ -160,6 +149,37 @@ def handle_not_found(rt: Runtime, order: Order, reason: str) -> CheckStatus:
         why += f", but {evidence}: not resubmitted"
     send_to_review(rt, order, why)
     return CheckStatus.REVIEW
+
+
+def _honour_refusal(rt: Runtime, order: Order, code: str, reason: str) -> CheckStatus:
+    """The create was refused (its answer came late, or was 0017) and the gateway still does
+    not know the order after the grace (D30, D41). A merchant-level code (HOLD_CODES) means
+    "not created, and not now": the order waits in received, held, and sending pauses (D55);
+    any other code: rejected, as the answer said."""
+    s, i = rt.settings, order.payout_cl_id
+    if code in s.hold_codes:
+        prev = move(
+            rt,
+            i,
+            State.RECEIVED,
+            sources={State.UNCONFIRMED},
+            reason=f"held: late refusal {code} and {reason}"[:200],
+            due=time.time() + s.pause_recheck_s,
+            fields={"held": f"held: {code}", "late_reject_code": None},
+            expect=("payout_id", None),
+        )
+        # (sending was paused when the late answer came: submission.answer_late)
+        return CheckStatus.RESUBMIT if prev is not None else CheckStatus.SKIPPED
+    prev = move(
+        rt,
+        i,
+        State.REJECTED,
+        sources={State.UNCONFIRMED},
+        reason=f"late refusal {code} and {reason}",
+        fields={"reject_code": code},
+        expect=("payout_id", None),
+    )
+    return CheckStatus.APPLIED if prev is not None else CheckStatus.SKIPPED
 
 
 def check_order(rt: Runtime, payout_cl_id: str, *, force: bool = False) -> CheckStatus:

@@ -7,16 +7,17 @@ order claimed and does nothing.
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from collections.abc import Callable
 from enum import StrEnum
 
-from worker import controls
+from worker import controls, keys
 from worker.backoff import retry_delay_s
 from worker.checks import apply_query
 from worker.crashpoints import crash_point
-from worker.errors import LossEpochPending, NotDurable
+from worker.errors import LossEpochPending, NotDurable, OrderNotFound
 from worker.gateway import STALE_CLAIM, CreateResult, Outcome, QueryKind
 from worker.logs import get_logger
 from worker.moves import move, moved
@@ -175,10 +176,11 @@ def submit_order(rt: Runtime, payout_cl_id: str, *, _epoch_checked: bool = False
     result = gateway.create_payout(
         order.as_payout(), sign_type=cfg.sign_type, notify_url=notify_url, may_send=fresh
     )
-    if result.outcome is Outcome.REJECTED and result.code == "0017":
-        result = _query_ambiguous(rt, payout_cl_id, result)
-    now = time.time()
     merchant_code = result.outcome is Outcome.REJECTED and result.code in settings.hold_codes
+    refusal = result.code if result.outcome is Outcome.REJECTED and not merchant_code else None
+    if refusal:
+        result = _after_refusal(rt, payout_cl_id, result, cfg.sign_type)
+    now = time.time()
     fields: dict[str, object] = {"last_gateway": result.reason, "answered_at": NOW}
     quiet = False
     if result.outcome is Outcome.ACCEPTED:
@@ -196,6 +198,10 @@ def submit_order(rt: Runtime, payout_cl_id: str, *, _epoch_checked: bool = False
     elif result.outcome is Outcome.UNKNOWN:
         target, status = State.UNCONFIRMED, SubmitStatus.UNCONFIRMED
         due = now + settings.unconfirmed_first_check_s
+        if refusal:
+            # the refusal is kept, and honoured only when the gateway still does not know
+            # the order after UNCONFIRMED_GRACE (D41)
+            fields["late_reject_code"] = refusal
     else:  # NOT_SENT or RATE_LIMITED: provably never processed -> may be sent again
         # a counter on the order, not a logged move: a day-long outage must not flood
         # the history and the events stream (D20)
@@ -215,37 +221,23 @@ def submit_order(rt: Runtime, payout_cl_id: str, *, _epoch_checked: bool = False
     if merchant_code:
         reason = f"held: {reason}"
     crash_point("after_response")
-    applied = store.transition(
-        payout_cl_id,
-        target,
-        sources={State.SUBMITTING},
-        reason=reason,
-        due=due if target is not State.REJECTED else None,
-        fields=fields,
-        expect=("submit_attempts", str(attempts)),
-        quiet=quiet,
-    )
+    try:
+        applied = store.transition(
+            payout_cl_id,
+            target,
+            sources={State.SUBMITTING},
+            reason=reason,
+            due=due if target is not State.REJECTED else None,
+            fields=fields,
+            expect=("submit_attempts", str(attempts)),
+            quiet=quiet,
+        )
+    except OrderNotFound:
+        keep_lost_answer(rt, payout_cl_id, result, reason)
+        return status
     crash_point("after_state_write")
     if applied is None:
-        # Only the sweep moves a submitting order (to unconfirmed, after the deadline);
-        # record the answer so the next query has it, without changing the state.
-        log.warning("payout.submit.answer_late", outcome=result.outcome.value, reason=reason)
-        late: dict[str, object] = {}
-        if result.payout_id:
-            late = {"payout_id": result.payout_id, "last_gateway": reason}
-        elif result.outcome is Outcome.REJECTED:
-            # a definitive refusal after the sweep marked it unconfirmed: kept, and used
-            # when the query then says not found (D30)
-            late = {"late_reject_code": result.code, "last_gateway": reason}
-        if late:
-            store.transition(
-                payout_cl_id,
-                None,
-                sources={State.UNCONFIRMED},
-                reason="late answer",
-                fields=late,
-                expect=("submit_attempts", str(attempts)),
-            )
+        answer_late(rt, order, attempts, result, reason, refusal=refusal)
         return status
     if not quiet:
         moved(
@@ -275,18 +267,109 @@ def _hold(rt: Runtime, order: Order, held: controls.Hold) -> SubmitStatus:
     return SubmitStatus.HELD
 
 
-def _query_ambiguous(rt: Runtime, payout_cl_id: str, result: CreateResult) -> CreateResult:
-    """0017 "failed to create payout record" is ambiguous: query once before rejecting (D21).
+#: refusal codes that do not say "not created" (SPEC §10: 0017 "failed to create payout
+#: record"): an unknown outcome, kept as late_reject_code and honoured only after
+#: UNCONFIRMED_GRACE without the gateway listing the order (D41)
+AMBIGUOUS_CODES: frozenset[str] = frozenset({"0017"})
 
-    Found -> treat as accepted; not found -> the refusal stands; a failed query ->
-    an unknown outcome (unconfirmed: the checks settle it, never a second create).
+
+def _after_refusal(rt: Runtime, payout_cl_id: str, result: CreateResult, sign_type: str) -> CreateResult:
+    """A refusal that is not a merchant-level hold.
+
+    ``0017`` is ambiguous: an unknown outcome at once (unconfirmed; the checks query it
+    until the grace has passed, a lagging list cannot make it final, D41). Any other code
+    most likely means "not created": query once before it is final (docs/gateway.md §1,
+    D21): found -> accepted; not found -> the refusal stands; a failed query -> unknown.
     """
-    q = rt.gateway.query_order(payout_cl_id)
+    if result.code in AMBIGUOUS_CODES:
+        return CreateResult(
+            Outcome.UNKNOWN, f"{result.code} {result.reason}: outcome unknown, queried"[:120], result.code
+        )
+    q = rt.gateway.query_order(payout_cl_id, sign_type=sign_type)
     if q.kind is QueryKind.NOT_FOUND:
         return result
     if q.kind is QueryKind.FOUND and q.payout_id:
-        return CreateResult(Outcome.ACCEPTED, "0017, then found by query", "0000", q.payout_id)
-    return CreateResult(Outcome.UNKNOWN, f"0017, then query: {q.reason}"[:120], result.code)
+        return CreateResult(Outcome.ACCEPTED, f"{result.code}, then found by query", "0000", q.payout_id)
+    return CreateResult(Outcome.UNKNOWN, f"{result.code}, then query: {q.reason}"[:120], result.code)
+
+
+def _sent(result: CreateResult) -> bool:
+    """The create reached the gateway (it may hold the order): anything but not-sent/429."""
+    return result.outcome in (Outcome.ACCEPTED, Outcome.UNKNOWN, Outcome.REJECTED)
+
+
+def keep_lost_answer(rt: Runtime, payout_cl_id: str, result: CreateResult, reason: str) -> None:
+    """The create was answered, but the store no longer holds the order (D40: a host crash
+    or relaxed mode lost the create with its claim). The evidence is kept: the tombstone is
+    written again (so a re-enqueue of the id is refused, never sent twice), the answer and
+    its ``payout_id`` are parked under the id in :data:`worker.keys.LOST`, and an error is
+    logged for an operator (``payouts reconcile --orphans`` finds it at the gateway)."""
+    if not _sent(result):
+        return
+    now = rt.store.server_time()
+    parked = {
+        "payout_id": result.payout_id or "",
+        "outcome": result.outcome.value,
+        "code": result.code or "",
+        "reason": reason[:200],
+        "at": stamp(now),
+    }
+    pipe = rt.redis.pipeline(transaction=True)
+    pipe.hsetnx(keys.IDS, payout_cl_id, str(int(now)))
+    pipe.hset(keys.LOST, payout_cl_id, json.dumps(parked, sort_keys=True))
+    pipe.execute()
+    log.error(
+        "payout.answer_for_lost_order",
+        payout_id=result.payout_id,
+        outcome=result.outcome.value,
+        code=result.code,
+        detail="the store lost this order after its create was sent: id retired, answer parked",
+    )
+
+
+def answer_late(
+    rt: Runtime, order: Order, attempts: int, result: CreateResult, reason: str, *, refusal: str | None = None
+) -> None:
+    """The create's answer came after the order left ``submitting``: recorded, never lost.
+
+    * unconfirmed (the sweep's deadline passed): the ``payout_id``, or a refusal kept as
+      ``late_reject_code`` for the checks (honoured only after the grace, D30/D41/D55);
+    * received (the claim itself was lost, D40): the create was sent, so the order moves
+      to unconfirmed with what the answer said; the checks settle it, never a second create;
+    * a merchant-level code (HOLD_CODES) holds and pauses as a timely one does (D55).
+    """
+    s, i = rt.settings, order.payout_cl_id
+    log.warning("payout.submit.answer_late", outcome=result.outcome.value, reason=reason)
+    hold = result.outcome is Outcome.REJECTED and result.code in s.hold_codes
+    if hold:
+        log.error("payout.held", code=result.code, reason=result.reason)
+        controls.merchant_hold(rt, order, result.code, result.reason)
+    late: dict[str, object] = {"last_gateway": reason}
+    if result.payout_id:
+        late["payout_id"] = result.payout_id
+    elif result.outcome is Outcome.REJECTED or refusal:
+        late["late_reject_code"] = refusal or result.code
+    current = rt.store.state_of(i)
+    if current is State.UNCONFIRMED and len(late) > 1:
+        rt.store.transition(
+            i,
+            None,
+            sources={State.UNCONFIRMED},
+            reason="late answer",
+            fields=late,
+            expect=("submit_attempts", str(attempts)),
+        )
+    elif current is State.RECEIVED and _sent(result) and not hold:
+        move(
+            rt,
+            i,
+            State.UNCONFIRMED,
+            sources={State.RECEIVED},
+            reason=f"create answered after its claim was lost ({reason}): recorded as sent"[:200],
+            due=time.time() + s.unconfirmed_first_check_s,
+            fields={**late, "submitted_at": NOW},
+            log_fields={"payout_id": result.payout_id},
+        )
 
 
 def _reschedule_received(

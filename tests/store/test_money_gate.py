@@ -3,6 +3,7 @@ store's clock (Redis ``TIME``), against a real Redis with the real Lua."""
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -10,13 +11,15 @@ import pytest
 from structlog.testing import capture_logs
 
 from worker import controls, keys
-from worker.errors import ApprovalRefused, LossEpochPending, OverrideRequired
+from worker.errors import ApprovalRefused, DuplicatePayout, LossEpochPending, OverrideRequired
+from worker.gateway import CreateResult, Outcome, QueryKind, QueryResult
 from worker.moves import move
 from worker.ops import commands
 from worker.producer import store_payout
 from worker.runtime import Runtime
 from worker.states import State
 from worker.store import NOW
+from worker.submission import SubmitStatus, submit_order
 from worker.sweep import sweep_due
 
 NUMBER = "4455667788"
@@ -206,3 +209,71 @@ def test_results_owed_is_the_stores_word(make_runtime: Any) -> None:
     order = rt.store.require("mg-owed")
     assert not rt.redis.exists(keys.RESULTS) and out.results == 0
     assert not order.result_pending and order.due_at is None
+
+
+# ------------------------------------------------------------------ evidence survives
+
+
+class AnswerAfterLoss:
+    """A gateway whose create is answered 0000 after ``lose`` ran (the store loses something
+    while the POST is out); queries say "not found" (a lagging list)."""
+
+    def __init__(self, rt: Runtime, lose: Any) -> None:
+        self.cfg, self.lose, self.creates = rt.settings.require_gateway(), lose, 0
+
+    def create_payout(self, *_: Any, **__: Any) -> Any:
+        self.creates += 1
+        self.lose()
+        return CreateResult(Outcome.ACCEPTED, "ok", "0000", "PO-LOST")
+
+    def query_order(self, *_: Any, **__: Any) -> Any:
+        return QueryResult(QueryKind.NOT_FOUND, "empty list")
+
+    def close(self) -> None:
+        pass
+
+
+def test_answer_for_a_lost_order_retires_the_id(make_runtime: Any) -> None:
+    """D40: the store lost the whole order (and its tombstone) while the create was out; the
+    answer re-writes the tombstone, parks the payout_id under the id, and a re-enqueue of the
+    same id is refused: it is never sent again."""
+    # given
+    rt = make_runtime()
+    store_payout(rt, data("mg-lost", amount=10_000))
+
+    def lose() -> None:
+        rt.redis.delete(keys.order("mg-lost"), keys.history("mg-lost"))
+        rt.redis.hdel(keys.IDS, "mg-lost")
+
+    gw = AnswerAfterLoss(rt, lose)
+    rt._gateway = gw  # type: ignore[assignment]
+    # when
+    with capture_logs() as logs:
+        submit_order(rt, "mg-lost")
+    # then
+    parked = json.loads(rt.redis.hget(keys.LOST, "mg-lost"))
+    assert parked["payout_id"] == "PO-LOST" and rt.redis.hexists(keys.IDS, "mg-lost")
+    assert any(e["event"] == "payout.answer_for_lost_order" and e["log_level"] == "error" for e in logs)
+    with pytest.raises(DuplicatePayout):
+        store_payout(rt, data("mg-lost", amount=10_000))
+    assert gw.creates == 1 and rt.store.get("mg-lost") is None
+
+
+def test_answer_for_a_lost_claim_records_the_create(make_runtime: Any) -> None:
+    """D40: the claim was lost (the order is received again) when the create's answer comes:
+    the order moves to unconfirmed with the payout_id; the next submit sends nothing."""
+    # given
+    rt = make_runtime()
+    store_payout(rt, data("mg-claim", amount=10_000))
+
+    def lose() -> None:
+        move(rt, "mg-claim", State.RECEIVED, sources={State.SUBMITTING}, reason="test: lost", quiet=True)
+
+    gw = AnswerAfterLoss(rt, lose)
+    rt._gateway = gw  # type: ignore[assignment]
+    # when
+    submit_order(rt, "mg-claim")
+    # then
+    order = rt.store.require("mg-claim")
+    assert order.state is State.UNCONFIRMED and order.payout_id == "PO-LOST"
+    assert submit_order(rt, "mg-claim") is SubmitStatus.NOT_RECEIVED and gw.creates == 1
