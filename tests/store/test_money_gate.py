@@ -11,11 +11,13 @@ import pytest
 from structlog.testing import capture_logs
 
 from worker import controls, keys
+from worker.checks import apply_callback, check_window, is_due_for_check
 from worker.errors import ApprovalRefused, DuplicatePayout, LossEpochPending, OverrideRequired
 from worker.gateway import CreateResult, Outcome, QueryKind, QueryResult
 from worker.moves import move
 from worker.ops import commands
 from worker.producer import store_payout
+from worker.reports import ReportResult
 from worker.runtime import Runtime
 from worker.states import State
 from worker.store import NOW
@@ -277,3 +279,83 @@ def test_answer_for_a_lost_claim_records_the_create(make_runtime: Any) -> None:
     order = rt.store.require("mg-claim")
     assert order.state is State.UNCONFIRMED and order.payout_id == "PO-LOST"
     assert submit_order(rt, "mg-claim") is SubmitStatus.NOT_RECEIVED and gw.creates == 1
+
+
+# ------------------------------------------------------------------ one report path
+
+
+class PagedGateway:
+    """A list query answering fixed pages (records of our ids and others'); single queries fail."""
+
+    def __init__(self, rt: Runtime, pages: list[list[QueryResult]], total: int) -> None:
+        self.cfg, self.pages, self.total, self.calls = rt.settings.require_gateway(), pages, total, 0
+
+    def query_window(self, *, offset: int = 0, **_: Any) -> Any:
+        self.calls += 1
+        return (self.pages[self.calls - 1] if self.calls <= len(self.pages) else []), self.total
+
+    def query_order(self, *_: Any, **__: Any) -> Any:
+        return QueryResult(QueryKind.ERROR, "not used")
+
+    def close(self) -> None:
+        pass
+
+
+def _accepted(rt: Runtime, pid: str, payout_id: str) -> None:
+    store_payout(rt, data(pid, amount=10_000))
+    rt.store.claim(pid, reason="claimed", due=time.time() + 30, fields={"submitted_at": NOW})
+    move(rt, pid, State.ACCEPTED, reason="0000", fields={"payout_id": payout_id}, due=time.time() + 60)
+
+
+def record(pid: str, payout_id: str, status: str = "1") -> QueryResult:
+    rec = {"payout_cl_id": pid, "payout_id": payout_id, "status": status}
+    return QueryResult(
+        QueryKind.FOUND, "found", status=status, payout_id=payout_id, amount="10000", record=rec
+    )
+
+
+def test_batch_counts_records_per_id_across_pages(make_runtime: Any) -> None:
+    """D43: two payouts for one id on different pages of a window send it to review (not the
+    first record applied); a window not read to its end within CHECK_BATCH_PAGES hands its
+    ids to single checks (returned), never "due now" again for another batch."""
+    # given: b-1 appears twice (page 1 and page 2); b-2 once; the window has more pages
+    rt = make_runtime(CHECK_BATCH_PAGES="2")
+    for pid in ("b-1", "b-2"):
+        _accepted(rt, pid, f"PO-{pid}")
+    pages = [[record("b-1", "PO-b-1"), record("x", "PO-x")], [record("b-1", "PO-9"), record("b-2", "PO-b-2")]]
+    rt._gateway = PagedGateway(rt, pages, total=4)  # type: ignore[assignment]
+    # when: the whole window fits in two pages
+    rest = check_window(rt, ["b-1", "b-2"])
+    # then
+    assert rest == [] and rt.store.state_of("b-1") is State.REVIEW
+    assert rt.store.state_of("b-2") is State.ACCEPTED
+    # given: a window larger than the page budget (a gateway ignoring the time filter)
+    _accepted(rt, "b-3", "PO-b-3")
+    gw = PagedGateway(rt, [[record("y", "PO-y")], [record("z", "PO-z")]], total=10_000)
+    rt._gateway = gw  # type: ignore[assignment]
+    # when
+    rest = check_window(rt, ["b-2", "b-3"])
+    # then: the page budget held, and both go to single checks (their lease still stands)
+    assert gw.calls == 2 and sorted(rest) == ["b-2", "b-3"]
+    order = rt.store.get("b-3", with_history=False)
+    assert order is not None and is_due_for_check(order, rt.store.server_time())
+
+
+def test_callbacks_follow_the_query_rules(make_runtime: Any) -> None:
+    """D43: a verified callback goes through the same rules as a query: an order past
+    MAX_ORDER_AGE reported still open goes to review; a callback naming another payout_id
+    than ours (two payouts for one id) goes to review; a final report is applied."""
+    # given
+    rt = make_runtime(MAX_ORDER_AGE="60")
+    for pid in ("cb-old", "cb-two", "cb-ok"):
+        _accepted(rt, pid, f"PO-{pid}")
+    old_at = f"{rt.store.server_time() - 120:.3f}"
+    rt.redis.hset(keys.order("cb-old"), mapping={"created_at": old_at, "submitted_at": old_at})
+    # when
+    old = apply_callback(rt, rt.store.require("cb-old"), status="2", payout_id="PO-cb-old", amount="10000")
+    two = apply_callback(rt, rt.store.require("cb-two"), status="3", payout_id="PO-other", amount="10000")
+    ok = apply_callback(rt, rt.store.require("cb-ok"), status="3", payout_id="PO-cb-ok", amount="10000")
+    # then
+    assert old is ReportResult.CONFLICT and rt.store.state_of("cb-old") is State.REVIEW
+    assert two is ReportResult.CONFLICT and rt.store.require("cb-two").fields["other_payout_id"] == "PO-other"
+    assert ok is ReportResult.CHANGED and rt.store.state_of("cb-ok") is State.SUCCEEDED
