@@ -131,7 +131,13 @@ def handle_not_found(rt: Runtime, order: Order, reason: str) -> CheckStatus:
     if late and order.state is State.UNCONFIRMED and not order.payout_id:
         return _honour_refusal(rt, order, late, reason)
     evidence = gateway_evidence(rt, order) if s.not_found_policy == "resubmit" else None
-    if order.state is State.UNCONFIRMED and s.not_found_policy == "resubmit" and evidence is None:
+    published = bool(order.fields.get("fin"))  # back to polling after a published final (D38)
+    if (
+        order.state is State.UNCONFIRMED
+        and s.not_found_policy == "resubmit"
+        and evidence is None
+        and not published
+    ):
         prev = move(
             rt,
             order.payout_cl_id,
@@ -158,6 +164,10 @@ def _honour_refusal(rt: Runtime, order: Order, code: str, reason: str) -> CheckS
     "not created, and not now": the order waits in received, held, and sending pauses (D55);
     any other code: rejected, as the answer said."""
     s, i = rt.settings, order.payout_cl_id
+    if order.fields.get("fin"):
+        # its final state was published before (back to polling): a person decides (D38)
+        send_to_review(rt, order, f"late refusal {code} and {reason}, after a published final state")
+        return CheckStatus.REVIEW
     if code in s.hold_codes:
         prev = move(
             rt,

@@ -359,3 +359,25 @@ def test_callbacks_follow_the_query_rules(make_runtime: Any) -> None:
     assert old is ReportResult.CONFLICT and rt.store.state_of("cb-old") is State.REVIEW
     assert two is ReportResult.CONFLICT and rt.store.require("cb-two").fields["other_payout_id"] == "PO-other"
     assert ok is ReportResult.CHANGED and rt.store.state_of("cb-ok") is State.SUCCEEDED
+
+
+def test_an_overridden_order_moves_as_usual_until_final_again(make_runtime: Any) -> None:
+    """D38: the two-person override clears the published-final mark, so the resent order's own
+    moves (approval, holds) are ordinary; once final again it is final again."""
+    # given: a rejected order, overridden by two people; approval is needed for its amount
+    rt = make_runtime(APPROVAL_ABOVE="1000000")
+    store_payout(rt, data("mg-ovr", requested_by="maker"))
+    controls.reject(rt, "mg-ovr", by="checker", note="no")
+    two = {"override_by": "maker", "override_approved_by": "boss"}
+    move(rt, "mg-ovr", State.RECEIVED, sources={State.REJECTED}, reason="override", fields=two)
+    assert "fin" not in rt.store.require("mg-ovr").fields
+    # when: it needs approval again, and a checker approves it
+    controls.request_approval(rt, rt.store.require("mg-ovr"), "awaiting approval: above APPROVAL_ABOVE")
+    controls.approve(rt, "mg-ovr", by="checker")
+    # then
+    assert rt.store.state_of("mg-ovr") is State.RECEIVED
+    # and once final again, one person cannot reopen it
+    controls.request_approval(rt, rt.store.require("mg-ovr"), "again")
+    controls.reject(rt, "mg-ovr", by="checker", note="no again")
+    with pytest.raises(OverrideRequired):
+        move(rt, "mg-ovr", State.RECEIVED, sources={State.REJECTED}, reason="one person", fields={})

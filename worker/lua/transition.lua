@@ -49,7 +49,8 @@
 -- * final means final (D38): an order that reached a final state (field ``fin``, written by
 --   the move into it: that move's event published it) moves to ``received`` only when the
 --   pairs carry ``override_by`` and ``override_approved_by``, two different non-empty names
---   (a second person), which stay on the order and in the history entry's reason;
+--   (a second person), which stay on the order and in the history entry's reason; the
+--   override clears ``fin`` (that send's own later moves are ordinary; a new final sets it);
 -- * the approval deadline (D52): awaiting_approval -> received only before ``approval_until``
 --   (the Redis server's clock).
 --
@@ -86,9 +87,11 @@ if ARGV[9] ~= '' then
     return {0, cur}
   end
 end
+local clear_fin = false
 if to == 'received' and to ~= cur then
   local fin = redis.call('HGET', KEYS[1], 'fin')
   if fin or cur == 'succeeded' or cur == 'failed' or cur == 'rejected' then
+    clear_fin = true -- overridden (below): later moves of this send are ordinary ones
     local by, second = nil, nil
     for i = 13, #ARGV, 2 do
       if ARGV[i] == 'override_by' then
@@ -152,6 +155,9 @@ if to ~= '' and to ~= cur then
   end
 end
 redis.call('HSET', KEYS[1], unpack(set))
+if clear_fin then
+  del[#del + 1] = 'fin'
+end
 if #del > 0 then
   redis.call('HDEL', KEYS[1], unpack(del))
 end
