@@ -259,6 +259,7 @@ def test_answer_for_a_lost_order_retires_the_id(make_runtime: Any) -> None:
     with pytest.raises(DuplicatePayout):
         store_payout(rt, data("mg-lost", amount=10_000))
     assert gw.creates == 1 and rt.store.get("mg-lost") is None
+    assert commands.stats(rt)["lost_answers"] == 1  # shown to the operator
 
 
 def test_answer_for_a_lost_claim_records_the_create(make_runtime: Any) -> None:

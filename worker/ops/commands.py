@@ -35,6 +35,8 @@ def stats(rt: Runtime) -> dict[str, Any]:
         "last_sweep_age_s": round(now - float(last), 3) if last else None,
         "paused": [p.public() for p in controls.pauses(rt)],
         "held_attempts": {k: int(v) for k, v in rt.redis.hgetall(keys.HELD).items()},
+        # create answers for orders the store had lost (D40): settle each with the gateway
+        "lost_answers": int(rt.redis.hlen(keys.LOST)),
         "balance": _balance(rt),
     }
 
