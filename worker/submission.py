@@ -282,15 +282,14 @@ def _after_refusal(rt: Runtime, payout_cl_id: str, result: CreateResult, sign_ty
     D21): found -> accepted; not found -> the refusal stands; a failed query -> unknown.
     """
     if result.code in AMBIGUOUS_CODES:
-        return CreateResult(
-            Outcome.UNKNOWN, f"{result.code} {result.reason}: outcome unknown, queried"[:120], result.code
-        )
+        why = f"{result.reason}: outcome unknown, queried until UNCONFIRMED_GRACE"
+        return CreateResult(Outcome.UNKNOWN, why[:120], result.code)
     q = rt.gateway.query_order(payout_cl_id, sign_type=sign_type)
     if q.kind is QueryKind.NOT_FOUND:
         return result
     if q.kind is QueryKind.FOUND and q.payout_id:
         return CreateResult(Outcome.ACCEPTED, f"{result.code}, then found by query", "0000", q.payout_id)
-    return CreateResult(Outcome.UNKNOWN, f"{result.code}, then query: {q.reason}"[:120], result.code)
+    return CreateResult(Outcome.UNKNOWN, f"{result.reason}, then query: {q.reason}"[:120], result.code)
 
 
 def _sent(result: CreateResult) -> bool:
