@@ -8,9 +8,10 @@ import time
 from typing import Any
 
 import pytest
-from structlog.testing import capture_logs
 
 from worker import controls, keys
+from worker import moves as moves_module
+from worker import submission as submission_module
 from worker.checks import apply_callback, check_window, is_due_for_check
 from worker.errors import ApprovalRefused, DuplicatePayout, LossEpochPending, OverrideRequired
 from worker.gateway import CreateResult, Outcome, QueryKind, QueryResult
@@ -38,6 +39,19 @@ def data(pid: str, amount: int = 5_000_000, **extra: Any) -> dict[str, Any]:
     }
 
 
+class Logged:
+    """Stands in for a module's structlog logger (a cached logger escapes capture_logs)."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+
+    def _log(self, level: str) -> Any:
+        return lambda event, **kw: self.events.append({"event": event, "log_level": level, **kw})
+
+    def __getattr__(self, level: str) -> Any:
+        return self._log(level)
+
+
 def results_runtime(make_runtime: Any, **env: Any) -> tuple[Runtime, list[dict[str, Any]]]:
     sent: list[dict[str, Any]] = []
     rt: Runtime = make_runtime(RESULT_TASK="webapp.payout_result", **env)
@@ -48,34 +62,38 @@ def results_runtime(make_runtime: Any, **env: Any) -> tuple[Runtime, list[dict[s
 # ------------------------------------------------------------------ the seam
 
 
-def test_every_move_logs_one_transition_and_finals_are_delivered(make_runtime: Any) -> None:
+def test_every_move_logs_one_transition_and_finals_are_delivered(
+    make_runtime: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Each applied move logs exactly one payout.transition (as many as history entries);
     a move into a final state is handed to result delivery by the seam itself."""
     # given an order held for approval
     rt, sent = results_runtime(make_runtime, APPROVAL_ABOVE="1000000")
     store_payout(rt, data("mg-seam"))
+    logged = Logged()
+    monkeypatch.setattr(moves_module, "log", logged)
     # when a checker rejects it (controls -> the seam)
-    with capture_logs() as logs:
-        controls.reject(rt, "mg-seam", by="checker", note="no")
+    controls.reject(rt, "mg-seam", by="checker", note="no")
     # then one event, one published result, flag cleared
-    moves = [e for e in logs if e["event"] == "payout.transition"]
+    moves = [e for e in logged.events if e["event"] == "payout.transition"]
     assert [(e["from"], e["to"]) for e in moves] == [("awaiting_approval", "rejected")]
     assert [p["state"] for p in sent] == ["rejected"]
     assert "result_pending" not in rt.store.require("mg-seam").fields
 
 
-def test_refused_and_field_only_moves_log_nothing(make_runtime: Any) -> None:
+def test_refused_and_field_only_moves_log_nothing(make_runtime: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """A refused compare-and-set and a field-only update write no transition log."""
     # given
     rt, sent = results_runtime(make_runtime)
     store_payout(rt, data("mg-quiet", amount=10_000))
+    logged = Logged()
+    monkeypatch.setattr(moves_module, "log", logged)
     # when
-    with capture_logs() as logs:
-        refused = move(rt, "mg-quiet", State.SUCCEEDED, reason="x")
-        kept = move(rt, "mg-quiet", None, sources={State.RECEIVED}, reason="touch", fields={"k": "v"})
+    refused = move(rt, "mg-quiet", State.SUCCEEDED, reason="x")
+    kept = move(rt, "mg-quiet", None, sources={State.RECEIVED}, reason="touch", fields={"k": "v"})
     # then
     assert refused is None and kept is State.RECEIVED
-    assert [e for e in logs if e["event"] == "payout.transition"] == [] and sent == []
+    assert logged.events == [] and sent == []
 
 
 # ------------------------------------------------------------------ the loss-epoch guard
@@ -235,7 +253,7 @@ class AnswerAfterLoss:
         pass
 
 
-def test_answer_for_a_lost_order_retires_the_id(make_runtime: Any) -> None:
+def test_answer_for_a_lost_order_retires_the_id(make_runtime: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """D40: the store lost the whole order (and its tombstone) while the create was out; the
     answer re-writes the tombstone, parks the payout_id under the id, and a re-enqueue of the
     same id is refused: it is never sent again."""
@@ -249,13 +267,15 @@ def test_answer_for_a_lost_order_retires_the_id(make_runtime: Any) -> None:
 
     gw = AnswerAfterLoss(rt, lose)
     rt._gateway = gw  # type: ignore[assignment]
+    logged = Logged()
+    monkeypatch.setattr(submission_module, "log", logged)
     # when
-    with capture_logs() as logs:
-        submit_order(rt, "mg-lost")
+    submit_order(rt, "mg-lost")
     # then
     parked = json.loads(rt.redis.hget(keys.LOST, "mg-lost"))
     assert parked["payout_id"] == "PO-LOST" and rt.redis.hexists(keys.IDS, "mg-lost")
-    assert any(e["event"] == "payout.answer_for_lost_order" and e["log_level"] == "error" for e in logs)
+    lost = [e for e in logged.events if e["event"] == "payout.answer_for_lost_order"]
+    assert [(e["log_level"], e["payout_id"]) for e in lost] == [("error", "PO-LOST")]
     with pytest.raises(DuplicatePayout):
         store_payout(rt, data("mg-lost", amount=10_000))
     assert gw.creates == 1 and rt.store.get("mg-lost") is None
