@@ -5,6 +5,7 @@ Every message carries only the merchant order id (``payout_cl_id``).
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import kombu.exceptions
@@ -26,6 +27,7 @@ from worker.checks import check_order, check_window
 from worker.errors import DuplicatePayout, InvalidPayout
 from worker.liveness import write_heartbeat
 from worker.logs import get_logger
+from worker.pii import SealBroken
 from worker.producer import store_payout
 from worker.results import report_refused
 from worker.runtime import get_runtime
@@ -164,10 +166,20 @@ def create(self: Any, **fields: Any) -> str:
     Bad input is reported to the web app (event + RESULT_TASK ``refused``), never retried.
     Storage errors are retried with backoff; after the last retry the message goes to
     the dead-letter queue (DEAD_LETTER_QUEUE) instead of being acknowledged and lost.
+    Every message this worker publishes again (a retry, a dead letter) carries the fields
+    sealed (``{payout_cl_id, sealed}``, PII_KEYS): only the web app's own message holds
+    them in plain text.
     """
     pid = str(fields.get("payout_cl_id", ""))[:32]
     structlog.contextvars.bind_contextvars(payout_cl_id=pid)
     rt = get_runtime()
+    if SEALED in fields:
+        try:
+            fields = _unseal(rt, fields)
+        except SealBroken as exc:  # retired key, or altered: never guessed at, never stored
+            log.error("payout.create.unreadable", reason=str(exc))
+            report_refused(rt, pid, "the sealed message does not open (PII_KEYS)")
+            return "unreadable"
     try:
         try:
             order_id, needs_submit = store_payout(rt, fields)
@@ -187,7 +199,13 @@ def create(self: Any, **fields: Any) -> str:
         log.warning("payout.create.retry", error=type(exc).__name__, attempt=self.request.retries + 1)
         try:
             # the retried message shows only the order id (the kwargs hold personal data)
-            raise self.retry(exc=exc, countdown=delay, kwargsrepr=_shown(pid), argsrepr="()") from None
+            raise self.retry(
+                exc=exc,
+                countdown=delay,
+                kwargs=_sealed(rt, pid, fields),
+                kwargsrepr=_shown(pid),
+                argsrepr="()",
+            ) from None
         except Reject:
             # Celery rejects *without* requeue when the retry cannot be published (the
             # broker is the same failing Redis): requeue instead, never drop the order
@@ -197,21 +215,58 @@ def create(self: Any, **fields: Any) -> str:
     return "created" if needs_submit else "exists"
 
 
+#: the kwarg of a create message whose payout fields are sealed (a retry or a dead letter)
+SEALED = "sealed"
+#: the associated data's field name of a sealed create message (with its order id)
+_MESSAGE_FIELD = "create_message"
+
+
+def _sealed(rt: Any, pid: str, fields: dict[str, Any]) -> dict[str, str]:
+    """The create's kwargs with the payout fields sealed under PII_KEYS, bound to ``pid``."""
+    ring = rt.settings.require_pii()
+    return {"payout_cl_id": pid, SEALED: ring.seal(pid, _MESSAGE_FIELD, json.dumps(fields))}
+
+
+def _unseal(rt: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+    pid, sealed = kwargs.get("payout_cl_id"), kwargs.get(SEALED)
+    if not isinstance(pid, str) or not isinstance(sealed, str) or set(kwargs) != {"payout_cl_id", SEALED}:
+        raise SealBroken("not a sealed create message")
+    fields = json.loads(rt.settings.require_pii().open(pid, _MESSAGE_FIELD, sealed))
+    if not isinstance(fields, dict):
+        raise SealBroken("not a sealed create message")
+    return fields
+
+
 def _dead_letter(rt: Any, fields: dict[str, Any], exc: BaseException) -> None:
-    """Park the message on the dead-letter queue; if even that fails, requeue it."""
+    """Park the message, its fields sealed, on the dead-letter queue for DEAD_LETTER_TTL;
+    if even that fails, requeue it."""
     pid = str(fields.get("payout_cl_id", ""))[:32]
+    queue, ttl_s = rt.settings.dead_letter_queue, rt.settings.dead_letter_ttl_s
     try:
         app.send_task(
             CREATE_TASK,
-            kwargs=fields,
-            queue=rt.settings.dead_letter_queue,
+            kwargs=_sealed(rt, pid, fields),
+            queue=queue,
             kwargsrepr=_shown(pid),
             argsrepr="()",
+            # replayed after this, the worker discards it (Celery's expires)
+            expires=ttl_s,
         )
     except Exception:
         log.error("payout.create.dead_letter_failed", error=type(exc).__name__)
         raise Reject(exc, requeue=True) from None
-    log.error("payout.create.dead_letter", error=type(exc).__name__, queue=rt.settings.dead_letter_queue)
+    _expire_queue(queue, ttl_s)
+    log.error("payout.create.dead_letter", error=type(exc).__name__, queue=queue, ttl_s=ttl_s)
+
+
+def _expire_queue(queue: str, ttl_s: float) -> None:
+    """The dead-letter list itself expires DEAD_LETTER_TTL after its newest message (each
+    dead letter renews it): parked messages do not stay in the broker for ever."""
+    try:
+        with app.connection_for_write() as conn:
+            conn.default_channel.client.expire(queue, max(1, int(ttl_s)))
+    except Exception as exc:  # the message is parked; its own expiry still applies
+        log.warning("payout.create.dead_letter_ttl_failed", error=type(exc).__name__)
 
 
 def _publish(task: Any, ids: list[str]) -> None:

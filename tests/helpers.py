@@ -13,11 +13,15 @@ from sandbox.config import SandboxConfig
 from worker.celery_app import app
 from worker.harness import stack as local_stack
 from worker.harness.stack import Credentials, LocalStack
+from worker.pii import KeyRing
 
 TEST_KEY = "test-platform-key-0123456789"
 TEST_TOKEN = "test-authorization-token"
 TEST_PLATFORM = "PF0001"
-TEST_CREDENTIALS = Credentials(TEST_PLATFORM, TEST_KEY, TEST_TOKEN)
+#: the personal-data key of this test session (generated: no key is committed)
+TEST_PII_KEYS = KeyRing.generate("t1")
+TEST_RING = KeyRing.parse(TEST_PII_KEYS)
+TEST_CREDENTIALS = Credentials(TEST_PLATFORM, TEST_KEY, TEST_TOKEN, TEST_PII_KEYS)
 
 
 def base_env(redis_url: str, gateway_url: str = "http://127.0.0.1:9", **extra: Any) -> dict[str, str]:

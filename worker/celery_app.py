@@ -102,11 +102,14 @@ def _check_store(process: str) -> None:
 
 @signals.worker_init.connect
 def _check_worker(**_: Any) -> None:
-    """Refuse to start without gateway settings or with a store that is not durable enough."""
+    """Refuse to start without gateway settings, without the personal-data keys (PII_KEYS:
+    a worker stores by-name creates and opens what it sends) or with a store that is not
+    durable enough."""
     s = get_settings()
     log = get_logger("payouts.worker")
     try:
         s.require_gateway()
+        s.require_pii()
     except ConfigError as exc:
         _refuse(log, str(exc))
     _check_store("worker")

@@ -115,6 +115,16 @@ class NotDurable(PayoutError):
         self.result: list[object] | None = None
 
 
+class PersonalDataUnreadable(PayoutError):
+    """An order's sealed personal data does not open (unknown or wrong key, a value moved from
+    another order or altered, or erased): the order is never sent; it goes to review."""
+
+    def __init__(self, payout_cl_id: str, reason: str) -> None:
+        super().__init__(f"order {payout_cl_id!r}: personal data unreadable: {reason}")
+        self.payout_cl_id = payout_cl_id
+        self.reason = reason
+
+
 __all__ = [
     "ApprovalRefused",
     "ConfigError",
@@ -127,4 +137,5 @@ __all__ = [
     "OrderNotFound",
     "OverrideRequired",
     "PayoutError",
+    "PersonalDataUnreadable",
 ]

@@ -46,6 +46,11 @@ METRIC_TIME_TO_FINAL: Final = f"{PREFIX}:metrics:time_to_final"
 METRIC_GATEWAY: Final = f"{PREFIX}:metrics:gateway"
 #: hash: "endpoint|le" / "endpoint|sum" / "endpoint|count" -> gateway latency histogram
 METRIC_GATEWAY_LATENCY: Final = f"{PREFIX}:metrics:gateway_latency"
+#: sorted set: final order id -> unix time its personal fields are erased (PII_RETENTION_DAYS;
+#: read by the sweep in bounded batches, worker/privacy.py)
+PII_ERASE: Final = f"{PREFIX}:pii:erase"
+#: string: the SCAN cursor of an interrupted ``payouts rekey`` (resumed from here)
+PII_REKEY_CURSOR: Final = f"{PREFIX}:pii:rekey_cursor"
 #: hash: sha256 of an imported file -> JSON {at, file, rows}, for `payouts enqueue`
 IMPORTS: Final = f"{PREFIX}:imports"
 

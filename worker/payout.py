@@ -6,7 +6,6 @@ listing each bad field with its rule, so nothing half-valid is stored or sent.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import unicodedata
 from collections.abc import Collection, Mapping
@@ -15,6 +14,9 @@ from typing import Any, Final
 from urllib.parse import urlsplit
 
 from worker.errors import FieldError, InvalidPayout
+from worker.pii import mask_number
+
+__all__ = ["FIELDS", "Payout", "mask_number", "validate_payout"]
 
 #: merchant order ids: letters, digits and - _ . : (no spaces, no separators of keys)
 ID_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,31}")
@@ -35,21 +37,16 @@ class Payout:
     number: str
     notify_url: str | None = None
 
-    def fingerprint(self) -> str:
-        """A digest of the data, to tell a repeated enqueue from a conflicting one."""
-        text = "\x1f".join(str(v) if v is not None else "" for v in asdict(self).values())
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+    def fingerprint_values(self) -> tuple[str, ...]:
+        """What the order fingerprint covers (every field, in order): the store keys it with
+        an HMAC (worker/pii.py) to tell a repeated enqueue from a conflicting one."""
+        return tuple(str(v) if v is not None else "" for v in asdict(self).values())
 
     def __repr__(self) -> str:
         return (
             f"Payout(payout_cl_id={self.payout_cl_id!r}, amount={self.amount}, "
             f"bank_name={self.bank_name!r}, name='***', number={mask_number(self.number)!r})"
         )
-
-
-def mask_number(number: str) -> str:
-    """An account number with all but the last 4 digits hidden."""
-    return "*" * max(0, min(len(number), 12) - 4) + number[-4:] if len(number) > 4 else "****"
 
 
 def _check_id(value: Any) -> str:

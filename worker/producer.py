@@ -57,7 +57,7 @@ def _store(
     res = rt.store.create(payout, due_at=time.time() + s.submit_redrive_s, extra=extra)
     if res.expired:
         raise DuplicatePayout(payout.payout_cl_id, expired=True)
-    if not res.created and res.fingerprint != payout.fingerprint():
+    if not res.created and not rt.store.same_data(res.fingerprint, payout):
         raise DuplicatePayout(payout.payout_cl_id)
     if res.created and res.order is not None and controls.needs_approval(s, res.order):
         # held before any message is sent; the pre-send gate also stops it if this write is lost

@@ -90,6 +90,8 @@ def build_runtime(
         replica_ack_timeout_s=settings.redis_replica_ack_timeout_s,
         submit_queue=SUBMIT_QUEUE if same_broker else None,
         submit_rate=rps,
+        pii_keys=settings.pii_keys,
+        pii_retention_s=settings.pii_retention_days * 86400.0,
     )
     if settings.result_task:
         # a process that publishes results says they are owed (turned off only by the

@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Final
 from urllib.parse import urlsplit
 
+from worker.pii import KeyRing, KeyRingError
+
 SIGN_TYPES: Final = ("HMAC-SHA256", "MD5")
 QUERY_FORMS: Final = ("list", "single")
 NOT_FOUND_POLICIES: Final = ("review", "resubmit")
@@ -138,6 +140,14 @@ class Settings:
     result_redeliver_s: float = 15.0
     #: a by-name create that exhausted its retries goes to this queue (not acked and lost)
     dead_letter_queue: str = "payouts.dead"
+    #: a dead letter's message expires this long after it was parked (its personal data is
+    #: sealed; the queue's key expires this long after its last message)
+    dead_letter_ttl_s: float = 7 * 86400.0
+    #: PII_KEYS / PII_KEYS_FILE: seals the account number and name at rest (the first key
+    #: seals, all open); required by every process that stores or sends an order
+    pii_keys: KeyRing | None = field(default=None, repr=False)
+    #: a final order's personal fields are erased this long after it became final
+    pii_retention_days: float = 7.0
     #: allow running against the sandbox gateway (it says so in a response header)
     allow_sandbox: bool = False
     #: "strict": the store's Redis must fsync every write (AOF appendfsync always) and, with
@@ -205,6 +215,15 @@ class Settings:
         one = self.submit_token_wait_s + self.call_s
         return max(one, self.check_batch_pages * one)
 
+    def require_pii(self) -> KeyRing:
+        """The personal-data keys, or a ConfigError naming the setting."""
+        if self.pii_keys is None:
+            raise ConfigError(
+                "missing required setting: PII_KEYS (or PII_KEYS_FILE): the keys that seal account "
+                "numbers and names at rest (docs/operating.md, personal data)"
+            )
+        return self.pii_keys
+
     def require_gateway(self) -> GatewaySettings:
         """The gateway settings, or a ConfigError naming what is missing."""
         if self.gateway is None:
@@ -234,6 +253,17 @@ def _secret(env: Mapping[str, str], name: str) -> Secret | None:
             raise ConfigError(f"{name}_FILE: the file is empty")
         return Secret(text)
     return Secret(direct) if direct is not None else None
+
+
+def _pii_keys(env: Mapping[str, str]) -> KeyRing | None:
+    secret = _secret(env, "PII_KEYS")
+    if secret is None:
+        return None
+    name = "PII_KEYS_FILE" if _read(env, "PII_KEYS_FILE") else "PII_KEYS"
+    try:
+        return KeyRing.parse(secret.reveal())
+    except KeyRingError as exc:  # names the rule, never the key
+        raise ConfigError(f"{name}: {exc}") from None
 
 
 def _float(env: Mapping[str, str], name: str, default: float, *, minimum: float = 0.0) -> float:
@@ -444,6 +474,12 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         raise ConfigError("REDIS_SENTINELS is required when REDIS_SENTINEL_MASTER is set")
     if sentinels and urlsplit(redis_url).scheme == "unix":
         raise ConfigError("REDIS_URL must be a redis:// URL (password and db) when REDIS_SENTINELS is set")
+    retention_days = _float(env, "ORDER_RETENTION_DAYS", 30.0, minimum=0.0001)
+    pii_retention_days = _float(env, "PII_RETENTION_DAYS", min(7.0, retention_days))
+    if pii_retention_days > retention_days:
+        raise ConfigError(
+            "PII_RETENTION_DAYS must be at most ORDER_RETENTION_DAYS (the whole record expires then)"
+        )
     return Settings(
         redis_url=redis_url,
         broker_url=broker_url,
@@ -468,7 +504,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         unknown_status_review_after=_int(env, "UNKNOWN_STATUS_REVIEW_AFTER", 5, minimum=1),
         submit_retry_max_s=_float(env, "SUBMIT_RETRY_MAX", 300.0, minimum=0.01),
         submit_claim_budget_s=claim_budget,
-        order_retention_days=_float(env, "ORDER_RETENTION_DAYS", 30.0, minimum=0.0001),
+        order_retention_days=retention_days,
+        pii_keys=_pii_keys(env),
+        pii_retention_days=pii_retention_days,
         events_maxlen=_int(env, "EVENTS_MAXLEN", 1_000_000, minimum=100),
         result_task=_read(env, "RESULT_TASK"),
         result_queue=_read(env, "RESULT_QUEUE") or "payouts.results",
@@ -485,6 +523,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         duplicate_key=_secret(env, "DUPLICATE_KEY"),
         result_redeliver_s=_float(env, "RESULT_REDELIVER_AFTER", 15.0, minimum=0.1),
         dead_letter_queue=_read(env, "DEAD_LETTER_QUEUE") or "payouts.dead",
+        dead_letter_ttl_s=_float(env, "DEAD_LETTER_TTL", 7 * 86400.0, minimum=60),
         allow_sandbox=_bool(env, "PAYOUTS_ALLOW_SANDBOX"),
         redis_durability=_choice(env, "REDIS_DURABILITY", "strict", DURABILITY_MODES),
         redis_sentinels=sentinels,

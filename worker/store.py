@@ -6,6 +6,7 @@ nothing here reads a state in Python and writes it back.
 
 from __future__ import annotations
 
+import hmac
 import json
 import time
 from collections.abc import Iterable, Mapping
@@ -18,13 +19,16 @@ import redis
 from worker import keys
 from worker.errors import (
     ApprovalRefused,
+    ConfigError,
     InvalidTransition,
     LossEpochPending,
     NotDurable,
     OrderNotFound,
     OverrideRequired,
+    PersonalDataUnreadable,
 )
-from worker.payout import Payout, mask_number
+from worker.payout import Payout
+from worker.pii import MASK_FIELDS, SEALED_FIELDS, KeyRing, SealBroken, mask_name, mask_number
 from worker.states import FINAL, OPEN, State, sources_of
 
 #: sentinel for ``due``: take the order out of the due-index
@@ -82,14 +86,18 @@ def _due_arg(due: float, now: float | None) -> str:
 
 @dataclass(frozen=True)
 class Order:
-    """One order as stored; ``number`` and ``name`` are personal data: never log them."""
+    """One order as stored. Its account number and name are sealed in ``fields`` (only
+    :meth:`OrderStore.payout_of` opens them, to send the create); what may be shown is
+    their masked forms."""
 
     payout_cl_id: str
     state: State
     amount: int
     bank_name: str
-    name: str
-    number: str
+    #: the account number's last four digits (``******7788``), stored beside the sealed one
+    number_mask: str
+    #: the name's first character (``W…``)
+    name_mask: str
     notify_url: str | None
     created_at: float
     updated_at: float
@@ -110,15 +118,10 @@ class Order:
         """Final, and its RESULT_TASK message not published yet (the sweep re-sends it)."""
         return self.state in FINAL and self.fields.get("result_pending") == "1"
 
-    def as_payout(self) -> Payout:
-        return Payout(
-            payout_cl_id=self.payout_cl_id,
-            amount=self.amount,
-            bank_name=self.bank_name,
-            name=self.name,
-            number=self.number,
-            notify_url=self.notify_url,
-        )
+    @property
+    def erased(self) -> bool:
+        """Its personal data was erased (retention or ``payouts forget``)."""
+        return bool(self.fields.get("erased_at"))
 
     def field_float(self, name: str, default: float = 0.0) -> float:
         raw = self.fields.get(name)
@@ -130,10 +133,11 @@ class Order:
 
     def public(self) -> dict[str, Any]:
         """A view safe to print or log: no name, the account number masked."""
-        out: dict[str, Any] = {k: v for k, v in self.fields.items() if k not in ("name", "number", "fp")}
+        hidden = {"name", "number", "fp", *MASK_FIELDS.values()}
+        out: dict[str, Any] = {k: v for k, v in self.fields.items() if k not in hidden}
         out["payout_cl_id"] = self.payout_cl_id
-        out["number"] = mask_number(self.number)
-        out["name"] = "***"
+        out["number"] = "(erased)" if self.erased else self.number_mask
+        out["name"] = "(erased)" if self.erased else "***"
         out["history"] = self.history
         out["due_at"] = self.due_at
         return out
@@ -179,8 +183,8 @@ def _order_from(payout_cl_id: str, data: Mapping[str, str]) -> Order:
         state=State(data["state"]),
         amount=int(data["amount"]),
         bank_name=data.get("bank_name", ""),
-        name=data.get("name", ""),
-        number=data.get("number", ""),
+        number_mask=data.get("number_mask") or "****",
+        name_mask=data.get("name_mask") or "",
         notify_url=data.get("notify_url") or None,
         created_at=float(data.get("created_at", 0)),
         updated_at=float(data.get("updated_at") or data.get("created_at") or 0),
@@ -207,8 +211,16 @@ class OrderStore:
         history_max: int = HISTORY_MAX,
         submit_queue: str | None = None,
         submit_rate: float = 0.0,
+        pii_keys: KeyRing | None = None,
+        pii_retention_s: float | None = None,
     ) -> None:
         self.redis = client
+        #: PII_KEYS: seals the account number and name of every order stored (required to
+        #: create or send; reading and showing an order never opens them)
+        self.pii_keys = pii_keys
+        #: a final order is queued for erasure of its personal fields this long after
+        #: (None: the whole record's expiry, ORDER_RETENTION_DAYS, is the only erasure)
+        self.pii_retention_s = pii_retention_s
         self.events_maxlen = events_maxlen
         self.retention_s = retention_s
         #: no longer decides anything: whether a result is owed is the store's switch
@@ -259,24 +271,23 @@ class OrderStore:
         ``due_at`` is read on the caller's clock and stored relative to the Redis server's;
         ``created_at`` is the server's time. ``now`` only simulates time (tests, benchmarks).
         """
-        fp = payout.fingerprint()
+        ring = self._ring()
+        fp = ring.fingerprint(payout.fingerprint_values())
+        i = payout.payout_cl_id
         # the id is the key's suffix and an absent notify_url is not stored: every byte
-        # here is paid once per order for ORDER_RETENTION_DAYS (docs/performance.md)
+        # here is paid once per order for ORDER_RETENTION_DAYS (docs/performance.md).
+        # The account number and the name are sealed, bound to this order (worker/pii.py).
         pairs: list[str] = [
             "amount",
             str(payout.amount),
             "bank_name",
             payout.bank_name,
-            "name",
-            payout.name,
-            "number",
-            payout.number,
+            *self._sealed_pairs(ring, i, payout),
         ]
         if payout.notify_url:
             pairs += ["notify_url", payout.notify_url]
         for k, v in (extra or {}).items():
             pairs += [k, v]
-        i = payout.payout_cl_id
         create_keys = [
             keys.order(i),
             keys.history(i),
@@ -321,6 +332,65 @@ class OrderStore:
             order = replace(order, history=[entry], due_at=float(res[2]))
             return Created(True, fp, State.RECEIVED.value, order)
         return Created(False, str(res[1]), str(res[2]))
+
+    def _ring(self) -> KeyRing:
+        if self.pii_keys is None:
+            raise ConfigError(
+                "missing required setting: PII_KEYS (or PII_KEYS_FILE): the keys that seal account "
+                "numbers and names at rest (docs/operating.md, personal data)"
+            )
+        return self.pii_keys
+
+    def _sealed_pairs(self, ring: KeyRing, payout_cl_id: str, payout: Payout) -> list[str]:
+        """The personal fields sealed, each with its masked form."""
+        return [
+            "name",
+            ring.seal(payout_cl_id, "name", payout.name),
+            "number",
+            ring.seal(payout_cl_id, "number", payout.number),
+            MASK_FIELDS["name"],
+            mask_name(payout.name),
+            MASK_FIELDS["number"],
+            mask_number(payout.number),
+        ]
+
+    def same_data(self, stored_fingerprint: str, payout: Payout) -> bool:
+        """Whether an order stored with ``stored_fingerprint`` holds ``payout``'s data (a
+        repeated enqueue) -- compared under the key that made the stored fingerprint."""
+        kid = stored_fingerprint.partition(":")[0]
+        ring = self._ring()
+        if not stored_fingerprint or kid not in ring:
+            return False
+        return hmac.compare_digest(ring.fingerprint(payout.fingerprint_values(), kid), stored_fingerprint)
+
+    def payout_of(self, order: Order) -> Payout:
+        """The payout to send: the order's sealed fields opened (the only place they are).
+
+        Raises :class:`PersonalDataUnreadable` when a field is missing, erased, sealed with
+        a key not in PII_KEYS, or does not open for this order (moved or altered): the
+        caller never sends such an order.
+        """
+        ring = self._ring()
+        i = order.payout_cl_id
+        if order.erased:
+            raise PersonalDataUnreadable(i, "erased")
+        opened: dict[str, str] = {}
+        for name in SEALED_FIELDS:
+            value = order.fields.get(name)
+            if not value:
+                raise PersonalDataUnreadable(i, f"{name}: missing")
+            try:
+                opened[name] = ring.open(i, name, value)
+            except SealBroken as exc:
+                raise PersonalDataUnreadable(i, str(exc)) from None
+        return Payout(
+            payout_cl_id=i,
+            amount=order.amount,
+            bank_name=order.bank_name,
+            name=opened["name"],
+            number=opened["number"],
+            notify_url=order.notify_url,
+        )
 
     def transition(
         self,
@@ -368,7 +438,14 @@ class OrderStore:
             replicated=replicated,
             quiet=quiet,
         )
-        return State(str(res[1])) if int(res[0]) == 1 else None
+        if int(res[0]) != 1:
+            return None
+        if target is not None and target in FINAL and self.pii_retention_s is not None:
+            # queued for erasure of its personal fields (worker/privacy.py); if this write is
+            # lost, the record's own expiry (ORDER_RETENTION_DAYS) still erases them
+            at = (time.time() if now is None else now) + self.pii_retention_s
+            self.redis.zadd(keys.PII_ERASE, {payout_cl_id: at})
+        return State(str(res[1]))
 
     def claim(
         self,

@@ -17,13 +17,13 @@ from worker import controls, keys
 from worker.backoff import retry_delay_s
 from worker.checks import apply_query
 from worker.crashpoints import crash_point
-from worker.errors import LossEpochPending, NotDurable, OrderNotFound
+from worker.errors import LossEpochPending, NotDurable, OrderNotFound, PersonalDataUnreadable
 from worker.gateway import STALE_CLAIM, CreateResult, Outcome, QueryKind
 from worker.logs import get_logger
 from worker.moves import move, moved
 from worker.runtime import Runtime
 from worker.states import State
-from worker.store import INCR, NO_QUEUE, NOW, Order, stamp
+from worker.store import INCR, NO_QUEUE, NOW, REMOVE, Order, stamp
 
 log = get_logger("payouts.submit")
 
@@ -51,6 +51,9 @@ class SubmitStatus(StrEnum):
     EPOCH_FOUND = "epoch_found"
     #: the order predates a loss epoch and the query failed: rescheduled
     EPOCH_QUERY_FAILED = "epoch_query_failed"
+    #: not sent: its sealed personal data does not open (wrong key, moved, altered, erased):
+    #: moved to review with that reason (D72)
+    UNREADABLE = "unreadable"
 
 
 def defer_s(rt: Runtime) -> float:
@@ -92,6 +95,11 @@ def submit_order(rt: Runtime, payout_cl_id: str, *, _epoch_checked: bool = False
     if order.state is not State.RECEIVED:
         log.info("payout.submit.skipped", state=order.state.value)
         return SubmitStatus.NOT_RECEIVED
+    try:
+        # opened before anything else: a value that does not open is never a payout
+        payout = store.payout_of(order)
+    except PersonalDataUnreadable as exc:
+        return _unreadable(rt, order, exc)
     held = controls.pre_send(rt, order)
     if held is not None:
         return _hold(rt, order, held)
@@ -173,9 +181,7 @@ def submit_order(rt: Runtime, payout_cl_id: str, *, _epoch_checked: bool = False
             expect=("submit_attempts", str(attempts)),
         )
         return SubmitStatus.HELD
-    result = gateway.create_payout(
-        order.as_payout(), sign_type=cfg.sign_type, notify_url=notify_url, may_send=fresh
-    )
+    result = gateway.create_payout(payout, sign_type=cfg.sign_type, notify_url=notify_url, may_send=fresh)
     merchant_code = result.outcome is Outcome.REJECTED and result.code in settings.hold_codes
     refusal = result.code if result.outcome is Outcome.REJECTED and not merchant_code else None
     if refusal:
@@ -254,6 +260,20 @@ def submit_order(rt: Runtime, payout_cl_id: str, *, _epoch_checked: bool = False
         log.error("payout.held", code=result.code, reason=result.reason)
         controls.merchant_hold(rt, order, result.code, result.reason)
     return status
+
+
+def _unreadable(rt: Runtime, order: Order, exc: PersonalDataUnreadable) -> SubmitStatus:
+    """The order's personal data does not open: nothing is claimed or sent; review says why
+    (the reason names the field and the key id, never a value)."""
+    prev = rt.store.transition(
+        order.payout_cl_id,
+        State.REVIEW,
+        sources={State.RECEIVED},
+        reason=f"not sent: personal data unreadable: {exc.reason}"[:200],
+        due=REMOVE,
+    )
+    log.error("payout.submit.unreadable", reason=exc.reason, moved=prev is not None)
+    return SubmitStatus.UNREADABLE if prev is not None else SubmitStatus.NOT_RECEIVED
 
 
 def _hold(rt: Runtime, order: Order, held: controls.Hold) -> SubmitStatus:

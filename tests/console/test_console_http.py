@@ -332,6 +332,21 @@ def test_no_account_number_or_name_in_any_url_or_title(client: Client, runtime: 
     assert "••••1234" in client.get(f"/order/{pid}", user="vera").body
 
 
+def test_an_erased_order_shows_erased_and_the_console_never_opens_personal_data(
+    client: Client, runtime: Runtime
+) -> None:
+    """The order page reads the masks stored beside the sealed values (a console without
+    PII_KEYS shows it all); after erasure it shows "(erased)" and keeps amount and state."""
+    from worker.privacy import forget
+
+    pid = seed_review(runtime, "er-1")
+    assert runtime.store.transition(pid, State.SUCCEEDED, reason="operator: resolved") is State.REVIEW
+    forget(runtime.redis, pid, reason="test: erased")
+    body = client.get(f"/order/{pid}", user="vera").body
+    assert "(erased)" in body and "IDR 1.500,00" in body and "succeeded" in body
+    assert NUMBER not in body and "••••1234" not in body
+
+
 def test_search_is_a_post_and_redirects_to_the_order(client: Client, runtime: Runtime) -> None:
     """The id travels in the form body; the answer is the order's page (or 404), never a query string."""
     pid = seed_review(runtime)

@@ -28,6 +28,8 @@ HEADLINE = (
     "redis_bytes_per_order_e2e",
     "submit_always_vs_everysec",
     "submit_per_s_everysec",
+    "enqueue_sealed_vs_plain",
+    "submit_sealed_vs_plain",
 )
 
 

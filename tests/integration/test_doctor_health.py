@@ -10,6 +10,7 @@ import pytest
 import redis
 
 from sandbox.process import SandboxProcess
+from tests.helpers import TEST_RING
 from worker import keys
 from worker.harness.processes import free_port
 from worker.ops.cli import main as cli
@@ -101,7 +102,9 @@ def test_doctor_reports_an_unreachable_gateway(
 def add_order(r: redis.Redis, pid: str, due_at: float) -> None:
     from worker.store import OrderStore
 
-    OrderStore(r).create(Payout(pid, 5_000_000, "BCA", "Dewi", "1234567890"), due_at=due_at)
+    OrderStore(r, pii_keys=TEST_RING).create(
+        Payout(pid, 5_000_000, "BCA", "Dewi", "1234567890"), due_at=due_at
+    )
 
 
 def test_health_fresh_system_is_healthy(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import io
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -175,24 +176,37 @@ def test_single_payout_from_flags(
     use_env: Callable[..., Any],
     redis_client: redis.Redis,
     capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """One payout from flags; a bad flag value names the field; repeating is a no-op."""
+    """One payout from flags, its name from standard input and its number from a file (never a
+    flag value); a bad value names the field; repeating is a no-op."""
     use_env()
-    flags = [
-        "--id",
-        "one-1",
-        "--amount",
-        "5000000",
-        "--bank",
-        "BCA",
-        "--name",
-        "Rudi Hartono",
-        "--number",
-        "123123123",
-    ]
-    code, _out, err = run(capsys, *flags[:-1], "12ab")
+    number = tmp_path / "number"
+    flags = ["--id", "one-1", "--amount", "5000000", "--bank", "BCA", "--name-file", "-"]
+    flags += ["--number-file", str(number)]
+
+    def enqueue() -> tuple[int, str, str]:
+        monkeypatch.setattr("sys.stdin", io.StringIO("Rudi Hartono\n"))
+        return run(capsys, *flags)
+
+    number.write_text("12ab\n")
+    code, _out, err = enqueue()
     assert code == 1 and "number: must be 1-32 digits" in err
     assert stored_ids(redis_client) == set()
-    assert run(capsys, *flags)[1].strip() == "enqueued 1 new, 0 already present, 0 conflict(s)"
-    assert "0 new, 1 already present" in run(capsys, *flags)[1]
+    number.write_text("123123123\n")
+    assert enqueue()[1].strip() == "enqueued 1 new, 0 already present, 0 conflict(s)"
+    assert "0 new, 1 already present" in enqueue()[1]
     assert stored_ids(redis_client) == {"one-1"}
+
+
+def test_the_number_is_never_a_flag_value(
+    use_env: Callable[..., Any], redis_client: redis.Redis, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--number / --name are refused (exit 2) without repeating the value; nothing is stored."""
+    use_env()
+    code, out, err = run(capsys, "--id", "fl-1", "--amount", "500", "--bank", "BCA", "--number", "998877665")
+    assert code == 2 and "--number-file" in err and "998877665" not in out + err
+    code, out, err = run(capsys, "--id", "fl-1", "--amount", "500", "--bank", "BCA", "--name", "Sulistyowati")
+    assert code == 2 and "Sulistyowati" not in out + err
+    assert stored_ids(redis_client) == set()

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import redis
 
+from tests.helpers import TEST_RING
 from worker import keys
 from worker.celeryconf import SUBMIT_QUEUE
 from worker.checks import CheckStatus, check_order
@@ -29,7 +30,9 @@ def payout(i: str) -> Payout:
 
 @pytest.fixture
 def store(redis_client: redis.Redis) -> OrderStore:
-    return OrderStore(redis_client, retention_s=3600, history_max=6, submit_queue=SUBMIT_QUEUE)
+    return OrderStore(
+        redis_client, pii_keys=TEST_RING, retention_s=3600, history_max=6, submit_queue=SUBMIT_QUEUE
+    )
 
 
 def claim(store: OrderStore, i: str) -> int | None:
@@ -151,7 +154,7 @@ def test_history_is_capped_keeping_the_first_entry(store: OrderStore) -> None:
 def test_create_pushes_the_redrive_back_by_the_queue_ahead(redis_client: redis.Redis) -> None:
     """A new order's re-drive time waits for the messages queued before its own (D17)."""
     # given: 1,000 submit messages queued, 50 rps
-    store = OrderStore(redis_client, submit_queue=SUBMIT_QUEUE, submit_rate=50.0)
+    store = OrderStore(redis_client, pii_keys=TEST_RING, submit_queue=SUBMIT_QUEUE, submit_rate=50.0)
     redis_client.lpush(SUBMIT_QUEUE, *[f"m{k}" for k in range(1000)])
     now = time.time()
     # when

@@ -13,6 +13,7 @@ import structlog.testing
 
 from tests.helpers import base_env
 from worker.harness.processes import RedisServer, free_port
+from worker.payout import Payout
 from worker.runtime import Runtime, build_runtime, set_runtime
 from worker.settings import load_settings
 
@@ -36,10 +37,12 @@ def read_only_runtime(redis_url: str) -> Iterator[Runtime]:
 
 
 def test_read_only_store_retries_then_dead_letters(
-    read_only_runtime: Runtime, redis_client: redis.Redis
+    read_only_runtime: Runtime, redis_client: redis.Redis, runtime: Runtime
 ) -> None:
     """ReadOnlyError is retried (not acknowledged as done); after the last retry the message
-    goes to the dead-letter queue on the broker, its shown kwargs holding only the order id."""
+    goes to the dead-letter queue on the broker, its shown kwargs holding only the order id,
+    its fields sealed (D73), the message and the queue expiring after DEAD_LETTER_TTL."""
+    replay_runtime = runtime
     # given: the broker (this process's Celery app) is the session Redis; the store is read-only
     from tasks.payouts import CREATE_MAX_RETRIES, create
 
@@ -63,5 +66,15 @@ def test_read_only_store_retries_then_dead_letters(
     msg = json.loads(parked[0])
     assert msg["headers"]["task"] == "payouts.create"
     assert msg["headers"]["kwargsrepr"] == repr({"payout_cl_id": "dl-1"})
-    assert json.loads(base64.b64decode(msg["body"]))[1] == fields  # the order can be replayed
-    assert "4455667788" not in json.dumps(msg["headers"]) and "Wati" not in json.dumps(msg["headers"])
+    kwargs = json.loads(base64.b64decode(msg["body"]))[1]
+    assert set(kwargs) == {"payout_cl_id", "sealed"} and kwargs["payout_cl_id"] == "dl-1"
+    assert "4455667788" not in parked[0] and "Wati" not in parked[0]  # sealed: body and headers
+    assert msg["headers"]["expires"] is not None  # a replay after DEAD_LETTER_TTL is discarded
+    assert 0 < redis_client.ttl("payouts.dead") <= 7 * 86400
+    # the order can be replayed: the sealed message opens on a worker with the key
+    set_runtime(replay_runtime)
+    assert create.apply(kwargs=kwargs).get() == "created"
+    assert replay_runtime.store.payout_of(replay_runtime.store.require("dl-1")) == Payout(**fields)
+    # moved to another order id, the sealed fields do not open: refused, nothing stored
+    assert create.apply(kwargs={**kwargs, "payout_cl_id": "dl-2"}).get() == "unreadable"
+    assert replay_runtime.store.get("dl-2") is None

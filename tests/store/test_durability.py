@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import redis
 
-from tests.helpers import base_env
+from tests.helpers import TEST_RING, base_env
 from worker import keys
 from worker.connection import make_redis
 from worker.durability import check_durability, check_identity
@@ -64,7 +64,7 @@ def test_epoch_same_server_changes_nothing(redis_client: redis.Redis) -> None:
     """A new connection to the server the store last ran on records nothing."""
     # given
     run_epoch_script(redis_client)
-    OrderStore(redis_client).create(payout("e-1"), due_at=time.time())
+    OrderStore(redis_client, pii_keys=TEST_RING).create(payout("e-1"), due_at=time.time())
     # when
     epoch = run_epoch_script(redis_client)
     # then
@@ -75,7 +75,7 @@ def test_epoch_other_server_records_loss_epoch(redis_client: redis.Redis) -> Non
     """A stored identity of another server (restart: run_id; failover: master_replid) makes the
     first new connection record loss epoch 1 at the server's TIME, and the next one none."""
     # given: orders, and the identity of a server that is not this one
-    OrderStore(redis_client).create(payout("e-1"), due_at=time.time())
+    OrderStore(redis_client, pii_keys=TEST_RING).create(payout("e-1"), due_at=time.time())
     redis_client.set(keys.SERVER, "0" * 40 + ":" + "1" * 40)
     # when
     sec, usec = redis_client.time()
@@ -91,7 +91,7 @@ def test_epoch_other_server_records_loss_epoch(redis_client: redis.Redis) -> Non
 def test_epoch_missing_identity_with_orders_is_a_loss(redis_client: redis.Redis) -> None:
     """Orders but no identity key (the key was lost with the server's data): a loss epoch."""
     # given
-    OrderStore(redis_client).create(payout("e-1"), due_at=time.time())
+    OrderStore(redis_client, pii_keys=TEST_RING).create(payout("e-1"), due_at=time.time())
     redis_client.delete(keys.SERVER)
     # when
     epoch = run_epoch_script(redis_client)
@@ -108,7 +108,7 @@ def test_claim_refused_until_checked_for_the_epoch(redis_client: redis.Redis) ->
     (the "old" order's created_at is in the future)."""
     # given: this server's identity recorded, "old" stored before epoch 3, "new" after
     run_epoch_script(redis_client)
-    store = OrderStore(redis_client)
+    store = OrderStore(redis_client, pii_keys=TEST_RING)
     now = time.time()
     store.create(payout("old"), due_at=now, now=now + 3600)
     redis_client.hset(keys.LOSS_EPOCH, mapping={"no": "3", "at": repr(now)})
@@ -134,7 +134,7 @@ def test_restart_detected_before_the_first_claim() -> None:
     server = RedisServer().start()
     client = make_redis(server.url, pool_size=4)
     try:
-        store = OrderStore(client)
+        store = OrderStore(client, pii_keys=TEST_RING)
         store.create(payout("r-1"), due_at=time.time())
         assert client.get(keys.SERVER)
         # when: Redis is SIGKILLed and restarts from its AOF

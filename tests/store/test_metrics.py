@@ -12,6 +12,7 @@ import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.helpers import TEST_RING
 from worker import keys, metrics
 from worker.payout import Payout
 from worker.states import OPEN, State
@@ -26,7 +27,7 @@ def payout(i: str) -> Payout:
 
 @pytest.fixture
 def store(redis_client: redis.Redis) -> OrderStore:
-    return OrderStore(redis_client, retention_s=3600)
+    return OrderStore(redis_client, pii_keys=TEST_RING, retention_s=3600)
 
 
 def scrape(client: redis.Redis) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

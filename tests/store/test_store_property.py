@@ -17,6 +17,7 @@ import redis
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.helpers import TEST_RING
 from worker.harness.invariants import check_invariants
 from worker.payout import Payout
 from worker.states import OPEN, State, is_allowed
@@ -34,7 +35,7 @@ CALL = st.tuples(
 def store(redis_url: str) -> Iterator[OrderStore]:
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     try:
-        yield OrderStore(client, retention_s=3600)
+        yield OrderStore(client, pii_keys=TEST_RING, retention_s=3600)
     finally:
         client.flushdb()
         client.close()

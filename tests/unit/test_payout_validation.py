@@ -8,6 +8,7 @@ import pytest
 
 from worker.errors import InvalidPayout
 from worker.payout import Payout, mask_number, validate_payout
+from worker.pii import KeyRing
 
 GOOD: dict[str, Any] = {
     "payout_cl_id": "ORD-2026-0001",
@@ -97,7 +98,9 @@ def test_repr_masks_personal_data() -> None:
 
 
 def test_fingerprint_tells_data_apart() -> None:
-    """Equal data has equal fingerprints; a different amount a different one."""
+    """Equal data has equal fingerprints; a different amount a different one (keyed, D72)."""
+    ring = KeyRing.parse(KeyRing.generate("k1"))
     a = validate_payout(GOOD)
-    assert a.fingerprint() == validate_payout(dict(GOOD)).fingerprint()
-    assert a.fingerprint() != validate_payout({**GOOD, "amount": 5_000_001}).fingerprint()
+    fp = ring.fingerprint(a.fingerprint_values())
+    assert fp == ring.fingerprint(validate_payout(dict(GOOD)).fingerprint_values())
+    assert fp != ring.fingerprint(validate_payout({**GOOD, "amount": 5_000_001}).fingerprint_values())

@@ -42,7 +42,9 @@ WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 MAX_FORM: Final = 64 * 1024
 MAX_BULK: Final = 500
 #: order fields that are personal data or internal: never shown as evidence
-_PRIVATE: Final = frozenset({"name", "number", "fp", "notify_url", "state", "amount", "bank_name"})
+_PRIVATE: Final = frozenset(
+    {"name", "number", "name_mask", "number_mask", "fp", "notify_url", "state", "amount", "bank_name"}
+)
 _STATIC: Final = {"console.css": "text/css; charset=utf-8", "favicon.svg": "image/svg+xml"}
 _PHRASES: Final = {
     200: "OK",
@@ -652,7 +654,7 @@ class Console:
                     _order_link(req, o.payout_cl_id),
                     esc(idr(o.amount)),
                     esc(o.bank_name),
-                    esc(masked_account(o.number)),
+                    esc(masked_account(o.number_mask)),
                     esc(o.fields.get("requested_by", "")),
                     esc(age(time.time() - o.created_at)),
                     self._row_actions(req, o, "/approvals"),
@@ -682,8 +684,8 @@ class Console:
             ("State", f'<span class="state {esc(o.state.value)}">{esc(o.state.value)}</span>'),
             ("Amount", esc(idr(o.amount))),
             ("Bank", esc(o.bank_name)),
-            ("Account", esc(masked_account(o.number))),
-            ("Holder", esc(masked_name(o.name))),
+            ("Account", esc("(erased)" if o.erased else masked_account(o.number_mask))),
+            ("Holder", esc("(erased)" if o.erased else masked_name(o.name_mask))),
             ("Gateway payout_id", esc(o.payout_id or "")),
             ("Reason", esc(o.reason)),
             ("Created", esc(when(o.created_at))),

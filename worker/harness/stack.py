@@ -16,7 +16,7 @@ import os
 import secrets
 import tempfile
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from sandbox.config import SandboxConfig
 from sandbox.process import SandboxProcess
 from worker.harness.processes import CeleryProcess, RedisServer, free_port, wait_for
 from worker.harness.receiver import GunicornReceiver, Receiver, ThreadReceiver
+from worker.pii import KeyRing
 from worker.runtime import Runtime, build_runtime, set_runtime
 from worker.settings import Settings, load_settings, reset_settings
 from worker.states import State
@@ -38,6 +39,8 @@ class Credentials:
     platform_id: str = "PF0001"
     platform_key: str = "local-stack-platform-key"
     authorization: str = "local-stack-authorization-token"
+    #: PII_KEYS of the stack's processes (a fresh key per run; only the worker side holds it)
+    pii_keys: str = field(default_factory=lambda: KeyRing.generate("k1"), repr=False)
 
     @classmethod
     def random(cls, platform_id: str = "PF0001") -> Credentials:
@@ -106,6 +109,10 @@ _SETTING_NAMES = frozenset(
         "BALANCE_POLL_INTERVAL",
         "RESULT_REDELIVER_AFTER",
         "DEAD_LETTER_QUEUE",
+        "DEAD_LETTER_TTL",
+        "PII_KEYS",
+        "PII_KEYS_FILE",
+        "PII_RETENTION_DAYS",
         "SUBMIT_TOKEN_WAIT",
         "CHECK_BATCH_PAGES",
         "CHECK_WINDOW",
@@ -143,6 +150,7 @@ def worker_env(
             "GATEWAY_PLATFORM_ID": credentials.platform_id,
             "GATEWAY_PLATFORM_KEY": credentials.platform_key,
             "GATEWAY_AUTHORIZATION": credentials.authorization,
+            "PII_KEYS": credentials.pii_keys,
             "PAYOUT_NOTIFY_URL": notify_url,
         }
     )

@@ -203,6 +203,54 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     return 1 if bad or orphans else 0
 
 
+def cmd_rekey(args: argparse.Namespace) -> int:
+    """Re-seal stored orders under the first PII_KEYS key, page by page, resumable."""
+    from worker.pii import KeyRing
+    from worker.privacy import RekeyReport, key_usage, rekey_cursor, rekey_page
+
+    if args.new_key:
+        print(KeyRing.generate(args.new_key))  # a fresh key to put first in PII_KEYS
+        return 0
+    rt = _runtime()
+    ring = rt.settings.require_pii()
+    cursor = 0 if args.restart else rekey_cursor(rt.redis)
+    print(f"rekey: sealing under {ring.current!r}, from cursor {cursor}", file=sys.stderr)
+    total, pages = RekeyReport(cursor=cursor), 0
+    while True:
+        page = rekey_page(rt.redis, ring, cursor=total.cursor, count=args.page)
+        total.add(page)
+        pages += 1
+        print(
+            f"page {pages}: {page.scanned} scanned, {page.resealed} re-sealed, cursor {page.cursor}",
+            file=sys.stderr,
+        )
+        if total.cursor == 0 or (args.pages and pages >= args.pages):
+            break
+        if args.pause_s:
+            time.sleep(args.pause_s)  # rate: leave the store to the workers between pages
+    done = total.cursor == 0
+    print(
+        f"{total.scanned} scanned, {total.resealed} re-sealed, {total.current} already current, "
+        f"{total.erased} erased, {len(total.unreadable)} unreadable, {total.retried} retried"
+        + ("" if done else f"; resume with `payouts rekey` (cursor {total.cursor} stored)")
+    )
+    for pid in total.unreadable[:50]:
+        print(f"unreadable: {pid}")
+    if done:
+        usage = key_usage(rt.redis)
+        print("values per key: " + (", ".join(f"{k}={v}" for k, v in sorted(usage.items())) or "none"))
+    return 1 if total.unreadable else 0
+
+
+def cmd_forget(args: argparse.Namespace) -> int:
+    """Erase a final order's account number and name now."""
+    from worker.privacy import forget
+
+    state = forget(_runtime().redis, args.payout_cl_id, reason=f"{args.by}: {args.reason}")
+    print(f"{args.payout_cl_id}: personal data erased ({state}; amounts, states and gateway ids kept)")
+    return 0
+
+
 def cmd_delegate(module: str, rest: list[str]) -> int:
     """Run a command that has its own parser (and, for some, an optional extra)."""
     import importlib
@@ -300,6 +348,20 @@ def build_parser() -> argparse.ArgumentParser:
         "not with ids)",
     )
     s.set_defaults(func=cmd_reconcile)
+    s = sub.add_parser(
+        "rekey", help="re-seal stored account numbers and names under the first PII_KEYS key (resumable)"
+    )
+    s.add_argument("--page", type=int, default=500, help="orders per SCAN page")
+    s.add_argument("--pages", type=int, default=0, help="stop after N pages (0: to the end); resumable")
+    s.add_argument("--pause-s", type=float, default=0.0, help="seconds to wait between pages")
+    s.add_argument("--restart", action="store_true", help="start from the beginning, not the stored cursor")
+    s.add_argument("--new-key", metavar="ID", help="print a new ID:key entry for PII_KEYS and exit")
+    s.set_defaults(func=cmd_rekey)
+    s = sub.add_parser("forget", help="erase a final order's account number and name (tombstone kept)")
+    s.add_argument("payout_cl_id")
+    s.add_argument("--reason", required=True, help="why (kept as erased_reason; no personal data)")
+    s.add_argument("--by", default="cli", help="who is acting (recorded)")
+    s.set_defaults(func=cmd_forget)
     for name, (_, helptext) in DELEGATED.items():
         sub.add_parser(name, help=helptext, add_help=False)
     return p

@@ -154,6 +154,11 @@ def resubmit(
     order = rt.store.require(payout_cl_id)
     if order.state not in (State.REVIEW, State.REJECTED):
         raise InvalidTransition(payout_cl_id, order.state.value, "received (resubmit)")
+    if order.erased:
+        raise PayoutError(
+            "its account number and name were erased (PII_RETENTION_DAYS or payouts forget): "
+            "nothing to send; enqueue the payout again under a new payout_cl_id"
+        )
     published = order.state is State.REJECTED or bool(order.fields.get("fin"))
     if published and not (force and approved_by and approved_by != by):
         raise OverrideRequired(payout_cl_id, order.state.value)

@@ -93,6 +93,17 @@ def check_settings(report: Checklist) -> Settings | None:
             "settings",
             "duplicate-beneficiary guard off: set DUPLICATE_KEY (a random secret) and DUPLICATE_WINDOW",
         )
+    try:
+        s.require_pii()
+    except ConfigError as exc:
+        report.fail("settings", str(exc))
+    else:
+        assert s.pii_keys is not None
+        report.ok(
+            "settings",
+            f"personal data sealed under key {s.pii_keys.current!r} (PII_KEYS holds "
+            f"{', '.join(s.pii_keys.ids)}); erased {s.pii_retention_days:g} days after final",
+        )
     if s.approval_above:
         two = f", two approvers from {s.approval_two_above}" if s.approval_two_above else ""
         report.ok("settings", f"approval needed from {s.approval_above} minor units{two}")
@@ -125,6 +136,7 @@ def check_redis(report: Checklist, s: Settings) -> bool:
     report.ok("redis", f"answers ({where}version {version})")
     try:
         check_durability_mode(report, s, client)
+        check_personal_data(report, s, client)
     finally:
         client.close()
     skew = abs((secs + micros / 1e6) - (local + after) / 2)
@@ -158,6 +170,37 @@ def check_durability_mode(report: Checklist, s: Settings, client: Any) -> None:
             "loss epoch",
             f"#{epoch.get('no')} recorded at {epoch.get('detected_at')}: orders created before it "
             "are queried at the gateway before any create",
+        )
+
+
+def check_personal_data(report: Checklist, s: Settings, client: Any) -> None:
+    """How many stored values each PII key still protects (every order is read: SCAN pages),
+    and the erasure backlog. A value under a key PII_KEYS lacks, or in plain text, fails."""
+    from worker import keys
+    from worker.privacy import key_usage
+
+    usage = key_usage(client)
+    ring = s.pii_keys
+    shown = ", ".join(f"{k}: {v}" for k, v in sorted(usage.items())) or "no orders"
+    lost = sorted(k for k in usage if ring is None or k not in ring)
+    older = sorted(k for k in usage if ring is not None and k in ring and k != ring.current)
+    if lost:
+        report.fail(
+            "personal data",
+            f"values per key {shown}; {', '.join(lost)} not openable with PII_KEYS: those orders go to "
+            "review when sent (add the key back, or run `payouts rekey` for plain text)",
+        )
+    elif older:
+        report.warn(
+            "personal data",
+            f"values per key {shown}: run `payouts rekey` before removing {', '.join(older)} from PII_KEYS",
+        )
+    else:
+        report.ok("personal data", f"values per key {shown}")
+    due = int(client.zcount(keys.PII_ERASE, "-inf", repr(time.time())))
+    if due > 1000:
+        report.warn(
+            "personal data", f"{due} final orders past PII_RETENTION_DAYS not erased yet (is beat running?)"
         )
 
 

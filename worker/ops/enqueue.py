@@ -1,5 +1,10 @@
 """``payouts enqueue``: one payout from flags, or many from a CSV or JSON-lines file.
 
+The beneficiary's name and account number are never command-line values (shell history,
+``ps``, process accounting): a single payout reads them from ``--name-file`` and
+``--number-file`` (a path, or ``-`` for standard input; both ``-``: the name on the first
+line, the number on the second; on a terminal they are asked for without echo).
+
 Every row is validated first (the same :func:`worker.payout.validate_payout` the
 producer uses, with the configured banks and limits), and checked against orders
 already stored. If any row is bad -- a broken field, an id repeated in the file,
@@ -165,7 +170,7 @@ def plan_rows(rows: Sequence[Row | Problem], s: Settings, store: Any | None) -> 
                         )
                     )
                 continue
-            if order.fields.get("fp") == payout.fingerprint():
+            if store.same_data(order.fields.get("fp", ""), payout):
                 plan.present.add(payout.payout_cl_id)
             else:
                 plan.problems.append(
@@ -175,13 +180,56 @@ def plan_rows(rows: Sequence[Row | Problem], s: Settings, store: Any | None) -> 
     return plan
 
 
+#: the single-payout flags; the personal fields come from files or standard input
+_FLAGS = ("id", "amount", "bank", "name_file", "number_file")
+
+
+class _Refused(Exception):
+    """A single-payout flag problem, said without the value."""
+
+
+def _personal_fields(args: argparse.Namespace) -> tuple[str, str]:
+    """(name, number) from ``--name-file`` / ``--number-file`` (``-``: standard input)."""
+    sources = {"name": args.name_file, "number": args.number_file}
+    stdin_fields = [f for f, src in sources.items() if src == "-"]
+    out: dict[str, str] = {}
+    if stdin_fields:
+        if sys.stdin.isatty():
+            import getpass
+
+            for f in stdin_fields:  # asked without echo: nothing left on the screen
+                out[f] = getpass.getpass(f"beneficiary {'account number' if f == 'number' else 'name'}: ")
+        else:
+            lines = sys.stdin.read().splitlines()
+            if len(lines) < len(stdin_fields):
+                raise _Refused(
+                    f"standard input: expected {' then '.join(stdin_fields)}, one a line "
+                    f"(got {len(lines)} line(s))"
+                )
+            out.update(zip(stdin_fields, lines, strict=False))
+    for f, src in sources.items():
+        if src == "-":
+            continue
+        try:
+            out[f] = Path(src).read_text(encoding="utf-8").rstrip("\r\n")
+        except OSError as exc:
+            raise _Refused(f"--{f}-file: cannot read {src}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise _Refused(f"--{f}-file: {src} is not UTF-8 text") from None
+    return out["name"], out["number"]
+
+
 def _rows_from_flags(args: argparse.Namespace) -> list[Row | Problem]:
-    missing = [f"--{n}" for n in ("id", "amount", "bank", "name", "number") if getattr(args, n) is None]
+    missing = [f"--{n.replace('_', '-')}" for n in _FLAGS if getattr(args, n) is None]
     if missing:
         return [Problem(0, "flags", f"missing {', '.join(missing)} (or use --file)")]
     amount: Any = args.amount
     if amount.isascii() and amount.isdigit():
         amount = int(amount)
+    try:
+        name, number = _personal_fields(args)
+    except _Refused as exc:
+        return [Problem(0, "flags", str(exc))]
     return [
         Row(
             0,
@@ -189,8 +237,8 @@ def _rows_from_flags(args: argparse.Namespace) -> list[Row | Problem]:
                 "payout_cl_id": args.id,
                 "amount": amount,
                 "bank_name": args.bank,
-                "name": args.name,
-                "number": args.number,
+                "name": name,
+                "number": number,
                 "notify_url": args.notify_url,
             },
         )
@@ -208,8 +256,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--id", help="payout_cl_id")
     p.add_argument("--amount", help="amount in minor units (IDR x 100), digits")
     p.add_argument("--bank", help="bank_name (a code from PAYOUT_BANK_LIST)")
-    p.add_argument("--name", help="beneficiary account name (max 16 characters)")
-    p.add_argument("--number", help="beneficiary account number (digits)")
+    p.add_argument(
+        "--name-file", metavar="PATH", help="file holding the beneficiary account name ('-': standard input)"
+    )
+    p.add_argument(
+        "--number-file",
+        metavar="PATH",
+        help="file holding the beneficiary account number ('-': standard input; never a flag value)",
+    )
+    # refused with a message that does not repeat the value (argparse's own error would)
+    p.add_argument("--name", help=argparse.SUPPRESS)
+    p.add_argument("--number", help=argparse.SUPPRESS)
     p.add_argument("--notify-url", help="callback URL (default PAYOUT_NOTIFY_URL)")
     p.add_argument("--dry-run", action="store_true", help="validate and report; enqueue nothing")
     p.add_argument(
@@ -241,8 +298,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     s = get_settings()
     digest: str | None = None
+    if args.name is not None or args.number is not None:
+        print(
+            "error: the beneficiary's name and account number are never taken from the command line "
+            "(shell history, ps): use --name-file and --number-file (a path, or - for standard input)",
+            file=sys.stderr,
+        )
+        return 2
     if args.file is not None:
-        if any(getattr(args, n) is not None for n in ("id", "amount", "bank", "name", "number")):
+        if any(getattr(args, n) is not None for n in _FLAGS):
             print("error: use either --file or the single-payout flags", file=sys.stderr)
             return 2
         fmt = _detect_format(args.file, args.format)

@@ -11,7 +11,9 @@ Starts its own Redis (AOF on), sandbox gateway, workers and beat, then measures:
 5. Redis bytes per stored order and worker CPU per payout;
 6. durability: submit throughput at ``appendfsync always`` vs ``everysec`` (alternating
    batches, one run) and the latency a replica acknowledgement (``WAIT 1``) adds to the
-   enqueue's create and to the claim (worker/harness/bench/durability.py).
+   enqueue's create and to the claim (worker/harness/bench/durability.py);
+7. personal data sealed vs in plain text: enqueue and submit throughput in alternating
+   slices (worker/harness/bench/pii.py).
 
 ``--quick`` (``make bench``) runs every step with smaller batches in under 3 minutes
 and writes the same keys. Method and the last figures: docs/performance.md.
@@ -63,6 +65,8 @@ class Plan:
     backlog_timers: tuple[tuple[str, str], ...] = ()
     #: the end-to-end phase: orders to final with callbacks, one threads -c 16 worker
     e2e: int = 1_500
+    #: sealed vs plain: slice pairs of 20 enqueues and 20 submits each
+    pii_slices: int = 50
 
     @classmethod
     def of(cls, quick: bool, tiny: bool = False) -> Plan:
@@ -82,9 +86,10 @@ class Plan:
                 100.0,
                 fast,
                 150,
+                4,
             )
         if quick:
-            return cls(4, 400, 3.0, 3.0, POOLS_QUICK, 1_000_000, 1_000, 300, 10_000, 20_000)
+            return cls(4, 400, 3.0, 3.0, POOLS_QUICK, 1_000_000, 1_000, 300, 10_000, 20_000, pii_slices=25)
         return cls(4, 2000, 10.0, 8.0, POOLS_FULL, 1_000_000, 1_000, 1000, 10_000, 100_000)
 
 
@@ -145,6 +150,13 @@ def run_e2e(stack: Any, plan: Plan, log: Any) -> dict[str, Any]:
     return phases.measure_e2e(stack, n=plan.e2e, concurrency=16)
 
 
+def run_pii(stack: Any, plan: Plan, log: Any) -> dict[str, Any]:
+    from worker.harness.bench.pii import measure_pii
+
+    log(f"personal data: enqueue and submit, sealed vs plain, {plan.pii_slices} slice pairs ...")
+    return measure_pii(stack, slices=plan.pii_slices)
+
+
 def run_only(phase: str, plan: Plan, *, workdir: Path | None, log: Any) -> dict[str, Any]:
     """``--only PHASE``: one phase alone (its figures, not the headline table)."""
     from worker.harness.bench.stack import BenchStack
@@ -153,7 +165,7 @@ def run_only(phase: str, plan: Plan, *, workdir: Path | None, log: Any) -> dict[
     out: dict[str, Any] = {"machine": machine_info()}
     stack = BenchStack(workdir).start()
     try:
-        out[phase] = (run_backlog if phase == "backlog" else run_e2e)(stack, plan, log)
+        out[phase] = {"backlog": run_backlog, "e2e": run_e2e, "pii": run_pii}[phase](stack, plan, log)
     finally:
         stack.stop()
         if workdir is None:
@@ -178,6 +190,7 @@ def run(plan: Plan, *, workdir: Path | None, log: Any) -> dict[str, Any]:
         # above the gateway's rate, then end to end with callbacks
         out["backlog"] = run_backlog(stack, plan, log)
         out["e2e"] = run_e2e(stack, plan, log)
+        out["pii"] = run_pii(stack, plan, log)
         # step 1-2: producer, then alternating noop / submit batches through one worker
         log("producer: delay() vs enqueue_payout() ...")
         prod, staged = phases.measure_producer(stack, chunks=plan.chunks, chunk=plan.chunk)
@@ -321,6 +334,8 @@ def headline(out: dict[str, Any]) -> dict[str, Any]:
         "backlog_requests_per_order": out["backlog"]["gateway_requests_per_order"],
         "backlog_drain_vs_rate": out["backlog"]["drain_vs_rate"],
         "backlog_final_vs_rate": out["backlog"]["final_vs_rate"],
+        "enqueue_sealed_vs_plain": out["pii"]["enqueue_sealed_vs_plain"],
+        "submit_sealed_vs_plain": out["pii"]["submit_sealed_vs_plain"],
     }
 
 
@@ -356,6 +371,8 @@ TARGETS: tuple[tuple[str, str, float | None, str], ...] = (
     ("backlog: gateway requests / order", "backlog_requests_per_order", None, ""),
     ("backlog: create rate / GATEWAY_MAX_RPS", "backlog_drain_vs_rate", 0.9, "ge"),
     ("backlog: final rate / GATEWAY_MAX_RPS", "backlog_final_vs_rate", None, ""),
+    ("enqueue, sealed / plain personal data", "enqueue_sealed_vs_plain", 0.95, "ge"),
+    ("submit, sealed / plain personal data", "submit_sealed_vs_plain", 0.95, "ge"),
 )
 
 
@@ -412,7 +429,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # the smoke test
     p.add_argument("--json", metavar="FILE", help="write every figure as JSON to FILE")
     p.add_argument("--keep", metavar="DIR", help="keep worker logs in DIR")
-    p.add_argument("--only", choices=["backlog", "e2e"], help="run one phase alone (its JSON, no table)")
+    p.add_argument(
+        "--only", choices=["backlog", "e2e", "pii"], help="run one phase alone (its JSON, no table)"
+    )
     p.add_argument("--e2e", type=int, metavar="N", help="orders in the end-to-end phase")
     p.add_argument("--backlog", type=int, metavar="N", help="orders in the backlog phase")
     p.add_argument("--backlog-rps", type=float, metavar="R", help="GATEWAY_MAX_RPS of the backlog phase")

@@ -143,8 +143,9 @@ def measure_replica_ack(stack: BenchStack, *, n: int, slice_n: int = 50) -> dict
             return int(stack.redis.wait(1, 200)) >= 1
 
         wait_for(online, 60, what="the bench replica to sync")
-        plain = OrderStore(stack.rt.redis)
-        acked = OrderStore(stack.rt.redis, replica_acks=1, replica_ack_timeout_s=2.0)
+        ring = stack.rt.store.pii_keys
+        plain = OrderStore(stack.rt.redis, pii_keys=ring)
+        acked = OrderStore(stack.rt.redis, pii_keys=ring, replica_acks=1, replica_ack_timeout_s=2.0)
         times: dict[str, list[float]] = {"create": [], "create_acked": [], "claim": [], "claim_acked": []}
         done = 0
         k = 0

@@ -18,6 +18,7 @@ from importlib import resources
 import redis
 
 from worker import keys
+from worker.pii import KeyRing, mask_name, mask_number
 from worker.store import OrderStore
 
 #: orders per Lua call: ~0.2 s of Redis time each, so the server stays responsive
@@ -38,14 +39,18 @@ class OrderTemplate:
 def synthetic_template(now: float | None = None) -> OrderTemplate:
     """An ``accepted`` order as ``store.create`` and ``submit_order`` write it."""
     now = time.time() if now is None else now
+    # sealed as store.create seals them (worker/pii.py): the real sizes, under a throwaway key
+    ring = KeyRing.parse(KeyRing.generate("k1"))
     fields = {
-        "fp": "5f0c1e9a3b7d4c2e",
+        "fp": ring.fingerprint(("template",)),
         "created_at": repr(now),
         "updated_at": repr(now + 0.05),
         "amount": "5000000",
         "bank_name": "BCA",
-        "name": "Siti Rahma",
-        "number": "8800112233445566",
+        "name": ring.seal("template", "name", "Siti Rahma"),
+        "number": ring.seal("template", "number", "8800112233445566"),
+        "name_mask": mask_name("Siti Rahma"),
+        "number_mask": mask_number("8800112233445566"),
         "notify_url": "https://merchant.example.com/payouts/notify",
         "submitted_at": repr(now + 0.01),
         "sign_type": "HMAC-SHA256",
