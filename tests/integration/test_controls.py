@@ -175,9 +175,10 @@ def test_balance_runs_out_and_returns(controlled: Callable[..., Stack], gateway:
 def test_insufficient_window_never_rejects(controlled: Callable[..., Stack], gateway: SandboxProcess) -> None:
     """A window in which every create answers 0018 (whatever the balance endpoint says):
     no order ends rejected; all are final after the window."""
-    # given
-    gateway.admin.insufficient_balance(seconds=4)
+    # given: the window opens once the workers consume (not while they start: on a loaded
+    # machine a start slower than the window left nothing to test)
     stack = controlled(PAUSE_RECHECK="0.5", BALANCE_POLL_INTERVAL="0.5")
+    gateway.admin.insufficient_balance(seconds=4)
     ids = [f"win-{n}" for n in range(8)]
     # when
     for i in ids:
