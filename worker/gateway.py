@@ -418,23 +418,70 @@ class GatewayClient:
         return resp
 
     def query_balance(self) -> tuple[int, int] | None:
-        """(total_balance, total_frozen_balance) in minor units (SPEC §3); None on any error."""
+        """(total_balance, total_frozen_balance) in minor units (SPEC §3); None on any error.
+        Counted like every gateway call (endpoint ``balance``)."""
+        started = time.perf_counter()
+        value, outcome, code = self._query_balance()
+        self._observed("balance", outcome, code, started)
+        return value
+
+    def _query_balance(self) -> tuple[tuple[int, int] | None, str, str]:
+        """(the balance or None, outcome label, error code) of one balance call."""
         try:
             resp = self._get(BALANCE_PATH)
+            if resp.status_code == 429:
+                return None, "rate_limited", ""
             doc = record_from_json(resp.content) if resp.status_code == 200 else None
         except (requests.exceptions.RequestException, ValueError, UnicodeDecodeError):
-            return None
-        if not isinstance(doc, dict) or str(doc.get("error_code")) != "0000":
-            return None
+            return None, "error", ""
+        if not isinstance(doc, dict):
+            return None, "error", ""
+        code = str(doc.get("error_code", ""))
+        if code != "0000":
+            return None, "error", code
         data = doc.get("data")
         if not isinstance(data, dict):
-            return None
+            return None, "error", code
         try:
             total = int(Decimal(str(data["total_balance"])))
             frozen = int(Decimal(str(data.get("total_frozen_balance") or 0)))
         except (KeyError, ArithmeticError, ValueError):
-            return None
-        return total, frozen
+            return None, "error", code
+        return (total, frozen), "found", code
+
+    def balance_answer(self) -> tuple[str, Mapping[str, Any]]:
+        """The balance endpoint's (error code, ``data``) as sent, for ``payouts doctor``: the
+        code is "" when no JSON object came back. Counted (endpoint ``balance``)."""
+        started = time.perf_counter()
+        code, data = "", {}  # type: tuple[str, Mapping[str, Any]]
+        try:
+            resp = self._get(BALANCE_PATH)
+            doc = record_from_json(resp.content)
+        except (requests.exceptions.RequestException, ValueError, UnicodeDecodeError):
+            doc = None
+        if isinstance(doc, dict):
+            code = str(doc.get("error_code", ""))
+            found = doc.get("data")
+            data = found if isinstance(found, dict) else {}
+        self._observed("balance", "found" if code == "0000" else "error", code, started)
+        return code, data
+
+    def recent_records(self, *, limit: int = 10) -> tuple[str, list[Mapping[str, Any]]]:
+        """Up to ``limit`` records of the list query with no filter (any orders of this
+        merchant, as sent: signed), for ``payouts doctor``; (error code or "", records)."""
+        started = time.perf_counter()
+        code, records = "", []  # type: tuple[str, list[Mapping[str, Any]]]
+        try:
+            resp = self._get(LIST_PATH, {"offset": 0, "limit": max(1, min(limit, LIST_LIMIT_MAX))})
+            doc = record_from_json(resp.content)
+        except (requests.exceptions.RequestException, ValueError, UnicodeDecodeError):
+            doc = None
+        if isinstance(doc, dict):
+            code = str(doc.get("error_code", ""))
+            data = doc.get("data")
+            records = [r for r in data if isinstance(r, dict)] if isinstance(data, list) else []
+        self._observed("list", "found" if code == "0000" else "error", code, started)
+        return code, records
 
     def is_sandbox(self) -> bool | None:
         """Does the gateway say it is the sandbox? None when it does not answer."""

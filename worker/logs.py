@@ -1,6 +1,16 @@
 """Structured logging: structlog for our events, stdlib logging (Celery's) through
 the same processors, JSON when not on a terminal, and redaction of secrets and
 personal data before anything is rendered.
+
+The library behaves in its host: :func:`get_logger` returns a structlog logger over the
+stdlib logger of that name with the library's own processor chain (redaction included),
+whatever the host configured -- structlog's global configuration is never read or changed,
+so a host that uses structlog keeps its own. Every record reaches stdlib ``logging`` (the
+host's handlers, levels and filters); nothing is printed, and the root logger is touched
+only by :func:`configure_logging`, which the project's own processes call (worker, beat,
+the gunicorn web process, the CLI), never an import or a mounted WSGI app. A record's
+message is the redacted event dict; rendered as text (a host's ``%(message)s``) it reads
+``event key=value ...``.
 """
 
 from __future__ import annotations
@@ -248,5 +258,57 @@ def say_json(msg: str, f: TextIO | None = None, *, logger: str = "celery.worker"
         pass
 
 
+class Event(dict[str, Any]):
+    """A record's message: the redacted event dict (read as such by :func:`configure_logging`'s
+    formatter); as text for a host's formatter, ``event key=value ...`` without the metadata."""
+
+    def __str__(self) -> str:
+        parts = [str(self.get("event", ""))]
+        for k, v in self.items():
+            if k in _META_KEYS:
+                continue
+            text = v if isinstance(v, str) else json.dumps(v, default=str, ensure_ascii=False)
+            parts.append(f"{k}={json.dumps(text, ensure_ascii=False) if (' ' in text or not text) else text}")
+        return " ".join(parts)
+
+
+_META_KEYS: Final = frozenset({"event", "timestamp", "level", "logger"})
+
+
+def _to_record(
+    _: Any, method: str, event_dict: MutableMapping[str, Any]
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """Last processor of the library chain: the stdlib call's arguments (as structlog's
+    ``wrap_for_formatter``, with an :class:`Event` as the message)."""
+    return (Event(event_dict),), {"extra": {"_logger": None, "_name": method}}
+
+
+def _library_processors() -> list[Any]:
+    return [
+        structlog.stdlib.filter_by_level,  # the host's levels decide, before any work
+        *_shared_processors(),
+        structlog.processors.format_exc_info,
+        _redact_exception,
+        _to_record,
+    ]
+
+
+class _LibraryLogger(structlog.stdlib.BoundLogger):
+    """``exception()`` as an error with ``exc_info``: the traceback is rendered (and redacted) by
+    the library's chain, so the stdlib record carries no raw ``exc_info`` a host would print."""
+
+    def exception(self, event: str | None = None, *args: Any, **kw: Any) -> Any:
+        kw.setdefault("exc_info", True)
+        return self.error(event, *args, **kw)
+
+
 def get_logger(name: str = "payouts") -> Any:
-    return structlog.stdlib.get_logger(name)
+    """The library's logger ``name``: stdlib ``logging.getLogger(name)`` behind the library's own
+    structlog chain (redaction always applied; structlog's global configuration not used)."""
+    return structlog.wrap_logger(
+        logging.getLogger(name),
+        processors=_library_processors(),
+        wrapper_class=_LibraryLogger,
+        context_class=dict,
+        cache_logger_on_first_use=True,
+    )

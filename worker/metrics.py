@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import atexit
 import os
-import re
 import threading
 import time
 from collections import defaultdict
@@ -47,10 +46,55 @@ TIME_TO_FINAL_BUCKETS: Final = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 720
 GATEWAY_LATENCY_BUCKETS: Final = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0)
 #: how often each process writes its buffered counts to Redis
 FLUSH_INTERVAL_S: Final = 1.0
-#: gateway endpoints (the ``endpoint`` label)
-ENDPOINTS: Final = ("create", "query", "list")
-#: an error code label is the gateway's 4-digit code, else one of these words
-_CODE_RE: Final = re.compile(r"[0-9]{4}")
+#: gateway endpoints (the ``endpoint`` label); ``balance`` is the balance poller's call
+ENDPOINTS: Final = ("create", "query", "list", "balance")
+#: the gateway's documented codes (docs/gateway.md §7): a ``code`` label is one of these,
+#: "none" or "other" -- a bounded set, whatever a gateway sends
+GATEWAY_CODES: Final = frozenset({f"{n:04d}" for n in range(30)} | {"0050"})
+#: the merchant-level create refusals the rules page on (settings.HOLD_CODES_DEFAULT)
+MERCHANT_CODES: Final = ("0003", "0004", "0010", "0018", "0027")
+
+# -- the label sets every counter a rule reads is exposed with, at 0, from the first scrape.
+# A labelled counter that first appears at 1 reads as an increase of 0 to increase()/rate():
+# the first refusal, the first order into review, a first burst of unknown outcomes would
+# never alert. Counts of other label sets still appear when they happen.
+
+
+def known_transitions() -> tuple[tuple[str, str], ...]:
+    """("", "received") (stored) and every allowed edge of :data:`worker.states.TRANSITIONS`."""
+    from worker.states import TRANSITIONS
+
+    edges = {(src.value, dst.value) for src, dsts in TRANSITIONS.items() for dst in dsts}
+    return (("", "received"), *sorted(edges))
+
+
+def known_gateway_labels() -> tuple[tuple[str, str, str], ...]:
+    """(endpoint, outcome, code) of the answers each endpoint is documented or built to give."""
+    from worker.gateway import NOT_CREATED
+
+    create = [
+        ("create", "accepted", "0000"),
+        ("create", "not_sent", "none"),
+        ("create", "rate_limited", "none"),
+    ]
+    create += [("create", "rejected", c) for c in sorted(NOT_CREATED)]
+    create += [("create", "unknown", c) for c in ("none", "other", "0000", "0001", "0005", "0006", "0014")]
+    query = [
+        ("query", "found", "none"),
+        ("query", "not_found", "none"),
+        ("query", "not_found", "0050"),
+        ("query", "rate_limited", "none"),
+        *(("query", "error", c) for c in ("none", "other", "0005", "0006")),
+    ]
+    rest = [
+        ("list", "found", "none"),
+        ("list", "error", "none"),
+        ("balance", "found", "0000"),
+        ("balance", "rate_limited", "none"),
+        *(("balance", "error", c) for c in ("none", "other", "0005", "0006")),
+    ]
+    return tuple(create + query + rest)
+
 
 #: generic counters other modules increment with :func:`incr`: name -> (help, label names)
 COUNTERS: Final[dict[str, tuple[str, tuple[str, ...]]]] = {}
@@ -65,7 +109,7 @@ def code_label(code: str | None) -> str:
     """A bounded label value: the gateway's 4-digit code, "none" when there is none, else "other"."""
     if not code:
         return "none"
-    return code if _CODE_RE.fullmatch(code) else "other"
+    return code if code in GATEWAY_CODES else "other"
 
 
 # -- counting (every process) ----------------------------------------------------
@@ -285,6 +329,13 @@ def _pause_facts(raw: Mapping[str, str]) -> Iterator[tuple[str, str, str, float 
         yield scope, str(d.get("source") or "operator"), str(d.get("reason") or "")[:64], since_f
 
 
+def _with_zeros(raw: Mapping[str, str], fields: Iterator[str] | Sequence[str]) -> dict[str, str]:
+    """``raw`` with every field of ``fields`` it lacks at "0"."""
+    out = dict.fromkeys(fields, "0")
+    out.update(raw)
+    return out
+
+
 def _histogram(
     raw: Mapping[str, str], bounds: tuple[float, ...]
 ) -> dict[str, tuple[list[tuple[str, float]], float]]:
@@ -398,14 +449,16 @@ def collect_families(snap: Snapshot) -> list[Any]:
     trans = CounterMetricFamily(
         "payouts_transitions", "State changes (from '' = stored)", labels=["from", "to"]
     )
-    for fld, v in sorted(snap.transitions.items()):
+    for fld, v in sorted(_with_zeros(snap.transitions, ("|".join(e) for e in known_transitions())).items()):
         src, _, dst = fld.partition("|")
         trans.add_metric([src, dst], float(v))
     fams.append(trans)
     ttf = HistogramMetricFamily(
         "payouts_time_to_final_seconds", "From enqueue to a final state", labels=["state"]
     )
-    for lv, (buckets, total) in sorted(_histogram(snap.time_to_final, TIME_TO_FINAL_BUCKETS).items()):
+    finals = (f"{st.value}|count" for st in State if st.value in ("succeeded", "failed", "rejected"))
+    ttf_raw = _with_zeros(snap.time_to_final, finals)
+    for lv, (buckets, total) in sorted(_histogram(ttf_raw, TIME_TO_FINAL_BUCKETS).items()):
         ttf.add_metric([lv], buckets, total)
     fams.append(ttf)
     gw = CounterMetricFamily(
@@ -413,7 +466,7 @@ def collect_families(snap: Snapshot) -> list[Any]:
         "Gateway requests by endpoint, outcome and error code",
         labels=["endpoint", "outcome", "code"],
     )
-    for fld, v in sorted(snap.gateway.items()):
+    for fld, v in sorted(_with_zeros(snap.gateway, ("|".join(k) for k in known_gateway_labels())).items()):
         parts = fld.split("|")
         if len(parts) == 3:
             gw.add_metric(parts, float(v))
@@ -421,7 +474,8 @@ def collect_families(snap: Snapshot) -> list[Any]:
     lat = HistogramMetricFamily(
         "payouts_gateway_request_duration_seconds", "Gateway request latency", labels=["endpoint"]
     )
-    for lv, (buckets, total) in sorted(_histogram(snap.gateway_latency, GATEWAY_LATENCY_BUCKETS).items()):
+    latency_raw = _with_zeros(snap.gateway_latency, (f"{e}|count" for e in ENDPOINTS))
+    for lv, (buckets, total) in sorted(_histogram(latency_raw, GATEWAY_LATENCY_BUCKETS).items()):
         lat.add_metric([lv], buckets, total)
     fams.append(lat)
     held = CounterMetricFamily(

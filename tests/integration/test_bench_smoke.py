@@ -65,3 +65,70 @@ def test_tiny_bench_writes_every_key(tmp_path: Path) -> None:
     machine = data["machine"]
     assert machine["nproc"] >= 1 and machine["python"] and machine["celery"]
     assert "submit / no-op" in proc.stdout  # the table was printed
+
+
+def _descendants(pid: int) -> dict[int, str]:
+    """Every live descendant of ``pid`` with its command line (from /proc)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            fields = stat.rsplit(")", 1)[1].split()
+            if fields[0] != "Z":
+                parents[int(entry.name)] = int(fields[1])
+    found, frontier = {}, {pid}
+    while frontier:
+        frontier = {c for c, p in parents.items() if p in frontier and c not in found}
+        for c in frontier:
+            try:
+                found[c] = (
+                    Path(f"/proc/{c}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                )
+            except OSError:
+                found[c] = ""
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.timeout(200)
+def test_sigterm_stops_every_process_the_bench_started() -> None:
+    """`payouts bench` stopped by SIGTERM (a `timeout`) exits 130 and leaves no Celery worker,
+    Redis or sandbox behind (none orphaned, reconnecting to a Redis that is gone)."""
+    import signal
+
+    from worker.harness.processes import wait_for
+
+    # given: a bench with its Celery worker running
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "worker.ops.cli", "bench", "--tiny"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        started = wait_for(
+            lambda: (lambda d: d if any("celery" in c for c in d.values()) else None)(_descendants(proc.pid)),
+            120,
+            interval_s=0.2,
+            what="the bench's celery worker",
+        )
+        # when
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    # then
+    assert proc.returncode == 130, err[-3000:]
+    assert "interrupted: stopped everything the bench started" in err
+    wait_for(lambda: not any(_alive(p) for p in started), 15, what="the bench's processes to exit")

@@ -110,7 +110,7 @@ def test_pause_stops_creates_but_not_queries(
     assert gateway.admin.stats()["requests"].get("query_list", 0) > queries_before
     held = stack.rt.store.require("pz-0")
     assert all(h["to"] != "submitting" for h in held.history)
-    code, out = run(capsys, "stats")
+    code, out = run(capsys, "stats", "--json")
     stats = json.loads(out)
     assert code == 0 and stats["paused"][0]["reason"] == "gateway incident INC-7"
     code, out = run(capsys, "health")

@@ -92,13 +92,14 @@ def test_demo_smoke_proves_the_outcome(tmp_path: Path) -> None:
     assert (tmp_path / "demo.json").exists()
 
 
-def test_demo_stops_everything_on_sigterm() -> None:
-    """Interrupted mid-run, the demo stops every process it started and exits 130."""
-    # given: a demo well into its run
+def test_demo_stops_everything_on_sigterm(redis_client: Any, redis_url: str) -> None:
+    """Interrupted mid-run, the demo stops every process it started and exits 130; an exported
+    REDIS_URL is never used (the demo ran on its own Redis: nothing was written there)."""
+    # given: a demo well into its run, with a REDIS_URL exported
     proc = subprocess.Popen(
         [sys.executable, "-m", "worker.ops.cli", "demo", "--payouts", "100", "--timeout", "120"],
         cwd=ROOT,
-        env=demo_env(),
+        env={**demo_env(), "REDIS_URL": redis_url},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -131,10 +132,12 @@ def test_demo_stops_everything_on_sigterm() -> None:
     kept = re.search(r"logs kept in (\S+)", rest)
     assert kept, rest
     shutil.rmtree(kept.group(1), ignore_errors=True)
+    assert redis_client.dbsize() == 0
+    assert "redis:     embedded redis-server" in "".join(seen)
 
 
 def test_demo_uses_an_explicit_redis_url(redis_client: Any, redis_url: str) -> None:
-    """With REDIS_URL set and answering, the demo runs on that Redis (and leaves its orders there)."""
+    """With --redis-url, the demo runs on that Redis (and leaves its orders there)."""
     # when
     proc = subprocess.run(
         [
@@ -149,9 +152,11 @@ def test_demo_uses_an_explicit_redis_url(redis_client: Any, redis_url: str) -> N
             "4",
             "--timeout",
             "60",
+            "--redis-url",
+            redis_url,
         ],
         cwd=ROOT,
-        env={**demo_env(), "REDIS_URL": redis_url},
+        env=demo_env(),
         capture_output=True,
         text=True,
         timeout=180,
@@ -159,5 +164,5 @@ def test_demo_uses_an_explicit_redis_url(redis_client: Any, redis_url: str) -> N
     # then
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]
-    assert "redis:     using REDIS_URL" in out
+    assert "redis:     using --redis-url" in out
     assert redis_client.exists("payouts:order:demo-4-00009")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -84,6 +85,91 @@ def test_doctor_names_bad_credentials_and_settings(
     monkeypatch.delenv("GATEWAY_PLATFORM_KEY")
     code, out = run(capsys, "doctor")
     assert code == 1 and "GATEWAY_PLATFORM_KEY" in out
+
+
+def _one_order_at_the_gateway(use_env: Callable[..., Any], gateway_url: str) -> None:
+    """The sandbox holds one signed order of this merchant (created with the right key)."""
+    from worker.runtime import get_runtime
+
+    use_env(gateway_url)
+    answer = get_runtime().gateway.create_payout(
+        Payout("doc-1", 1_000_000, "BCA", "Dewi", "1234567890"), sign_type="HMAC-SHA256", notify_url=None
+    )
+    assert answer.outcome.value == "accepted", answer
+
+
+def test_doctor_proves_token_platform_and_key(
+    use_env: Callable[..., Any],
+    ops_sandbox: SandboxProcess,
+    redis_client: redis.Redis,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """With an order at the gateway, the token, the platform id and the key are each proven;
+    what only a create proves is said plainly."""
+    # given
+    _one_order_at_the_gateway(use_env, ops_sandbox.url)
+    use_env(ops_sandbox.url, PAYOUT_NOTIFY_URL="http://127.0.0.1:9/payouts/notify")
+    # when
+    code, out = run(capsys, "doctor")
+    # then
+    assert code == 0, out
+    assert "[ok  ] gateway                reachable, GATEWAY_AUTHORIZATION accepted" in out
+    assert "[ok  ] gateway platform       GATEWAY_PLATFORM_ID PF0001 is the token's merchant" in out
+    assert "[ok  ] gateway key            GATEWAY_PLATFORM_KEY verifies 1 of 1 signed record(s)" in out
+    assert "[note] not provable here" in out and "0027" in out
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "line"),
+    [
+        ("GATEWAY_PLATFORM_KEY", "not-the-platform-key-0000000", "[FAIL] gateway key"),
+        ("GATEWAY_AUTHORIZATION", "not-the-token", "[FAIL] gateway "),
+        ("GATEWAY_PLATFORM_ID", "PF0999", "[FAIL] gateway platform"),
+    ],
+)
+def test_doctor_fails_naming_a_wrong_credential(
+    use_env: Callable[..., Any],
+    ops_sandbox: SandboxProcess,
+    redis_client: redis.Redis,
+    capsys: pytest.CaptureFixture[str],
+    setting: str,
+    value: str,
+    line: str,
+) -> None:
+    """A wrong key, token or platform id each fails the doctor (exit 1) on a line naming the setting;
+    nothing is created at the gateway."""
+    # given
+    _one_order_at_the_gateway(use_env, ops_sandbox.url)
+    use_env(ops_sandbox.url, **{setting: value})
+    # when
+    code, out = run(capsys, "doctor", "--json")
+    # then
+    assert code == 1, out
+    doc = json.loads(out.splitlines()[-1])
+    failed = [c for c in doc["checks"] if c["result"] == "fail"]
+    assert len(failed) == 1, failed
+    assert line.startswith(f"[FAIL] {failed[0]['check']}") and setting in failed[0]["detail"], failed
+    assert ops_sandbox.admin.stats()["requests"].get("create", 0) == 1  # only the setup's
+
+
+def test_doctor_says_plainly_what_it_cannot_prove(
+    use_env: Callable[..., Any],
+    ops_sandbox: SandboxProcess,
+    redis_client: redis.Redis,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """No order at the gateway yet: the key is reported as not proven (a warning), not as ok."""
+    # given
+    use_env(ops_sandbox.url, GATEWAY_PLATFORM_KEY="not-the-platform-key-0000000")
+    # when
+    code, out = run(capsys, "doctor")
+    # then
+    assert code == 0, out
+    assert (
+        "[warn] gateway key            GATEWAY_PLATFORM_KEY not proven: the gateway holds no signed order"
+        in out
+    )
+    assert "[ok  ] gateway key" not in out
 
 
 def test_doctor_reports_an_unreachable_gateway(

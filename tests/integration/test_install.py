@@ -143,10 +143,19 @@ def test_core_install_has_no_test_tools_and_enqueues_beside_a_foreign_config(
     )
     # then the order is stored and its message queued, with the web app's packages intact
     assert out.returncode == 0, out.stderr[-2000:]
-    # (the library may log to stdout too: the web app configures its own logging)
-    result = [line.split()[1:] for line in out.stdout.splitlines() if line.startswith("RESULT ")]
-    assert result == [["received", "inst-core"]], out.stdout[-2000:]
+    # (the library prints nothing: its records go to stdlib logging, the web app's to configure)
+    assert out.stdout.splitlines() == ["RESULT received inst-core"], out.stdout[-2000:]
     assert redis_client.llen("payouts") == 1
+    # and a command that needs an extra says which one, without a traceback
+    demo = subprocess.run(
+        [str(python.parent / "payouts"), "demo", "--payouts", "1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert demo.returncode == 2, demo.stdout + demo.stderr
+    assert "pip install 'payout-worker[sandbox]'" in demo.stderr and "Traceback" not in demo.stderr
 
 
 @pytest.mark.parametrize("pool", ["threads", "gevent"])

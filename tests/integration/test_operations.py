@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from typing import Any
 
@@ -43,11 +44,18 @@ def to_review(stack: Stack, pid: str) -> None:
 def test_show_masks_personal_data(ops: Stack, capsys: pytest.CaptureFixture[str]) -> None:
     """`payouts show` prints the order with the account number masked and no name; an unknown id exits 1."""
     store_payout(ops.rt, data("op-1"))
-    assert main(["show", "op-1"]) == 0
+    assert main(["show", "op-1", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["state"] == "received" and out["number"] == "******7788" and out["name"] == "***"
     assert "4455667788" not in json.dumps(out) and "Wati" not in json.dumps(out)
     assert out["history"][0]["to"] == "received" and out["due_in_s"] > 0
+    # times are ISO-8601 UTC, bookkeeping fields are left out, the text ends with one answer line
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", out["created_at"])
+    assert re.fullmatch(r"\d{4}-.*Z", out["history"][0]["at"]) and "fp" not in out
+    assert main(["show", "op-1"]) == 0
+    text = capsys.readouterr().out.splitlines()
+    assert text[-1] == "op-1: received" and any(ln.startswith("created_at ") for ln in text)
+    assert "4455667788" not in "\n".join(text) and "Wati" not in "\n".join(text)
     assert main(["show", "nope"]) == 1
 
 
@@ -58,7 +66,7 @@ def test_list_and_stats(ops: Stack, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["list", "--state", "review"]) == 0
     out = capsys.readouterr().out
     assert "op-3" in out and "op-2" not in out
-    assert main(["stats"]) == 0
+    assert main(["stats", "--json"]) == 0
     stats = json.loads(capsys.readouterr().out)
     assert stats["counts"]["received"] == 1 and stats["counts"]["review"] == 1
     assert stats["review"] == 1 and stats["open"] == 1

@@ -205,3 +205,39 @@ def test_console_actions_are_counted_by_action_and_result(redis_client: redis.Re
     # then each (action, result) is its own counter
     assert series[("payouts_console_actions_total", (("action", "approve"), ("result", "ok")))] == 2
     assert series[("payouts_console_actions_total", (("action", "resolve"), ("result", "denied")))] == 1
+
+
+def test_counters_rules_read_start_at_zero(redis_client: redis.Redis) -> None:
+    """On an empty store the first scrape already holds, at 0, every allowed state edge, every
+    create refusal code, every endpoint's latency and the time-to-final of every final state:
+    increase()/rate() then see the first event (a series born at 1 reads as no increase)."""
+    # given: nothing stored, nothing counted
+    # when
+    got = scrape(redis_client)
+    # then
+    from worker.gateway import NOT_CREATED
+    from worker.states import TRANSITIONS
+
+    for src, dsts in TRANSITIONS.items():
+        for dst in dsts:
+            assert got[("payouts_transitions_total", (("from", src.value), ("to", dst.value)))] == 0
+    for code in NOT_CREATED:
+        key = (
+            "payouts_gateway_requests_total",
+            (("code", code), ("endpoint", "create"), ("outcome", "rejected")),
+        )
+        assert got[key] == 0
+    for endpoint in ("create", "query", "list", "balance"):
+        assert got[("payouts_gateway_request_duration_seconds_count", (("endpoint", endpoint),))] == 0
+    for state in ("succeeded", "failed", "rejected"):
+        assert got[("payouts_time_to_final_seconds_count", (("state", state),))] == 0
+    assert all(v == 0 for (name, _), v in got.items() if name.endswith("_total"))
+
+
+def test_code_labels_are_bounded() -> None:
+    """A code label is a documented gateway code, "none" or "other": any answer, bounded series."""
+    # when / then
+    assert metrics.code_label("0004") == "0004"
+    assert metrics.code_label("0050") == "0050"
+    assert metrics.code_label("") == "none" and metrics.code_label(None) == "none"
+    assert metrics.code_label("9999") == "other" and metrics.code_label("x" * 500) == "other"

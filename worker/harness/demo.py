@@ -1,7 +1,8 @@
 """``payouts demo``: the whole system on one machine, with a faulty gateway, and a proof.
 
-It starts (and always stops again) a Redis -- the one at ``REDIS_URL`` when that is
-set and answers, otherwise a private ``redis-server`` in a temp dir -- the sandbox
+It starts (and always stops again) a private ``redis-server`` in a temp dir -- or uses the
+one named by ``--redis-url``, never an exported ``REDIS_URL`` (the demo writes orders and a
+pause drill: it must not land in a store by accident) -- the sandbox
 gateway with realistic faults (lost create responses of every kind, hung and
 failing queries, duplicate / delayed / stale / missing callbacks, ~10 % failed
 payouts), the callback receiver, Celery worker(s) on the threads pool, and beat.
@@ -32,13 +33,12 @@ import os
 import random
 import secrets
 import shutil
-import signal
 import sys
 import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,7 +46,7 @@ from typing import Any
 from worker import keys
 from worker.harness.control_proof import CONTROL_SETTINGS, ControlRow, prove_balance_hold, prove_pause
 from worker.harness.invariants import Expected, check_orders, read_orders
-from worker.harness.processes import RedisServer, redis_answers, wait_for
+from worker.harness.processes import RedisServer, redis_answers, terminate_as_interrupt, wait_for
 from worker.harness.stack import Credentials, LocalStack, sandbox_config
 from worker.states import FINAL, State
 
@@ -248,12 +248,12 @@ class Demo:
     # -------------------------------------------------------------- start
 
     def start_redis(self) -> str:
-        url = os.environ.get("REDIS_URL", "").strip()
-        if url and redis_answers(url):
-            self.say(f"redis:     using REDIS_URL ({_safe_url(url)})")
-            return url
+        url = (self.args.redis_url or "").strip()
         if url:
-            self.say(f"redis:     REDIS_URL ({_safe_url(url)}) does not answer; starting an embedded one")
+            if not redis_answers(url):
+                raise DemoError(f"--redis-url ({_safe_url(url)}) does not answer")
+            self.say(f"redis:     using --redis-url ({_safe_url(url)})")
+            return url
         self.redis_server = RedisServer(appendfsync="always").start()
         self.say(
             f"redis:     embedded redis-server on port {self.redis_server.port} "
@@ -268,13 +268,13 @@ class Demo:
 
         problems, _ = check_redis_persistence(url)
         if problems:
-            raise DemoError("REDIS_URL: " + "; ".join(problems))
+            raise DemoError("--redis-url: " + "; ".join(problems))
         replies = app.control.ping(timeout=1.0)
         if replies:
             names = ", ".join(sorted(k for r in replies for k in r))[:200]
             raise DemoError(
-                f"workers already consume from REDIS_URL ({names}); the demo would share its "
-                "queues with them. Point REDIS_URL at an empty database, or unset it."
+                f"workers already consume from --redis-url ({names}); the demo would share its "
+                "queues with them. Point --redis-url at an empty database, or leave it out."
             )
         prefix = f"demo-{self.args.seed}-"
         if self.rt.redis.exists(keys.order(f"{prefix}00000")):
@@ -607,24 +607,6 @@ def _safe_url(url: str) -> str:
     return f"{parts.scheme}://{host}{port}{parts.path}"
 
 
-@contextlib.contextmanager
-def _terminate_as_interrupt() -> Iterator[None]:
-    """SIGTERM behaves like Ctrl-C, so the finally blocks stop what was started."""
-
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    try:
-        old = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread: leave signals alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="payouts demo",
@@ -647,7 +629,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     p.add_argument("--concurrency", type=int, default=32, help="threads per worker (default 32)")
     p.add_argument("--keep", action="store_true", help="keep the log directory on success")
-    p.add_argument("--json", type=Path, metavar="FILE", help="also write the outcome as JSON")
+    p.add_argument(
+        "--redis-url",
+        metavar="URL",
+        help="run on this Redis (an empty database; its orders stay there) instead of a private "
+        "one; an exported REDIS_URL is never used",
+    )
+    p.add_argument(
+        "--json",
+        nargs="?",
+        const="-",
+        type=Path,
+        metavar="FILE",
+        help="also write the outcome as JSON to FILE; with no FILE, print it as the last line",
+    )
     return p
 
 
@@ -659,7 +654,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo = Demo(args)
     outcome: Outcome | None = None
     code = 1
-    with _terminate_as_interrupt():
+    with terminate_as_interrupt():
         try:
             print(
                 f"payouts demo: {args.payouts} payouts, seed {args.seed}, "
@@ -682,20 +677,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         finally:
             demo.stop()
     if outcome is not None and args.json is not None:
-        args.json.write_text(
-            json.dumps(
-                {
-                    "passed": outcome.passed,
-                    "elapsed_s": round(outcome.elapsed_s, 2),
-                    "counts": dict(outcome.counts),
-                    "checks": [c.__dict__ for c in outcome.checks],
-                    "review": outcome.review,
-                    "p50_s": percentile(outcome.final_times, 50),
-                    "p95_s": percentile(outcome.final_times, 95),
-                },
-                indent=2,
-            )
+        doc = json.dumps(
+            {
+                "passed": outcome.passed,
+                "elapsed_s": round(outcome.elapsed_s, 2),
+                "counts": dict(outcome.counts),
+                "checks": [c.__dict__ for c in outcome.checks],
+                "review": outcome.review,
+                "p50_s": percentile(outcome.final_times, 50),
+                "p95_s": percentile(outcome.final_times, 95),
+            },
+            default=str,
         )
+        if str(args.json) == "-":
+            print(doc, flush=True)
+        else:
+            args.json.write_text(doc + "\n")
     if code == 0 and not args.keep:
         shutil.rmtree(demo.dir, ignore_errors=True)
     else:

@@ -2,9 +2,12 @@
 
 ``doctor`` checks, in order: the settings, Redis (reachable, no eviction, AOF and
 ``REDIS_DURABILITY``: the mode and what it protects, the last loss epoch), the
-clock against Redis ``TIME``, and the gateway (a query for an order that does not
-exist must come back "not found": that proves the URL, the route and the
-Authorization token). It prints one line per check and exits 1 on any error.
+clock against Redis ``TIME``, and the gateway, proving every credential it can without
+moving money: a query for an order that does not exist must come back "not found" (the
+URL, the route and the Authorization token); the balance answer names the token's merchant
+(``GATEWAY_PLATFORM_ID``); a signed list-query record verifies with
+``GATEWAY_PLATFORM_KEY``. What only a create can prove is said plainly. It prints one line
+per check and exits 1 on any error.
 """
 
 from __future__ import annotations
@@ -43,8 +46,11 @@ class Checklist:
     quiet: bool = False
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    #: every check in order: {"check", "result" (ok, warn, fail), "detail"} (--json)
+    checks: list[dict[str, str]] = field(default_factory=list)
 
     def _line(self, mark: str, what: str, detail: str) -> None:
+        self.checks.append({"check": what, "result": mark.lower(), "detail": detail})
         if not self.quiet:
             print(f"[{mark:<4}] {what:<22} {detail}".rstrip(), flush=True)
 
@@ -58,6 +64,10 @@ class Checklist:
     def fail(self, what: str, detail: str) -> None:
         self.errors.append(f"{what}: {detail}")
         self._line("FAIL", what, detail)
+
+    def note(self, what: str, detail: str) -> None:
+        """What the checklist cannot prove, said plainly (neither a warning nor an error)."""
+        self._line("note", what, detail)
 
 
 # ------------------------------------------------------------------ doctor
@@ -168,7 +178,7 @@ def check_durability_mode(report: Checklist, s: Settings, client: Any) -> None:
     if epoch:
         report.ok(
             "loss epoch",
-            f"#{epoch.get('no')} recorded at {epoch.get('detected_at')}: orders created before it "
+            f"#{epoch.get('no')} recorded at {_when(epoch.get('detected_at'))}: orders created before it "
             "are queried at the gateway before any create",
         )
 
@@ -204,18 +214,47 @@ def check_personal_data(report: Checklist, s: Settings, client: Any) -> None:
         )
 
 
+def _when(stamp: Any) -> str:
+    """An epoch-seconds field as ISO-8601 UTC (as it is when it is not a number)."""
+    from worker.ops.style import iso
+
+    try:
+        return iso(float(stamp)) or "?"
+    except (TypeError, ValueError):
+        return str(stamp)
+
+
 def check_gateway(report: Checklist, s: Settings) -> None:
+    """Prove what the gateway lets us prove without moving money (docs/gateway.md §2, §3):
+    the URL and the token (a query for an unknown id answers "not found"), the platform id
+    (the balance answer names the token's merchant), the platform key (a signed query record
+    verifies with it); and say plainly what only a create can prove."""
     from worker.gateway import GatewayClient, QueryKind
 
     if s.gateway is None:
         report.fail("gateway", "not checked: settings incomplete")
         return
     client = GatewayClient(s.gateway, pool_size=1)
-    probe = f"doctor-{secrets.token_hex(6)}"
     try:
-        result = client.query_order(probe)
+        if not _check_reachable(report, s, client, QueryKind):
+            return
+        platform_known = _check_platform_id(report, s, client)
+        _check_key(report, s, client, platform_known=platform_known)
     finally:
         client.close()
+    report.note(
+        "not provable here",
+        "only a create proves the egress IP allow-list (0027), the service (GATEWAY_SERVICE_ID, "
+        "0003/0009/0010), the bank codes (0012) and the amount limits (0028/0029); a merchant-level "
+        "refusal holds the order and pauses every bank (PayoutsMerchantCodePause pages)",
+    )
+
+
+def _check_reachable(report: Checklist, s: Settings, client: Any, kinds: Any) -> bool:
+    """The route and the Authorization token: an unknown probe id must come back "not found"."""
+    assert s.gateway is not None
+    probe = f"doctor-{secrets.token_hex(6)}"
+    result = client.query_order(probe)
     if client.sandbox_seen:
         if s.allow_sandbox:
             report.warn("gateway", "this is the SANDBOX gateway (PAYOUTS_ALLOW_SANDBOX=1): no money moves")
@@ -225,14 +264,14 @@ def check_gateway(report: Checklist, s: Settings) -> None:
                 "GATEWAY_BASE_URL answers as the sandbox (X-Payout-Sandbox): no money would move; "
                 "set the real gateway, or PAYOUTS_ALLOW_SANDBOX=1 for tests and demos",
             )
-            return
+            return False
     host = urlsplit(s.gateway.base_url).hostname or ""
     if s.gateway.base_url.startswith("http://") and host not in LOCAL_HOSTS:
         report.warn("gateway", "GATEWAY_BASE_URL is plain http: the Authorization token travels unencrypted")
-    if result.kind is QueryKind.NOT_FOUND:
+    if result.kind is kinds.NOT_FOUND:
         # only an empty answer or 0050 is "not found" (records of other orders are not)
-        report.ok("gateway", f"reachable, Authorization accepted ({result.reason} for a probe id)")
-        return
+        report.ok("gateway", f"reachable, GATEWAY_AUTHORIZATION accepted ({result.reason} for a probe id)")
+        return True
     if result.reason.startswith("filter not honoured"):
         report.fail(
             "gateway",
@@ -240,14 +279,14 @@ def check_gateway(report: Checklist, s: Settings) -> None:
             'honour the payout_cl_id filter, so "not found" can never be told (set '
             "GATEWAY_QUERY_FORM=single if the deployment serves it, and ask the gateway)",
         )
-        return
-    if result.kind is QueryKind.FOUND:
+        return False
+    if result.kind is kinds.FOUND:
         report.warn(
             "gateway",
             f"a probe id {probe!r} was reported as existing (status "
             f"{result.status}): is GATEWAY_BASE_URL the real gateway?",
         )
-        return
+        return True
     found = re.search(r"'(\d{4})'", result.reason)
     code = found.group(1) if found else ""
     hint = CREDENTIAL_CODES.get(code)
@@ -255,10 +294,93 @@ def check_gateway(report: Checklist, s: Settings) -> None:
         report.fail("gateway", f"{code}: {hint}")
     else:
         report.fail("gateway", f"no usable answer from {s.gateway.base_url} ({result.reason})")
+    return False
 
 
-def run_doctor(*, skip_gateway: bool = False) -> int:
-    report = Checklist()
+def _check_platform_id(report: Checklist, s: Settings, client: Any) -> bool:
+    """GATEWAY_PLATFORM_ID against the merchant the token belongs to (the balance answer);
+    True when the answer decided it (ok or fail)."""
+    assert s.gateway is not None
+    code, data = client.balance_answer()
+    ours = s.gateway.platform_id
+    theirs = data.get("platform_id")
+    if code != "0000":
+        report.warn(
+            "gateway platform",
+            f"GATEWAY_PLATFORM_ID not proven: the balance endpoint answered {code or 'nothing usable'}",
+        )
+    elif theirs in (None, ""):
+        report.warn(
+            "gateway platform", "GATEWAY_PLATFORM_ID not proven: the balance answer names no platform_id"
+        )
+    elif str(theirs) != ours:
+        report.fail(
+            "gateway platform",
+            f"GATEWAY_PLATFORM_ID is {ours!r} but the gateway's balance answer for this "
+            f"GATEWAY_AUTHORIZATION names {str(theirs)[:16]!r}: every create would be refused",
+        )
+    else:
+        report.ok("gateway platform", f"GATEWAY_PLATFORM_ID {ours} is the token's merchant (balance answer)")
+    return True
+
+
+def _check_key(report: Checklist, s: Settings, client: Any, *, platform_known: bool) -> None:
+    """GATEWAY_PLATFORM_KEY through the gateway's own signed answers: list-query records."""
+    from worker import signing
+
+    assert s.gateway is not None
+    g = s.gateway
+    not_proven = "GATEWAY_PLATFORM_KEY not proven: "
+    if g.record_signature == "off":
+        report.warn(
+            "gateway key",
+            not_proven + "GATEWAY_RECORD_SIGNATURE=off (query records are not checked); only the "
+            "first create proves it (a 0004 holds the order and pauses every bank)",
+        )
+        return
+    code, records = client.recent_records(limit=10)
+    signed = [r for r in records if isinstance(r.get("sign"), str) and r.get("sign")]
+    if code != "0000" or not signed:
+        why = (
+            f"the list query answered {code or 'nothing usable'}"
+            if code != "0000"
+            else "the gateway holds no signed order of this merchant yet"
+        )
+        report.warn(
+            "gateway key",
+            f"{not_proven}{why}; only the first create proves it (a 0004 holds the order and "
+            "pauses every bank: PayoutsMerchantCodePause pages)",
+        )
+        return
+    key = g.platform_key.reveal()
+    types = (
+        [signing.MD5]
+        if g.record_signature == "md5"
+        else [g.sign_type, *sorted(set(signing.SIGN_TYPES) - {g.sign_type})]
+    )
+    ok = [r for r in signed if any(signing.verify(r, key, absent_type=t) for t in types)]
+    if not ok:
+        report.fail(
+            "gateway key",
+            f"none of the gateway's {len(signed)} signed order record(s) verifies with "
+            "GATEWAY_PLATFORM_KEY: the key is wrong (every create would answer 0004 and pause "
+            "every bank), or the records are signed another way (GATEWAY_RECORD_SIGNATURE)",
+        )
+        return
+    ids = {str(r.get("platform_id")) for r in ok if r.get("platform_id") not in (None, "")}
+    if not platform_known and ids and ids != {g.platform_id}:
+        report.fail(
+            "gateway platform",
+            f"GATEWAY_PLATFORM_ID is {g.platform_id!r} but the signed records name {sorted(ids)[0][:16]!r}",
+        )
+    report.ok("gateway key", f"GATEWAY_PLATFORM_KEY verifies {len(ok)} of {len(signed)} signed record(s)")
+
+
+def run_doctor(*, skip_gateway: bool = False, as_json: bool = False) -> int:
+    """Run every check; one line per check, then the verdict (``as_json``: one JSON object)."""
+    from worker.ops.style import Answer, emit
+
+    report = Checklist(quiet=as_json)
     s = check_settings(report)
     if s is not None:
         check_redis(report, s)
@@ -266,22 +388,21 @@ def run_doctor(*, skip_gateway: bool = False) -> int:
             check_gateway(report, s)
     n_err, n_warn = len(report.errors), len(report.warnings)
     verdict = "FAIL" if n_err else "ok"
-    print(f"doctor: {verdict}: {n_err} error(s), {n_warn} warning(s)", flush=True)
-    return 1 if n_err else 0
+    text = f"doctor: {verdict}: {n_err} error(s), {n_warn} warning(s)"
+    return emit(Answer(text, {"checks": report.checks}, code=1 if n_err else 0), as_json=as_json)
 
 
 def build_parser(prog: str = "payouts doctor") -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog=prog,
-        description="Check settings, Redis, the clock and the gateway (exit 1 on any error).",
-    )
-    p.add_argument("--skip-gateway", action="store_true", help="doctor: do not query the gateway")
+    from worker.ops.style import parser
+
+    p = parser(prog, "Check settings, Redis, the clock and the gateway (exit 1 on any error).")
+    p.add_argument("--skip-gateway", action="store_true", help="do not query the gateway")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return run_doctor(skip_gateway=args.skip_gateway)
+    return run_doctor(skip_gateway=args.skip_gateway, as_json=args.json)
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ from typing import Any
 
 from worker import keys
 from worker.errors import DuplicatePayout, InvalidPayout
+from worker.ops.style import iso, parser
 from worker.payout import FIELDS, Payout, validate_payout
 from worker.settings import Settings, get_settings
 
@@ -246,9 +247,9 @@ def _rows_from_flags(args: argparse.Namespace) -> list[Row | Problem]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="payouts enqueue",
-        description="Enqueue one payout from flags, or many from a CSV / JSON-lines file. "
+    p = parser(
+        "payouts enqueue",
+        "Enqueue one payout from flags, or many from a CSV / JSON-lines file. "
         "Every row is validated first; one bad row enqueues nothing.",
     )
     p.add_argument("--file", type=Path, help="CSV (header row) or JSON-lines file of payouts")
@@ -295,33 +296,39 @@ def _detect_format(path: Path, given: str | None) -> str | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from worker.ops.style import Answer, emit
+
     args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+
+    def done(text: str, code: int, rows: Sequence[str] = (), **data: Any) -> int:
+        """The one answer (with --json, one JSON object holding the problems too)."""
+        if args.json:
+            data["problems"] = list(rows)
+        elif rows:
+            print("\n".join(rows), file=sys.stderr)
+        return emit(Answer(text, data, code=code), as_json=args.json, out=sys.stderr if code else None)
+
     s = get_settings()
     digest: str | None = None
     if args.name is not None or args.number is not None:
-        print(
+        return done(
             "error: the beneficiary's name and account number are never taken from the command line "
             "(shell history, ps): use --name-file and --number-file (a path, or - for standard input)",
-            file=sys.stderr,
+            2,
         )
-        return 2
     if args.file is not None:
         if any(getattr(args, n) is not None for n in _FLAGS):
-            print("error: use either --file or the single-payout flags", file=sys.stderr)
-            return 2
+            return done("error: use either --file or the single-payout flags", 2)
         fmt = _detect_format(args.file, args.format)
         if fmt is None:
-            print(f"error: cannot tell the format of {args.file}: use --format csv|jsonl", file=sys.stderr)
-            return 2
+            return done(f"error: cannot tell the format of {args.file}: use --format csv|jsonl", 2)
         try:
             raw = args.file.read_bytes()
             text = raw.decode("utf-8")
         except OSError as exc:
-            print(f"error: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
-            return 2
+            return done(f"error: cannot read {args.file}: {exc.strerror}", 2)
         except UnicodeDecodeError:
-            print(f"error: {args.file} is not UTF-8 text", file=sys.stderr)
-            return 2
+            return done(f"error: {args.file} is not UTF-8 text", 2)
         digest = hashlib.sha256(raw).hexdigest()
         rows = list(read_csv(text) if fmt == "csv" else read_jsonl(text))
     else:
@@ -330,41 +337,46 @@ def main(argv: Sequence[str] | None = None) -> int:
     from worker.logs import configure_logging
     from worker.runtime import get_runtime
 
-    configure_logging(s.log_format, "WARNING")
+    configure_logging(s.log_format, "ERROR")
     rt = get_runtime()
     source = str(args.file) if args.file else "flags"
+    notes: list[str] = []
     previous = rt.redis.hget(keys.IMPORTS, digest) if digest else None
     if previous:
         info = json.loads(previous)
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(float(info.get("at", 0))))
+        when = iso(float(info.get("at", 0)))
         if not (args.force or args.dry_run):
-            print(
-                f"{source}: already imported at {when} UTC ({info.get('rows')} rows); nothing "
+            return done(
+                f"{source}: already imported at {when} ({info.get('rows')} rows); nothing "
                 "enqueued (use --force to enqueue only what is missing)",
-                file=sys.stderr,
+                1,
+                imported_at=when,
             )
-            return 1
-        print(
-            f"{source}: already imported at {when} UTC ({info.get('rows')} rows); "
-            "enqueueing only what is missing"
+        notes.append(
+            f"{source}: already imported at {when} ({info.get('rows')} rows); enqueueing only what is missing"
         )
     plan = plan_rows(rows, s, rt.store)
     if plan.problems:
-        for problem in plan.problems:
-            print(f"{source}: {problem}", file=sys.stderr)
         lines = len({p.line for p in plan.problems})
-        print(f"{len(plan.problems)} problem(s) in {lines} row(s); nothing enqueued", file=sys.stderr)
-        return 1
+        return done(
+            f"{len(plan.problems)} problem(s) in {lines} row(s); nothing enqueued",
+            1,
+            [f"{source}: {problem}" for problem in plan.problems],
+            enqueued=0,
+        )
     if not plan.payouts:
-        print(f"{source}: no payouts found; nothing enqueued", file=sys.stderr)
-        return 1
+        return done(f"{source}: no payouts found; nothing enqueued", 1, enqueued=0)
     if args.dry_run:
         new = len(plan.payouts) - len(plan.present)
-        print(
+        return done(
             f"dry run: {len(plan.payouts)} valid row(s): {new} new, "
-            f"{len(plan.present)} already present; nothing enqueued"
+            f"{len(plan.present)} already present; nothing enqueued",
+            0,
+            notes,
+            valid=len(plan.payouts),
+            new=new,
+            present=len(plan.present),
         )
-        return 0
 
     from worker.producer import enqueue_payout
 
@@ -389,7 +401,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if exc.expired
                 else ("stored meanwhile with different data")
             )
-            print(f"{source}: line {line}: payout_cl_id: {what}", file=sys.stderr)
+            notes.append(f"{source}: line {line}: payout_cl_id: {what}")
             continue
         if p.payout_cl_id in plan.present:
             present += 1
@@ -401,8 +413,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             digest,
             json.dumps({"at": time.time(), "file": Path(source).name, "rows": len(plan.payouts)}),
         )
-    print(f"enqueued {new} new, {present} already present, {conflicts} conflict(s)")
-    return 1 if conflicts else 0
+    return done(
+        f"enqueued {new} new, {present} already present, {conflicts} conflict(s)",
+        1 if conflicts else 0,
+        notes,
+        new=new,
+        present=present,
+        conflicts=conflicts,
+    )
 
 
 if __name__ == "__main__":

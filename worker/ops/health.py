@@ -135,23 +135,27 @@ def assess_worker(
 
 
 def run_health(args: argparse.Namespace) -> int:
+    from worker.ops.style import Answer, emit
+
+    as_json = bool(getattr(args, "json", False))
     try:
         s = load_settings()
     except ConfigError as exc:
-        print(f"unhealthy: configuration error: {exc}", flush=True)
-        return 1
+        line = f"unhealthy: configuration error: {exc}"
+        return emit(Answer(line, {"healthy": False}, code=1), as_json=as_json)
     result = assess_health(s, max_late_s=args.max_late, max_sweep_age_s=args.max_sweep_age)
     if result.healthy and args.worker:
         mine = assess_worker(s, args.worker, max_age_s=args.max_heartbeat_age, wait_s=args.wait)
         result = Health(mine.healthy, f"{mine.line}; {result.line}")
-    print(result.line, flush=True)
-    return 0 if result.healthy else 1
+    return emit(
+        Answer(result.line, {"healthy": result.healthy}, code=0 if result.healthy else 1), as_json=as_json
+    )
 
 
 def build_parser(prog: str = "payouts health") -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog=prog, description="One-line progress-based liveness check (exit 1 when stuck)."
-    )
+    from worker.ops.style import parser
+
+    p = parser(prog, "One-line progress-based liveness check (exit 1 when stuck).")
     p.add_argument(
         "--max-late",
         type=float,

@@ -427,7 +427,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="payouts bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="short run (< 3 min), same keys")
     p.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # the smoke test
-    p.add_argument("--json", metavar="FILE", help="write every figure as JSON to FILE")
+    p.add_argument(
+        "--json",
+        nargs="?",
+        const="-",
+        metavar="FILE",
+        help="write every figure as JSON to FILE; with no FILE, print them as one JSON object instead",
+    )
     p.add_argument("--keep", metavar="DIR", help="keep worker logs in DIR")
     p.add_argument(
         "--only", choices=["backlog", "e2e", "pii"], help="run one phase alone (its JSON, no table)"
@@ -454,13 +460,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     def log(msg: str) -> None:
         print(f"[bench] {msg}", file=sys.stderr, flush=True)
 
+    from worker.harness.processes import terminate_as_interrupt
+
     workdir = Path(args.keep) if args.keep else None
-    if args.only:
-        out = run_only(args.only, plan, workdir=workdir, log=log)
-        print(json.dumps(out[args.only], indent=2))
-    else:
-        out = run(plan, workdir=workdir, log=log)
-        print(render_table(out))
+    # SIGTERM (a `timeout`, a container stop) and Ctrl-C unwind through the stacks' `finally`
+    # blocks: every Redis, sandbox and Celery worker the bench started is stopped
+    with terminate_as_interrupt():
+        try:
+            out = (
+                run_only(args.only, plan, workdir=workdir, log=log)
+                if args.only
+                else run(plan, workdir=workdir, log=log)
+            )
+        except KeyboardInterrupt:
+            log("interrupted: stopped everything the bench started")
+            return 130
+    if args.json == "-":
+        print(json.dumps(out, default=str))
+        return 0
+    print(json.dumps(out[args.only], indent=2) if args.only else render_table(out))
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2, default=str) + "\n", "utf-8")
         log(f"wrote {args.json}")
