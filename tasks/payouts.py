@@ -24,12 +24,12 @@ from worker.celeryconf import (
     SWEEP_TASK,
 )
 from worker.checks import check_order, check_window
-from worker.errors import DuplicatePayout, InvalidPayout
+from worker.errors import DuplicatePayout, InvalidPayout, NotDurable
 from worker.liveness import write_heartbeat
 from worker.logs import get_logger
 from worker.pii import SealBroken
 from worker.producer import store_payout
-from worker.results import report_refused
+from worker.results import DUPLICATE_REQUEST, report_duplicate, report_refused
 from worker.runtime import get_runtime
 from worker.submission import submit_order
 from worker.sweep import sweep_due
@@ -139,17 +139,36 @@ class RedactedTask(app.Task):  # type: ignore[misc,name-defined]
         return super().apply_async(args, kwargs, **options)
 
 
-#: errors after which a by-name create is tried again: the order is not stored yet, so the
-#: sweep cannot recover this message (Redis unreachable, read-only replica after a
-#: failover, out of memory under noeviction; D11). Validation errors are never retried.
+#: errors after which a by-name create is tried again: the order is not stored yet (or not
+#: yet on enough replicas), so the sweep cannot recover this message (Redis unreachable,
+#: read-only replica after a failover, out of memory under noeviction, D11; the enqueue not
+#: acknowledged by the replicas in time, D42). Repeating the create is idempotent for the
+#: same id and data. Validation errors are never retried.
 CREATE_RETRY_ON = (
     redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,
     redis.exceptions.ReadOnlyError,
     redis.exceptions.OutOfMemoryError,
     kombu.exceptions.OperationalError,
+    NotDurable,
 )
+#: error replies of a store that refuses writes for a while, which redis-py raises as a
+#: plain ResponseError (D42): no good replica (``min-replicas-to-write``), a failed RDB
+#: save (``stop-writes-on-bgsave-error``), a script or function running too long
+CREATE_RETRY_REPLIES = ("NOREPLICAS", "MISCONF", "BUSY")
 CREATE_MAX_RETRIES = 30
+
+
+def _retryable(exc: BaseException) -> bool:
+    """A storage refusal a later attempt may get past (never a validation error)."""
+    if isinstance(exc, CREATE_RETRY_ON):
+        return True
+    if isinstance(exc, redis.exceptions.ResponseError):
+        # a pipeline's error reads "Command # 1 (EVALSHA ...) of pipeline caused error: CODE ..."
+        text = str(exc)
+        head, sep, tail = text.partition("caused error: ")
+        return (tail if sep else head).split(" ", 1)[0] in CREATE_RETRY_REPLIES
+    return False
 
 
 @app.task(
@@ -163,7 +182,9 @@ CREATE_MAX_RETRIES = 30
 def create(self: Any, **fields: Any) -> str:
     """Enqueue by task name: validate, store and submit.
 
-    Bad input is reported to the web app (event + RESULT_TASK ``refused``), never retried.
+    Bad input is reported to the web app (event + RESULT_TASK ``refused``), never retried;
+    an id that exists with other data is answered with the stored order's real state under
+    the kind ``duplicate_request`` (D39).
     Storage errors are retried with backoff; after the last retry the message goes to
     the dead-letter queue (DEAD_LETTER_QUEUE) instead of being acknowledged and lost.
     Every message this worker publishes again (a retry, a dead letter) carries the fields
@@ -187,11 +208,14 @@ def create(self: Any, **fields: Any) -> str:
             log.error("payout.create.refused", error=str(exc))
             report_refused(rt, pid, exc.problems)
             return "refused"
-        except DuplicatePayout as exc:
-            log.error("payout.create.refused", error=str(exc))
-            report_refused(rt, pid, "already exists with different data")
-            return "refused"
-    except CREATE_RETRY_ON as exc:
+        except DuplicatePayout:
+            # the id is taken (D39): report the stored order's real state, never `refused`
+            state = report_duplicate(rt, pid)
+            log.error("payout.create.duplicate_request", state=state)
+            return DUPLICATE_REQUEST
+    except (*CREATE_RETRY_ON, redis.exceptions.ResponseError) as exc:
+        if not _retryable(exc):
+            raise
         if self.request.retries >= self.max_retries:
             _dead_letter(rt, fields, exc)
             return "dead_letter"

@@ -223,3 +223,16 @@ def _heartbeat(**_: Any) -> None:
 def worker_name() -> str | None:
     """This worker's node name (None outside a worker)."""
     return _worker_name
+
+
+def queue_length(queue: str, celery_app: Celery | None = None) -> int:
+    """Messages waiting in ``queue``, read through the broker's own connection (D49): the
+    broker's transport and address, under Sentinel the master it resolves, so a broker
+    that is not the store's Redis is still seen. A queue the broker does not know (kombu's
+    Redis transport: no message yet) holds 0."""
+    with (celery_app or app).pool.acquire(block=True, timeout=5) as conn:
+        try:
+            ok = conn.default_channel.queue_declare(queue=queue, passive=True)
+        except conn.channel_errors:
+            return 0
+        return int(ok.message_count)

@@ -22,6 +22,7 @@ Two defences (docs/reliability.md, "Durability"; ../shared/notes/durability.md):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -104,26 +105,23 @@ class StoreRefused(redis.exceptions.ConnectionError):
 class ConnectGuard:
     """A per-client ``redis_connect_func``: the identity check on every new connection and,
     while :attr:`pending` (the process could not reach Redis when it started), the
-    durability check first; a store that fails it is refused (:class:`StoreRefused`)."""
+    durability check first; a store that fails it is refused (:class:`StoreRefused`).
 
-    def __init__(self) -> None:
+    ``probe`` makes the client the deferred check runs on: one built like the store's own
+    (its URL with TLS and CA settings, its auth, Sentinel), without this hook. A plain
+    ``host:port`` client failed against a TLS store, so a process that started while the
+    store was down never connected (D47)."""
+
+    def __init__(self, probe: Callable[[], redis.Redis]) -> None:
         self.pending: tuple[Settings, str] | None = None
+        self.probe = probe
 
     def __call__(self, conn: Any) -> None:
         conn.on_connect()
         pending = self.pending
         if pending is not None:
             s, process = pending
-            probe = redis.Redis(
-                host=conn.host,
-                port=conn.port,
-                db=conn.db,
-                username=conn.username,
-                password=conn.password,
-                socket_timeout=5,
-                socket_connect_timeout=5,
-                decode_responses=True,
-            )
+            probe = self.probe()
             try:
                 d = check_durability(probe, s)
             finally:

@@ -258,6 +258,8 @@ class Snapshot:
     counters: Mapping[str, Mapping[str, str]]
     #: console actions by "action:result" (worker/console/audit.py), allowed and denied
     console_actions: Mapping[str, str]
+    #: ids in the never-expiring tombstone hash (keys.IDS): one per order ever stored (D56)
+    tombstones: int = 0
 
 
 def read_snapshot(client: redis.Redis, *, now: float | None = None) -> Snapshot:
@@ -277,6 +279,7 @@ def read_snapshot(client: redis.Redis, *, now: float | None = None) -> Snapshot:
     pipe.hgetall(keys.METRIC_GATEWAY_LATENCY)
     pipe.hgetall(keys.HELD)
     pipe.hgetall(keys.CONSOLE_ACTIONS)
+    pipe.hlen(keys.IDS)
     names = sorted(COUNTERS)
     for name in names:
         pipe.hgetall(keys.metric_counter(name))
@@ -298,7 +301,8 @@ def read_snapshot(client: redis.Redis, *, now: float | None = None) -> Snapshot:
         gateway_latency=text(r[11]),
         held=text(r[12]),
         console_actions=text(r[13]),
-        counters={n: text(v) for n, v in zip(names, r[14:], strict=True)},
+        tombstones=int(r[14]),
+        counters={n: text(v) for n, v in zip(names, r[15:], strict=True)},
     )
 
 
@@ -412,6 +416,13 @@ def collect_families(snap: Snapshot) -> list[Any]:
         )
     )
     fams.append(GaugeMetricFamily("payouts_review_orders", "Orders waiting in review", value=snap.review))
+    fams.append(
+        GaugeMetricFamily(
+            "payouts_tombstones",
+            "Ids in the never-expiring tombstone hash (one per order ever stored, ~90 B each; D56)",
+            value=snap.tombstones,
+        )
+    )
     fams.append(
         GaugeMetricFamily(
             "payouts_awaiting_approval_orders",

@@ -25,9 +25,13 @@ class RateLimiter:
         return self.rate > 0
 
     def try_take(self) -> float:
-        """Take a token now; return 0, or the seconds to wait before asking again."""
+        """Take a token now; return 0, or the seconds to wait before asking again.
+
+        Without a bucket (``GATEWAY_MAX_RPS=0``) there is no token to take, but the back-off
+        a 429 set (:meth:`pause`) is still honoured (D51)."""
         if not self.enabled:
-            return 0.0
+            left_ms = int(self.redis.pttl(keys.BACKOFF))
+            return left_ms / 1000.0 if left_ms > 0 else 0.0
         wait_ms = int(self._take(keys=[keys.RATE, keys.BACKOFF], args=[self.rate, self.burst]))
         return wait_ms / 1000.0
 

@@ -28,6 +28,11 @@ log = get_logger("payouts.results")
 
 #: the state a by-name create refused for bad input is reported with
 REFUSED = "refused"
+#: the ``kind`` of the answer to a by-name create for an id that already exists with other
+#: data (D39): it carries the stored order's real state, never a terminal state of its own
+DUPLICATE_REQUEST = "duplicate_request"
+#: the state a duplicate request reports when only the id's tombstone is left
+EXPIRED = "expired"
 
 
 def write_switch(client: Any, settings: Any) -> bool:
@@ -130,3 +135,48 @@ def report_refused(rt: Runtime, payout_cl_id: str, problems: Sequence[FieldError
             "errors": errors,
         }
         rt.send_task(name, payload)
+
+
+def report_duplicate(rt: Runtime, payout_cl_id: str) -> str:
+    """A by-name create named an id that exists with other data, or whose order expired
+    (D39): answer with what the store holds, under the distinct kind ``duplicate_request``.
+
+    Never a terminal state this request did not reach: the result carries the stored
+    order's real state (``expired`` when only the id's tombstone is left), its
+    ``payout_id`` and amount; the event, when the order is held, says ``from == to`` (no
+    state change). A web app that maps ``state`` to an outcome reads the truth; one that
+    reads ``kind`` knows the request itself was not taken. Returns the state reported.
+    Raises when the result cannot be published, so the caller can retry.
+    """
+    order = rt.store.get(payout_cl_id, with_history=False)
+    state = order.state.value if order is not None else EXPIRED
+    reason = "duplicate request: this payout_cl_id already exists with other data (not taken)"
+    if order is None:
+        reason = "duplicate request: this payout_cl_id was used before and its order has expired"
+    if order is not None:
+        rt.redis.xadd(
+            keys.EVENTS,
+            {
+                "payout_cl_id": order.payout_cl_id,
+                "from": state,
+                "to": state,
+                "reason": reason,
+                "at": stamp(time.time()),
+                "payout_id": order.payout_id or "",
+                "kind": DUPLICATE_REQUEST,
+            },
+            maxlen=rt.settings.events_maxlen,
+            approximate=True,
+        )
+    name = rt.settings.result_task
+    if name and rt.send_task is not None:
+        payload: dict[str, Any] = {
+            "kind": DUPLICATE_REQUEST,
+            "payout_cl_id": _text(payout_cl_id, 32),
+            "state": state,
+            "payout_id": order.payout_id if order is not None else None,
+            "amount": order.amount if order is not None else None,
+            "reason": reason,
+        }
+        rt.send_task(name, payload)
+    return state

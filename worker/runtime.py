@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,14 +17,21 @@ from typing import Any
 import redis
 
 from worker import keys, metrics
-from worker.celery_app import app
+from worker.celery_app import app, queue_length
 from worker.celeryconf import SUBMIT_QUEUE
 from worker.connection import redis_for
 from worker.durability import ConnectGuard, require_durable
 from worker.gateway import GatewayClient
+from worker.logs import get_logger
 from worker.ratelimit import RateLimiter
 from worker.settings import Settings, get_settings
-from worker.store import OrderStore
+from worker.store import NO_QUEUE, OrderStore
+
+log = get_logger("payouts.runtime")
+
+
+#: how long a submit-queue length read through a separate broker is reused (D49)
+BACKLOG_CACHE_S = 1.0
 
 
 @dataclass
@@ -34,8 +42,34 @@ class Runtime:
     limiter: RateLimiter
     #: called with (task name, payload) to send a Celery message by name
     send_task: Callable[[str, dict[str, Any]], None] | None = None
+    #: the submit queue's length read through the broker's own connection, when the broker
+    #: is not the store's Redis (D49); None: not readable (the backlog counts as unknown)
+    broker_queue_length: Callable[[], int] | None = None
     _gateway: GatewayClient | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _backlog: tuple[float, int] | None = field(default=None, repr=False)
+
+    def submit_backlog(self) -> int | None:
+        """Submit messages waiting at the broker (the D17 backpressure), None if unknown.
+
+        The store's Redis when it is the broker (one LLEN, as ``create.lua`` reads it);
+        otherwise through the broker's own connection, reused for ``BACKLOG_CACHE_S``. A
+        broker that does not answer gives None (the caller counts nothing queued)."""
+        if self.store.submit_queue != NO_QUEUE:
+            return int(self.redis.llen(self.store.submit_queue))
+        if self.broker_queue_length is None:
+            return None
+        now = time.monotonic()
+        cached = self._backlog
+        if cached is not None and now - cached[0] < BACKLOG_CACHE_S:
+            return cached[1]
+        try:
+            n = self.broker_queue_length()
+        except Exception as exc:  # the broker is down: its publishes fail too
+            log.warning("payouts.broker.queue_length_failed", error=type(exc).__name__)
+            return None
+        self._backlog = (now, n)
+        return n
 
     @property
     def gateway(self) -> GatewayClient:
@@ -70,7 +104,8 @@ def build_runtime(
     """Wire one process. ``check_durability``: refuse (ConfigError) a store that breaks
     ``REDIS_DURABILITY`` before anything uses it; only ``payouts doctor``-like reporting
     tools pass False."""
-    guard = ConnectGuard()
+    # the deferred durability check runs on a client built like the store's own (D47)
+    guard = ConnectGuard(lambda: redis_for(settings, pool_size=1, identity_check=False))
     client = redis_for(settings, pool_size=settings.worker_concurrency + 16, guard=guard)
     if check_durability:
         try:
@@ -78,8 +113,11 @@ def build_runtime(
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
             # not reachable now: every new connection checks first until one passes
             guard.pending = (settings, process)
-    # create.lua reads the submit backlog when the broker is this same Redis
-    same_broker = settings.effective_broker_url == settings.redis_url
+    # create.lua reads the submit backlog when the broker is this same Redis; otherwise
+    # the sweep and the deferrals read it through the broker's own connection (D49)
+    same_broker = broker_is_store(settings)
+    if not same_broker:
+        kw.setdefault("broker_queue_length", lambda: queue_length(SUBMIT_QUEUE))
     rps = settings.gateway.max_rps if settings.gateway else 0.0
     store = OrderStore(
         client,
@@ -100,6 +138,13 @@ def build_runtime(
             client.set(keys.RESULTS, repr(float(settings.result_redeliver_s)))  # else: the sweep
     kw.setdefault("send_task", _sender(settings))
     return Runtime(settings, client, store, RateLimiter(client, rps), **kw)
+
+
+def broker_is_store(settings: Settings) -> bool:
+    """Is the broker the store's own Redis (same server, same db)? Without
+    ``CELERY_BROKER_URL`` it always is, under Sentinel too (the broker follows the same
+    master name and db); with it, when the two URLs are the same (D49)."""
+    return not settings.broker_url or settings.broker_url == settings.redis_url
 
 
 _runtime: Runtime | None = None

@@ -113,6 +113,10 @@ class Settings:
     #: a claim older than this when the POST is about to leave is not sent (D7)
     submit_claim_budget_s: float = 5.0
     order_retention_days: float = 30.0
+    #: ``payouts health`` fails above this many orders in review (0: never, D25)
+    health_max_review: int = 100
+    #: ``payouts health`` fails when an order has waited in review longer (0: never, D25)
+    health_max_review_age_s: float = 86400.0
     events_maxlen: int = 1_000_000
     result_task: str | None = None
     result_queue: str = "payouts.results"
@@ -507,6 +511,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         order_retention_days=retention_days,
         pii_keys=_pii_keys(env),
         pii_retention_days=pii_retention_days,
+        health_max_review=_int(env, "HEALTH_MAX_REVIEW", 100, minimum=0),
+        health_max_review_age_s=_float(env, "HEALTH_MAX_REVIEW_AGE", 86400.0, minimum=0.0),
         events_maxlen=_int(env, "EVENTS_MAXLEN", 1_000_000, minimum=100),
         result_task=_read(env, "RESULT_TASK"),
         result_queue=_read(env, "RESULT_QUEUE") or "payouts.results",

@@ -23,7 +23,7 @@ from worker.logs import get_logger
 from worker.moves import move, moved
 from worker.runtime import Runtime
 from worker.states import State
-from worker.store import INCR, NO_QUEUE, NOW, REMOVE, Order, stamp
+from worker.store import INCR, NOW, REMOVE, Order, stamp
 
 log = get_logger("payouts.submit")
 
@@ -60,9 +60,7 @@ def defer_s(rt: Runtime) -> float:
     """How long a submit that got no rate token waits: no sooner than the sweep's lease,
     and no sooner than the submit messages queued ahead need at the rate (D17)."""
     s, limiter = rt.settings, rt.limiter
-    backlog = 0
-    if limiter.enabled and rt.store.submit_queue != NO_QUEUE:
-        backlog = int(rt.redis.llen(rt.store.submit_queue))
+    backlog = (rt.submit_backlog() or 0) if limiter.enabled else 0  # the broker's queue (D49)
     return max(s.lease_s, backlog / limiter.rate if limiter.enabled else 0.0)
 
 
@@ -147,7 +145,10 @@ def submit_order(rt: Runtime, payout_cl_id: str, *, _epoch_checked: bool = False
             return SubmitStatus.EPOCH_WAIT
         return after_loss_epoch(rt, order, pending)
     except NotDurable as exc:
-        # applied on the master but not on enough replicas: undo, send nothing
+        # applied on the master but not on enough replicas: undo, send nothing. Quiet, a
+        # counter on the order (D48): a replica lagging for an hour must not flood the
+        # history and the events stream with claim/undo pairs (the claims after the first
+        # log nothing either: the history still says submitting)
         attempt = str(exc.result[2]) if exc.result and len(exc.result) > 2 else ""
         store.transition(
             payout_cl_id,
@@ -156,6 +157,8 @@ def submit_order(rt: Runtime, payout_cl_id: str, *, _epoch_checked: bool = False
             reason="claim not acknowledged by the Redis replicas in time: undone, not sent",
             due=time.time() + retry_delay_s(int(attempt or 1), cap_s=settings.submit_retry_max_s),
             expect=("submit_attempts", attempt),
+            fields={"not_durable": INCR},
+            quiet=True,
         )
         log.warning("payout.submit.not_durable", acks=exc.acks, needed=exc.needed)
         return SubmitStatus.NOT_DURABLE
@@ -408,7 +411,8 @@ def after_loss_epoch(rt: Runtime, order: Order, pending: LossEpochPending) -> Su
     if not rt.limiter.acquire(max_wait_s=2.0):
         _reschedule_received(rt, i, 1.0 + random.random(), "loss epoch: query rate limited")
         return SubmitStatus.EPOCH_QUERY_FAILED
-    result = rt.gateway.query_order(i)
+    # verified with the algorithm the order was sent with, not today's setting (D54)
+    result = rt.gateway.query_order(i, sign_type=order.sign_type)
     # the epoch's time is the Redis server's: so is the clock it is compared with (D35)
     now = store.server_time()
     if result.kind is QueryKind.FOUND:

@@ -38,7 +38,7 @@ class SweepResult:
     #: due received orders not re-driven this tick (their message is likely still queued,
     #: or the tick's budget was spent): leased until the queue ahead should have drained
     held_back: int = 0
-    #: the submit queue's length when the sweep began (-1: the broker is another Redis)
+    #: the submit queue's length when the sweep began (-1: not readable at the broker)
     submit_queue: int = -1
     #: final orders whose personal fields were erased (PII_RETENTION_DAYS)
     erased: int = 0
@@ -66,8 +66,7 @@ class SubmitBudget:
     def of(cls, rt: Runtime) -> SubmitBudget:
         s = rt.settings
         rate = rt.limiter.rate if rt.limiter.enabled else 0.0
-        queue = rt.store.submit_queue
-        queued = int(rt.redis.llen(queue)) if queue != NO_QUEUE else 0
+        queued = rt.submit_backlog() or 0  # through the broker's connection if not the store (D49)
         if rate <= 0:
             return cls(0.0, queued, 1 << 30, 1 << 30, s.lease_s)
         cap = max(1, math.ceil(rate * s.sweep_interval_s * 2))
@@ -105,7 +104,8 @@ def sweep_due(rt: Runtime, *, now: float | None = None, max_batches: int = 20) -
     # the workers' word on whether results are owed (D44): transition.lua reads it
     write_switch(store.redis, s)
     budget = SubmitBudget.of(rt)
-    out = SweepResult(submit_queue=budget.queued if store.submit_queue != NO_QUEUE else -1)
+    known = store.submit_queue != NO_QUEUE or rt.broker_queue_length is not None
+    out = SweepResult(submit_queue=budget.queued if known else -1)
     try:
         controls.poll_balance(rt, now=now)
     except Exception as exc:  # the balance is advisory: never let it stop the sweep

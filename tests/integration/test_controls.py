@@ -175,18 +175,24 @@ def test_balance_runs_out_and_returns(controlled: Callable[..., Stack], gateway:
 def test_insufficient_window_never_rejects(controlled: Callable[..., Stack], gateway: SandboxProcess) -> None:
     """A window in which every create answers 0018 (whatever the balance endpoint says):
     no order ends rejected; all are final after the window."""
-    # given: the window opens once the workers consume (not while they start: on a loaded
-    # machine a start slower than the window left nothing to test)
+    # given: the window stays open until a create met it (waited for: a timed window could
+    # close before a loaded machine's worker sent anything)
+    gateway.admin.insufficient_balance()
     stack = controlled(PAUSE_RECHECK="0.5", BALANCE_POLL_INTERVAL="0.5")
-    gateway.admin.insufficient_balance(seconds=4)
     ids = [f"win-{n}" for n in range(8)]
     # when
     for i in ids:
         enqueue(stack, i)
+    wait_for(
+        lambda: any("0018" in h["reason"] for i in ids for h in stack.rt.store.require(i).history),
+        90,
+        interval_s=0.2,
+        what="a create answered 0018",
+    )
+    gateway.admin.clear_insufficient_balance()
     # then
     all_final(stack, ids, timeout_s=90)
     assert {stack.state(i) for i in ids} == {State.SUCCEEDED}
-    assert any("0018" in h["reason"] for i in ids for h in stack.rt.store.require(i).history)
 
 
 def test_approval_maker_checker(
@@ -383,6 +389,41 @@ def test_by_name_create_refusal_is_reported(
     events = [e for _, e in stack.redis.xrange(keys.EVENTS) if e["payout_cl_id"] == "ref-1"]
     assert [e["to"] for e in events] == ["refused"]
     assert stack.state("ref-1") is None and gateway.admin.create_requests("ref-1") == 0
+
+
+def test_by_name_create_repeated_for_a_paid_id_reports_its_real_state(
+    controlled: Callable[..., Stack], gateway: SandboxProcess
+) -> None:
+    """D39: a by-name payouts.create repeated with other data for an id that is paid is not
+    `refused`: the result is a `duplicate_request` carrying the stored state (succeeded) and
+    its payout_id; no event ever says '' -> refused or leaves `succeeded`; one create."""
+    # given: WD-77 paid through a by-name create
+    stack = controlled(RESULT_TASK="webapp.payout_result")
+    from worker.celery_app import app
+    from worker.celeryconf import CREATE_TASK
+
+    first = payout("dup-req-77")
+    app.send_task(CREATE_TASK, kwargs=first)
+    stack.wait_state("dup-req-77", State.SUCCEEDED, timeout_s=30)
+    paid = stack.rt.store.require("dup-req-77")
+    # when: the same id again, the name re-typed in capitals
+    app.send_task(CREATE_TASK, kwargs={**first, "name": "WATI"})
+    # then
+    wait_for(
+        lambda: any(r.get("kind") == "duplicate_request" for r in _results(stack.redis)),
+        30,
+        what="the duplicate request's answer",
+    )
+    mine = [r for r in _results(stack.redis) if r["payout_cl_id"] == "dup-req-77"]
+    assert [r["state"] for r in mine] == ["succeeded", "succeeded"], mine
+    (dup,) = [r for r in mine if r.get("kind") == "duplicate_request"]
+    assert dup["payout_id"] == paid.payout_id
+    assert "WATI" not in json.dumps(dup) and account("dup-req-77") not in json.dumps(dup)
+    events = [e for _, e in stack.redis.xrange(keys.EVENTS) if e["payout_cl_id"] == "dup-req-77"]
+    assert "refused" not in {e["to"] for e in events}
+    assert events[-1]["kind"] == "duplicate_request" and events[-1]["from"] == events[-1]["to"] == "succeeded"
+    assert stack.rt.store.require("dup-req-77").state is State.SUCCEEDED
+    assert gateway.admin.create_requests("dup-req-77") == 1
 
 
 def test_doctor_and_worker_refuse_the_sandbox(

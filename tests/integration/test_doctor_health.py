@@ -246,6 +246,40 @@ def test_health_fails_when_the_sweep_is_stale(
     assert code == 1 and "no sweep for" in out
 
 
+def test_health_fails_on_a_review_backlog(
+    use_env: Callable[..., Any],
+    redis_client: redis.Redis,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """D25: orders only a person can settle count: more in review than HEALTH_MAX_REVIEW, or
+    one waiting longer than HEALTH_MAX_REVIEW_AGE, is unhealthy (exit 1, naming the cause);
+    within both, or with the checks off (0), healthy."""
+    from worker.states import State
+    from worker.store import OrderStore
+
+    # given: three orders in review, the oldest for two hours; a sweep that just ran
+    use_env(SWEEP_INTERVAL="10", HEALTH_MAX_REVIEW="2", HEALTH_MAX_REVIEW_AGE="3600")
+    store = OrderStore(redis_client)
+    for n in range(3):
+        add_order(redis_client, f"h-rev{n}", time.time() + 600)
+        store.transition(
+            f"h-rev{n}", State.REVIEW, reason="setup: needs a person", now=time.time() - 7200 + n
+        )
+    redis_client.set(keys.SWEEP_LAST, repr(time.time() - 1))
+    # when / then: too many
+    code, out = run(capsys, "health")
+    assert code == 1 and "3 orders wait in review (> 2)" in out, out
+    # when / then: few enough, but the oldest waited too long
+    code, out = run(capsys, "health", "--max-review", "5")
+    assert code == 1 and "h-rev0 has waited in review" in out and "(> 3600s)" in out, out
+    # when / then: within both limits, and with both checks off
+    code, out = run(capsys, "health", "--max-review", "5", "--max-review-age", "9000")
+    assert code == 0 and "review=3" in out, out
+    use_env(SWEEP_INTERVAL="10", HEALTH_MAX_REVIEW="0", HEALTH_MAX_REVIEW_AGE="0")
+    code, out = run(capsys, "health")
+    assert code == 0, out
+
+
 def test_health_fails_when_redis_is_down(
     use_env: Callable[..., Any], capsys: pytest.CaptureFixture[str]
 ) -> None:

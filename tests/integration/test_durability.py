@@ -107,6 +107,33 @@ def test_guard_found_at_gateway_applies_and_never_creates(
     assert gateway.admin.create_requests("g-found") == 1
 
 
+def test_guard_query_verifies_with_the_orders_sign_type(
+    make_runtime: Callable[..., Runtime], gateway: SandboxProcess
+) -> None:
+    """D54: during an MD5 -> HMAC switch, an order last sent with MD5 (its record in the list
+    query carries an MD5 sign and no sign_type) is found by the loss-epoch query, verified
+    with the order's own algorithm, not with today's GATEWAY_SIGN_TYPE: found, no second
+    create (it was EPOCH_QUERY_FAILED on every attempt until MAX_ORDER_AGE)."""
+    # given: sent with MD5 (recorded on the order by that claim), then a loss epoch
+    rt = make_runtime(
+        gateway.url,
+        GATEWAY_SIGN_TYPE="HMAC-SHA256",
+        GATEWAY_ACCEPTED_SIGN_TYPES="HMAC-SHA256,MD5",
+        UNCONFIRMED_GRACE="30",
+    )
+    rt.store.create(payout("g-md5"), due_at=time.time(), now=time.time() - 5)
+    sent = rt.gateway.create_payout(payout("g-md5"), sign_type="MD5", notify_url=None)
+    assert sent.payout_id
+    rt.redis.hset(keys.order("g-md5"), "sign_type", "MD5")
+    epoch_now(rt.redis)
+    # when
+    status = submit_order(rt, "g-md5")
+    # then
+    assert status is SubmitStatus.EPOCH_FOUND
+    assert rt.store.require("g-md5").payout_id == sent.payout_id
+    assert gateway.admin.create_requests("g-md5") == 1
+
+
 def test_guard_not_found_waits_out_the_grace_then_sends_once(
     make_runtime: Callable[..., Runtime], gateway: SandboxProcess
 ) -> None:
@@ -204,3 +231,62 @@ def test_doctor_reports_the_mode(
     code, out = run(capsys, "doctor", "--skip-gateway")
     # then
     assert code == 1 and "[FAIL] redis persistence" in out and "appendfsync" in out, out
+
+
+# ------------------------------------------------------------------------ by-name create, replicas
+
+
+def test_by_name_create_not_durable_is_retried_until_a_replica_acknowledges(
+    gateway: SandboxProcess, tmp_path: Path
+) -> None:
+    """D42, a real worker: strict with REDIS_REPLICA_ACKS=1 and no replica, a by-name
+    ``payouts.create`` is applied on the master but not acknowledged (NotDurable). It is
+    retried, not acknowledged as done; once a replica joins, a retry is acknowledged and the
+    order is submitted: one create at the gateway, the order on the replica too."""
+    from tests.helpers import TEST_CREDENTIALS
+    from worker.celery_app import make_producer_app
+    from worker.celeryconf import CREATE_TASK
+    from worker.harness.stack import LocalStack
+
+    # given: a master with no replica
+    master = RedisServer().start()
+    replica: RedisServer | None = None
+    stack = LocalStack(
+        tmp_path / "stack",
+        redis_url=master.url,
+        gateway_url=gateway.url,
+        credentials=TEST_CREDENTIALS,
+        bind_runtime=False,
+        REDIS_REPLICA_ACKS="1",
+        REDIS_REPLICA_ACK_TIMEOUT="0.1",
+        # the first replica to attach gives the master a new replication id: a loss epoch
+        # (orders stored before it are queried first, then sent after this grace)
+        UNCONFIRMED_GRACE="1",
+    )
+    producer = make_producer_app(stack.settings)
+    try:
+        stack.start_worker(concurrency=2)
+        stack.start_beat()
+        stack.wait_workers_ready()
+        fields = {"payout_cl_id": "nd-bn-1", "amount": 5_000_000, "bank_name": "BCA", "name": "Wati"}
+        fields["number"] = "4455667788"
+        # when: sent by name while no replica acknowledges
+        producer.send_task(CREATE_TASK, kwargs=fields)
+        wait_for(lambda: "payout.create.retry" in stack.logs(), 60, interval_s=0.2, what="a retry")
+        assert "NotDurable" in stack.logs() and gateway.admin.create_requests("nd-bn-1") == 0
+        # when: a replica joins
+        replica = RedisServer(replicaof=("127.0.0.1", master.port)).start()
+        # then: a retry is acknowledged, the order submitted once and on the replica
+        stack.wait_state("nd-bn-1", State.ACCEPTED, State.SUCCEEDED, timeout_s=60)
+        assert gateway.admin.create_requests("nd-bn-1") == 1
+        rc = replica.client()
+        try:
+            wait_for(lambda: rc.hget(keys.order("nd-bn-1"), "state"), 10, what="the order on the replica")
+        finally:
+            rc.close()
+    finally:
+        producer.close()
+        stack.stop()
+        if replica is not None:
+            replica.cleanup()
+        master.cleanup()

@@ -205,3 +205,54 @@ def test_a_check_for_an_order_checked_meanwhile_makes_no_gateway_call(make_runti
     assert status is CheckStatus.NOT_DUE
     assert rt.redis.hget(keys.order("C1"), "last_query") is None
     assert check_order(rt, "C1", force=True) is CheckStatus.QUERY_FAILED
+
+
+def test_sweep_reads_a_separate_brokers_queue(redis_client: redis.Redis, redis_url: str) -> None:
+    """D49: with the broker on another Redis (CELERY_BROKER_URL), the sweep reads the submit
+    queue through the broker's own connection: 30 messages waiting there leave a 40-message
+    budget 10 re-drives, not 40 (it saw 0 and re-drove every due order again)."""
+    from tests.helpers import base_env
+    from worker.celery_app import app
+    from worker.celeryconf import SUBMIT_TASK
+    from worker.harness.processes import RedisServer
+    from worker.runtime import build_runtime
+    from worker.settings import load_settings
+    from worker.store import NO_QUEUE
+
+    # given: the store on its own Redis, the broker (this process's app) on the session's
+    server = RedisServer().start()
+    env = base_env(server.url, CELERY_BROKER_URL=redis_url, GATEWAY_MAX_RPS="20", SWEEP_INTERVAL="1")
+    rt = build_runtime(load_settings(env))
+    try:
+        assert rt.store.submit_queue == NO_QUEUE  # the store's Redis holds no broker list
+        past = time.time() - 5
+        for k in range(50):
+            rt.store.create(payout(f"SB{k:02d}"), due_at=past)
+        for k in range(30):
+            app.send_task(SUBMIT_TASK, args=[f"queued-{k}"])
+        assert redis_client.llen(SUBMIT_QUEUE) == 30
+        # when
+        out = sweep_due(rt)
+        # then
+        assert out.submit_queue == 30
+        assert len(out.submit) == 40 - 30 and out.held_back == 40
+    finally:
+        rt.close()
+        server.cleanup()
+
+
+def test_a_429_backoff_holds_without_a_rate_limit(redis_client: redis.Redis) -> None:
+    """D51: with GATEWAY_MAX_RPS=0 (no bucket) a 429's back-off still holds every process:
+    no token until it ends (it was ignored: the next request went out at once)."""
+    from worker.ratelimit import RateLimiter
+
+    # given: no bucket, no back-off
+    limiter = RateLimiter(redis_client, 0.0)
+    assert not limiter.enabled and limiter.try_take() == 0.0
+    # when: a 429 pauses everyone for 5 s
+    limiter.pause(5.0)
+    # then
+    assert 4.0 < limiter.try_take() <= 5.0
+    assert limiter.acquire(max_wait_s=0.2) is False
+    redis_client.delete(keys.BACKOFF)
+    assert limiter.acquire(max_wait_s=0.2) is True

@@ -13,7 +13,7 @@ from worker.controls import ApprovalRefused
 from worker.errors import InvalidTransition, PayoutError
 from worker.producer import store_payout
 from worker.results import deliver, report_refused
-from worker.runtime import Runtime
+from worker.runtime import Runtime, set_runtime
 from worker.states import State
 from worker.submission import SubmitStatus, submit_order
 from worker.sweep import sweep_due
@@ -271,6 +271,40 @@ def test_result_pending_until_published(make_runtime: Any) -> None:
     assert out.results == 1 and sent[0]["state"] == "rejected" and sent[0]["payout_cl_id"] == "ct-p1"
     assert "result_pending" not in order.fields and rt.redis.zscore(keys.DUE, "ct-p1") is None
     assert deliver(rt, "ct-p1") is True and len(sent) == 2  # at least once: repeats are allowed
+
+
+def test_duplicate_request_for_an_expired_id_reports_expired(make_runtime: Any) -> None:
+    """D39: a by-name create for an id whose order expired (only its tombstone is left) is a
+    ``duplicate_request`` reporting ``expired``, with no event (no state to name) and never
+    ``refused``; the id stays unused."""
+    # given: an id whose order has expired
+    from tasks.payouts import create
+
+    sent: list[dict[str, Any]] = []
+    rt = make_runtime(RESULT_TASK="webapp.payout_result")
+    rt.send_task = lambda name, payload: sent.append(payload)
+    rt.redis.hset(keys.IDS, "ct-exp1", str(int(time.time()) - 86_400 * 40))
+    set_runtime(rt)
+    try:
+        # when
+        outcome = create.run(
+            payout_cl_id="ct-exp1", amount=5_000_000, bank_name="BCA", name="Wati", number="44556677"
+        )
+    finally:
+        set_runtime(None)
+    # then
+    assert outcome == "duplicate_request"
+    assert sent == [
+        {
+            "kind": "duplicate_request",
+            "payout_cl_id": "ct-exp1",
+            "state": "expired",
+            "payout_id": None,
+            "amount": None,
+            "reason": "duplicate request: this payout_cl_id was used before and its order has expired",
+        }
+    ]
+    assert rt.redis.xlen(keys.EVENTS) == 0 and rt.store.state_of("ct-exp1") is None
 
 
 def test_refused_create_is_reported_without_personal_data(make_runtime: Any) -> None:

@@ -299,7 +299,7 @@ def test_replica_ack_refuses_enqueue_and_undoes_claim(replicated: tuple[RedisSer
         assert status is SubmitStatus.NOT_DURABLE
         order = rt.store.get("ack-ok")
         assert order is not None and order.state is State.RECEIVED
-        assert any("not acknowledged by the Redis replicas" in h["reason"] for h in order.history)
+        assert order.field_int("not_durable") == 1  # counted on the order (D48)
         again = wait_for(lambda: _create_or_none(rt, "ack-late"), 10, what="the retry to be acknowledged")
         assert again.created is False and again.state == "received"  # idempotent: same order
     finally:
@@ -312,3 +312,83 @@ def _create_or_none(rt: Any, i: str) -> Any:
         return rt.store.create(payout(i), due_at=time.time())
     except NotDurable:
         return None
+
+
+def test_unacknowledged_claims_are_undone_quietly(replicated: tuple[RedisServer, RedisServer]) -> None:
+    """D48: while no replica acknowledges, every submit claims and undoes (nothing sent), but
+    only the first claim is logged: ten attempts add one history entry and one event, and
+    count ten on the order's ``not_durable``. Once the replica acknowledges again, the next
+    submit is logged normally (submitting -> the gateway's answer)."""
+    # given: one acknowledged order, then the replica stops acknowledging
+    master, replica = replicated
+    c = master.client()
+    c.flushdb()
+    c.close()
+    rt = build_runtime(
+        load_settings(base_env(master.url, REDIS_REPLICA_ACKS="1", REDIS_REPLICA_ACK_TIMEOUT="0.05"))
+    )
+    try:
+        # the replica acknowledges again (the test before may have paused it): waited for
+        wait_for(lambda: _create_or_none(rt, "nd-1"), 30, what="the replica to acknowledge")
+        events_before = rt.redis.xlen(keys.EVENTS)
+        replica.pause()
+        try:
+            # when: ten submits (the due time is reset between them: a retry is due at once)
+            statuses = []
+            for _ in range(10):
+                statuses.append(submit_order(rt, "nd-1"))
+                rt.redis.zadd(keys.DUE, {"nd-1": 0})
+        finally:
+            replica.resume()
+        # then
+        assert statuses == [SubmitStatus.NOT_DURABLE] * 10
+        order = rt.store.get("nd-1")
+        assert order is not None and order.state is State.RECEIVED
+        assert order.field_int("not_durable") == 10 and order.field_int("submit_attempts") == 10
+        assert [(h["from"], h["to"]) for h in order.history] == [("", "received"), ("received", "submitting")]
+        assert rt.redis.xlen(keys.EVENTS) - events_before == 1
+    finally:
+        rt.redis.flushdb()
+        rt.close()
+
+
+# ------------------------------------------------------------------------ deferred check, TLS
+
+
+def test_deferred_check_reaches_a_tls_store_that_was_down(tmp_path: Any) -> None:
+    """D47: a process that starts while its TLS store (rediss://) is down defers the
+    durability check to the first connection; once the store is up, that check runs over
+    TLS like the store's own client and the store is used (a plaintext probe was reset by
+    the TLS port on every try, and the process never connected)."""
+    from sandbox.tls import ensure_certificate
+    from worker.harness.processes import free_port
+
+    # given: a TLS store, stopped; the runtime built now cannot reach it
+    cert, key = ensure_certificate(tmp_path / "tls", ["127.0.0.1"])
+    tls_port = free_port()
+    server = RedisServer(
+        extra_args=[
+            "--tls-port",
+            str(tls_port),
+            "--tls-cert-file",
+            str(cert),
+            "--tls-key-file",
+            str(key),
+            "--tls-ca-cert-file",
+            str(cert),
+            "--tls-auth-clients",
+            "no",
+        ]
+    )
+    url = f"rediss://127.0.0.1:{tls_port}/0?ssl_ca_certs={cert}"
+    rt = build_runtime(load_settings(base_env(url)))
+    try:
+        assert rt.store.redis.connection_pool.connection_kwargs.get("ssl_ca_certs") == str(cert)
+        # when: the store comes up
+        server.start()
+        # then: the deferred check passes over TLS and the store answers
+        rt.store.create(payout("tls-1"), due_at=time.time())
+        assert rt.store.state_of("tls-1") is State.RECEIVED
+    finally:
+        rt.close()
+        server.cleanup()

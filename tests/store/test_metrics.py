@@ -190,6 +190,19 @@ def test_sweep_age_and_review(store: OrderStore) -> None:
     assert got[("payouts_orders", (("state", "review"),))] == 1
 
 
+def test_tombstones_are_counted_and_never_shrink(store: OrderStore) -> None:
+    """D56: the never-expiring tombstone hash (one id per order ever stored) is visible in
+    /metrics, so its growth can be planned for; an order that expires keeps its tombstone."""
+    # given
+    for n in range(3):
+        store.create(payout(f"t-{n}"), due_at=time.time() + 60)
+    # when: one order's keys expire (retention)
+    store.redis.delete(keys.order("t-0"), keys.history("t-0"))
+    got = scrape(store.redis)
+    # then
+    assert got[("payouts_tombstones", ())] == 3
+
+
 def test_console_actions_are_counted_by_action_and_result(redis_client: redis.Redis) -> None:
     """Every console action, allowed or denied, is a series of payouts_console_actions_total."""
     from worker.console import audit

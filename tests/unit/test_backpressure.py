@@ -66,8 +66,7 @@ def test_submit_budget_of_a_long_queue_redrives_nothing() -> None:
     rt: Any = SimpleNamespace(
         settings=SimpleNamespace(sweep_interval_s=10.0, lease_s=25.0),
         limiter=SimpleNamespace(rate=50.0, enabled=True),
-        store=SimpleNamespace(submit_queue="payouts"),
-        redis=SimpleNamespace(llen=lambda key: 100_000),
+        submit_backlog=lambda: 100_000,
     )
     # when
     budget = SubmitBudget.of(rt)
@@ -138,3 +137,23 @@ def test_total_timeout_defaults_to_connect_plus_read() -> None:
     assert s.gateway is not None and s.gateway.total_timeout_s == 3.0  # 1 + 2 in base_env
     assert s.call_s == 3.0
     assert s.lease_s == max(2 * s.sweep_interval_s, 3.0 + s.submit_token_wait_s + 5.0)
+
+
+@pytest.mark.parametrize(
+    ("extra", "same"),
+    [
+        ({}, True),
+        ({"REDIS_SENTINELS": "127.0.0.1:26379", "REDIS_SENTINEL_MASTER": "m"}, True),
+        ({"CELERY_BROKER_URL": "redis://127.0.0.1:6390/0"}, True),
+        ({"CELERY_BROKER_URL": "redis://127.0.0.1:6391/0"}, False),
+        ({"CELERY_BROKER_URL": "redis://127.0.0.1:6390/1"}, False),
+    ],
+)
+def test_broker_is_the_store_under_sentinel_too(extra: dict[str, str], same: bool) -> None:
+    """D49: without CELERY_BROKER_URL the broker is the store's Redis (under Sentinel the same
+    master name and db, though its URL reads sentinel://), so create.lua and the sweep read
+    the queue in the store; a broker URL of its own is read through the broker."""
+    from worker.runtime import broker_is_store
+
+    s = load_settings(base_env("redis://127.0.0.1:6390/0", **extra))
+    assert broker_is_store(s) is same

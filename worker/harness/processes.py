@@ -14,7 +14,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -102,10 +101,6 @@ class RedisServer:
         self.replicaof = replicaof
         self.extra_args = list(extra_args)
         self.proc: subprocess.Popen[bytes] | None = None
-        #: (monotonic time, AOF file, size) samples while :meth:`sample_aof` runs
-        self.aof_sizes: list[tuple[float, Path, int]] = []
-        self._sampler: threading.Thread | None = None
-        self._sampling = threading.Event()
 
     @property
     def url(self) -> str:
@@ -176,7 +171,6 @@ class RedisServer:
         self.start()
 
     def cleanup(self) -> None:
-        self.stop_sampling()
         self.resume()
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
@@ -210,46 +204,27 @@ class RedisServer:
         single = self.dir / "appendonly.aof"
         return single if single.exists() else None
 
-    def sample_aof(self, interval_s: float = 0.02) -> None:
-        """Start remembering the AOF's size every ``interval_s`` (for :meth:`host_crash`)."""
-        if self._sampler is not None:
-            return
-        self._sampling.set()
+    def aof_mark(self) -> tuple[Path, int]:
+        """The AOF file being appended to and its size now: a cut point for :meth:`host_crash`.
 
-        def run() -> None:
-            while self._sampling.is_set():
-                path = self.aof_file()
-                if path is not None:
-                    with contextlib.suppress(OSError):
-                        now = time.monotonic()
-                        self.aof_sizes.append((now, path, path.stat().st_size))
-                        self.aof_sizes = [x for x in self.aof_sizes if now - x[0] < 10.0]
-                time.sleep(interval_s)
-
-        self._sampler = threading.Thread(target=run, name="aof-sampler", daemon=True)
-        self._sampler.start()
-
-    def stop_sampling(self) -> None:
-        self._sampling.clear()
-        if self._sampler is not None:
-            self._sampler.join(5)
-            self._sampler = None
-
-    def host_crash(self, *, lost_s: float = 1.0) -> int:
-        """SIGKILL the server and cut its AOF back to its size ``lost_s`` before the kill:
-        what a host crash loses under ``appendfsync everysec`` (the page cache's last
-        second). Needs :meth:`sample_aof` running. Returns the bytes dropped; the server
-        is down (call :meth:`start`)."""
-        killed_at = time.monotonic()
-        self.stop(kill=True)
-        self.stop_sampling()
+        Everything Redis writes after this call is what the crash will lose."""
         path = self.aof_file()
-        older = [x for x in self.aof_sizes if x[1] == path and x[0] <= killed_at - lost_s]
-        self.aof_sizes = []
-        if path is None or not older:
-            return 0
+        if path is None:
+            raise RuntimeError(f"no AOF file in {self.dir}: is appendonly on?")
+        return path, path.stat().st_size
+
+    def host_crash(self, cut_to: tuple[Path, int]) -> int:
+        """SIGKILL the server and cut its AOF back to ``cut_to`` (an :meth:`aof_mark`): what a
+        host crash loses under ``appendfsync everysec`` (the page cache's unsynced tail; a
+        test picks the mark so that the tail holds what it must lose, instead of hoping a
+        time window did). Returns the bytes dropped; the server is down (call :meth:`start`).
+        Raises if the AOF was rewritten since the mark (a new file: the cut would be wrong)."""
+        self.stop(kill=True)
+        path, size_then = cut_to
+        if self.aof_file() != path:
+            raise RuntimeError(f"the AOF changed since the mark ({path.name} -> {self.aof_file()})")
         size = path.stat().st_size
-        keep = min(size, older[-1][2])
+        keep = min(size, size_then)
         with open(path, "r+b") as fh:
             fh.truncate(keep)
         return size - keep

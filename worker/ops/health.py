@@ -2,9 +2,11 @@
 
 It judges progress, not the process: a worker can stay alive after a broker
 reconnect without consuming anything (celery#8030). It exits 1 when Redis does not
-answer, when the sweep has not completed for ``--max-sweep-age`` seconds, or when
-the oldest due order is more than ``--max-late`` seconds past its due time; it
-prints one line either way.
+answer, when the sweep has not completed for ``--max-sweep-age`` seconds, when
+the oldest due order is more than ``--max-late`` seconds past its due time, or when
+the review backlog (orders only a person can settle) holds more than ``--max-review``
+orders or one older than ``--max-review-age`` seconds (D25); it prints one line either
+way.
 
 ``--worker NAME`` (the worker's Celery node name, ``celery -n NAME``) adds the check
 of that one worker, for its container's health check: its heartbeat
@@ -41,11 +43,16 @@ def assess_health(
     *,
     max_late_s: float | None = None,
     max_sweep_age_s: float | None = None,
+    max_review: int | None = None,
+    max_review_age_s: float | None = None,
     now: float | None = None,
 ) -> Health:
-    """Progress-based liveness: Redis answers, the sweep runs, due orders are picked up."""
+    """Progress-based liveness: Redis answers, the sweep runs, due orders are picked up, and
+    the review backlog stays within ``HEALTH_MAX_REVIEW`` / ``HEALTH_MAX_REVIEW_AGE``."""
     max_late = max_late_s if max_late_s is not None else max(3 * s.sweep_interval_s, 60.0)
     max_sweep = max_sweep_age_s if max_sweep_age_s is not None else 3 * s.sweep_interval_s
+    review_cap = max_review if max_review is not None else s.health_max_review
+    review_age_cap = max_review_age_s if max_review_age_s is not None else s.health_max_review_age_s
     # read-only (never claims): no loss-epoch check on its connection; under Sentinel the master
     client = redis_for(s, pool_size=2, identity_check=False)
     try:
@@ -55,7 +62,8 @@ def assess_health(
         pipe.get(keys.SWEEP_LAST)
         pipe.zcard(keys.REVIEW)
         pipe.hgetall(keys.PAUSE)
-        oldest, open_n, last, review_n, paused = pipe.execute()
+        pipe.zrange(keys.REVIEW, 0, 0, withscores=True)
+        oldest, open_n, last, review_n, paused, first_review = pipe.execute()
     except Exception as exc:
         return Health(False, f"unhealthy: Redis does not answer ({type(exc).__name__})")
     finally:
@@ -75,6 +83,20 @@ def assess_health(
     if late > max_late:
         return Health(
             False, f"unhealthy: order {oldest[0][0]} is {late:.0f}s past due (> {max_late:g}s); {facts}"
+        )
+    # orders only a person can settle (payouts review): a backlog nobody works is a failure
+    if review_cap and review_n > review_cap:
+        return Health(
+            False,
+            f"unhealthy: {review_n} orders wait in review (> {review_cap}): "
+            f"see payouts list --state review; {facts}",
+        )
+    waited = max(0.0, now - float(first_review[0][1])) if first_review else 0.0
+    if review_age_cap and waited > review_age_cap:
+        return Health(
+            False,
+            f"unhealthy: order {first_review[0][0]} has waited in review {waited:.0f}s "
+            f"(> {review_age_cap:g}s): see payouts list --state review; {facts}",
         )
     return Health(True, f"healthy: {facts}")
 
@@ -143,7 +165,13 @@ def run_health(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         line = f"unhealthy: configuration error: {exc}"
         return emit(Answer(line, {"healthy": False}, code=1), as_json=as_json)
-    result = assess_health(s, max_late_s=args.max_late, max_sweep_age_s=args.max_sweep_age)
+    result = assess_health(
+        s,
+        max_late_s=args.max_late,
+        max_sweep_age_s=args.max_sweep_age,
+        max_review=args.max_review,
+        max_review_age_s=args.max_review_age,
+    )
     if result.healthy and args.worker:
         mine = assess_worker(s, args.worker, max_age_s=args.max_heartbeat_age, wait_s=args.wait)
         result = Health(mine.healthy, f"{mine.line}; {result.line}")
@@ -169,6 +197,20 @@ def build_parser(prog: str = "payouts health") -> argparse.ArgumentParser:
         default=None,
         metavar="S",
         help="the last sweep may be this old (default 3*SWEEP_INTERVAL)",
+    )
+    p.add_argument(
+        "--max-review",
+        type=int,
+        default=None,
+        metavar="N",
+        help="at most this many orders may wait in review (default HEALTH_MAX_REVIEW; 0: no limit)",
+    )
+    p.add_argument(
+        "--max-review-age",
+        type=float,
+        default=None,
+        metavar="S",
+        help="no order may wait in review longer (default HEALTH_MAX_REVIEW_AGE; 0: no limit)",
     )
     p.add_argument(
         "--worker",
