@@ -31,3 +31,20 @@ def test_no_hand_layout_markers() -> None:
         str(p.relative_to(ROOT)) for p in SOURCES if "# fmt: " + "skip" in p.read_text(encoding="utf-8")
     ]
     assert not marked, f"fmt-skip markers in {marked}"
+
+
+def test_one_seam_for_transitions() -> None:
+    """Only worker/moves.py logs ``payout.transition`` and hands finals to result delivery
+    (issue 19): a new entry point cannot forget either."""
+    # given every product module
+    logged, delivered = [], []
+    for path in (ROOT / "worker").rglob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        rel = str(path.relative_to(ROOT))
+        # when one logs the event or calls deliver itself, then it is listed
+        if '"payout.transition"' in text and rel != "worker/moves.py":
+            logged.append(rel)
+        if "deliver(rt" in text and rel not in ("worker/moves.py", "worker/sweep.py", "worker/results.py"):
+            delivered.append(rel)
+    assert not logged, f"transition logged outside the seam: {logged}"
+    assert not delivered, f"result delivery outside the seam: {delivered}"
