@@ -105,6 +105,10 @@ class GatewayApi:
             status = int(rule.get("status", 500))
             self.sandbox.count_response(endpoint, f"http_{status}")
             return web.Response(status=status, text=f"{status} Internal Server Error")
+        if mode == "code":
+            code = str(rule.get("code", "0017"))
+            self.sandbox.count_response(endpoint, code)
+            return gateway_error(code, "Failed to create payout record")
         if mode == "empty":
             self.sandbox.count_response(endpoint, "empty")
             return web.Response(status=200, body=b"", content_type="application/json")

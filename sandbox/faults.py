@@ -36,6 +36,8 @@ kind / mode                   effect
 ``create_lost`` / ``empty``   order created, answer HTTP 200 with an empty body.
 ``create_lost`` / ``garbled`` order created, answer HTTP 200 with a truncated JSON body.
 ``create_lost`` / ``reset``   order created, the TCP connection is reset (RST).
+``create_lost`` / ``code``    order created, answered as a refusal: ``code`` (default
+                              ``"0017"``, "failed to create payout record").
 ``rate_limit``                HTTP 429 once more than ``rps`` requests per second arrive
                               (token bucket of ``burst`` tokens, default ``rps``).
                               ``endpoints`` default ``["create", "query"]``. Never creates.
@@ -88,7 +90,7 @@ _ENDPOINT_ALIASES: Final = {
 KINDS: Final[dict[str, tuple[str, ...]]] = {
     "latency": (),
     "create_5xx_before": (),
-    "create_lost": ("hang", "5xx", "empty", "garbled", "reset"),
+    "create_lost": ("hang", "5xx", "empty", "garbled", "reset", "code"),
     "rate_limit": (),
     "query_timeout": (),
     "query_5xx": (),
@@ -110,7 +112,7 @@ _COMMON_FIELDS: Final = frozenset({"kind", "mode", "probability", "match", "time
 _KIND_FIELDS: Final[dict[str, frozenset[str]]] = {
     "latency": frozenset({"seconds", "distribution", "endpoints"}),
     "create_5xx_before": frozenset({"status"}),
-    "create_lost": frozenset({"seconds", "then", "status"}),
+    "create_lost": frozenset({"seconds", "then", "status", "code"}),
     "rate_limit": frozenset({"rps", "burst", "endpoints"}),
     "query_timeout": frozenset({"seconds", "then", "endpoints"}),
     "query_5xx": frozenset({"status", "endpoints"}),

@@ -154,3 +154,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             continue
         if layer in LAYERS:
             item.add_marker(getattr(pytest.mark, layer))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A failure whose text holds a lone surrogate (a fuzzed payout's repr) is reported with it
+    escaped: pytest-xdist cannot send such text to the controller, and would end the whole run
+    with an INTERNALERROR that hides the assertion."""
+    outcome: Any = yield
+    rep = outcome.get_result()
+    if rep.longrepr is not None:
+        text = str(rep.longrepr)
+        safe = text.encode("utf-8", "backslashreplace").decode("utf-8")
+        if safe != text:
+            rep.longrepr = safe
+    rep.sections = [(k, v.encode("utf-8", "backslashreplace").decode("utf-8")) for k, v in rep.sections]

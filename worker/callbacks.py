@@ -31,10 +31,11 @@ import redis
 import structlog
 
 from worker import signing
+from worker.checks import apply_callback
 from worker.gateway import record_from_json
 from worker.logs import get_logger
 from worker.payout import ID_RE
-from worker.reports import ReportResult, apply_report
+from worker.reports import ReportResult
 from worker.runtime import Runtime, get_runtime
 
 log = get_logger("payouts.callbacks")
@@ -229,13 +230,13 @@ def handle_notice(rt: Runtime, notice: dict[str, Any]) -> tuple[int, str, str]:
     if str(notice.get("platform_id", gw.platform_id)) != gw.platform_id:
         return 400, "0002", "platform_id mismatch"
     status = notice.get("status")
-    applied = apply_report(
+    # the same rules as a query (D43): age review, two payouts for one id, conflicting finals
+    applied = apply_callback(
         rt,
         order,
         status=None if status is None else str(status),
         payout_id=None if notice.get("payout_id") is None else str(notice["payout_id"]),
         amount=None if notice.get("amount") is None else str(notice["amount"]),
-        source="callback",
     )
     log.info("payout.callback", applied=applied.value, status=str(status)[:8])
     if applied is ReportResult.NOT_READY:

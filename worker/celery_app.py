@@ -87,6 +87,10 @@ def _check_store(process: str) -> None:
     client = redis_for(s, pool_size=2)
     try:
         require_durable(client, s, process=process)
+        if process == "worker":
+            from worker.results import write_switch
+
+            write_switch(client, s)  # whether results are owed is the store's word (D44)
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
         # unreachable now: the process's runtime checks on its first connection instead
         get_logger("payouts.worker").warning("redis.unreachable", process=process, error=type(exc).__name__)

@@ -33,11 +33,12 @@ from typing import Final
 from worker import keys
 from worker.errors import ApprovalRefused, InvalidTransition, OrderNotFound, PayoutError
 from worker.logs import get_logger
+from worker.moves import move
 from worker.payout import BANK_RE, Payout
 from worker.runtime import Runtime
 from worker.settings import Settings
 from worker.states import State
-from worker.store import Order, stamp
+from worker.store import Order, now_plus, stamp
 
 log = get_logger("payouts.controls")
 
@@ -369,21 +370,20 @@ def request_approval(rt: Runtime, order: Order, reason: str) -> bool:
     if not s.approval_above:
         return False  # approval is off: the caller sends a suspected duplicate to review
     until = now + s.approval_ttl_s
-    prev = rt.store.transition(
+    prev = move(
+        rt,
         order.payout_cl_id,
         State.AWAITING_APPROVAL,
         sources={State.RECEIVED},
         reason=reason[:200],
         due=until,
         fields={
-            "approval_until": stamp(until),
+            # on the Redis server's clock: the sweep and the approve step compare it there
+            "approval_until": now_plus(s.approval_ttl_s),
             "approvals_needed": approvals_needed(s, order.amount),
             "approved_by": "",
         },
-        now=now,
     )
-    if prev is not None:
-        log.info("payout.transition", **{"from": "received", "to": "awaiting_approval"}, reason=reason)
     return prev is not None
 
 
@@ -400,11 +400,8 @@ def route_unapproved(rt: Runtime, order: Order) -> str:
     )
     if request_approval(rt, order, f"awaiting approval: {why}"):
         return State.AWAITING_APPROVAL.value
-    prev = rt.store.transition(
-        order.payout_cl_id, State.REVIEW, sources={State.RECEIVED}, reason=f"review: {why}"[:200]
-    )
+    prev = move(rt, order.payout_cl_id, State.REVIEW, sources={State.RECEIVED}, reason=f"review: {why}"[:200])
     if prev is not None:
-        log.warning("payout.transition", **{"from": "received", "to": "review"}, reason=why)
         return State.REVIEW.value
     return ""
 
@@ -454,7 +451,8 @@ def approve(rt: Runtime, payout_cl_id: str, *, by: str, expect_state: State | No
     who = f"{first} and {by}" if first else by
     fields: dict[str, object] = {"approved": "1", "held": None}
     fields["second_approved_by" if first else "approved_by"] = by
-    prev = rt.store.transition(
+    prev = move(
+        rt,
         payout_cl_id,
         State.RECEIVED,
         sources={State.AWAITING_APPROVAL},
@@ -462,16 +460,10 @@ def approve(rt: Runtime, payout_cl_id: str, *, by: str, expect_state: State | No
         expect=("approved_by", first),
         due=now + rt.settings.submit_redrive_s,
         fields=fields,
-        now=now,
+        log_fields={"by": by},
     )
     if prev is None:
         raise InvalidTransition(payout_cl_id, order.state.value, "received (approve, raced)")
-    log.info(
-        "payout.transition",
-        payout_cl_id=payout_cl_id,
-        **{"from": "awaiting_approval", "to": "received"},
-        by=by,
-    )
     # the sweep re-drives it at its due time if this message is lost
     rt.dispatch.submit(payout_cl_id)
     return State.RECEIVED
@@ -485,24 +477,17 @@ def reject(rt: Runtime, payout_cl_id: str, *, by: str, note: str, expect_state: 
     if not note:
         raise PayoutError("reject needs --note saying why")
     _awaiting(rt, payout_cl_id, "rejected (reject)", expect_state)
-    prev = rt.store.transition(
+    prev = move(
+        rt,
         payout_cl_id,
         State.REJECTED,
         sources={State.AWAITING_APPROVAL},
         reason=f"rejected by {by}: {note}"[:200],
         fields={"rejected_by": by, "rejection_note": note[:500]},
+        log_fields={"by": by},
     )
     if prev is None:
         raise InvalidTransition(payout_cl_id, "changed meanwhile", "rejected (reject)")
-    log.info(
-        "payout.transition",
-        payout_cl_id=payout_cl_id,
-        **{"from": "awaiting_approval", "to": "rejected"},
-        by=by,
-    )
-    from worker.results import deliver
-
-    deliver(rt, payout_cl_id)
     return State.REJECTED
 
 
@@ -511,29 +496,19 @@ def expire_approval(rt: Runtime, order: Order, now: float) -> bool:
     until = order.field_float("approval_until", 0.0)
     if until > now:
         rt.store.transition(
-            order.payout_cl_id, None, sources={State.AWAITING_APPROVAL}, reason="x", due=until
+            order.payout_cl_id, None, sources={State.AWAITING_APPROVAL}, reason="x", due=until, now=now
         )
         return False
     ttl = int(rt.settings.approval_ttl_s)
-    prev = rt.store.transition(
+    prev = move(
+        rt,
         order.payout_cl_id,
         State.REJECTED,
         sources={State.AWAITING_APPROVAL},
         reason=f"approval expired: not approved within APPROVAL_TTL ({ttl}s)",
         fields={"rejected_by": "expiry"},
     )
-    if prev is None:
-        return False
-    log.warning(
-        "payout.transition",
-        payout_cl_id=order.payout_cl_id,
-        **{"from": "awaiting_approval", "to": "rejected"},
-        reason="approval expired",
-    )
-    from worker.results import deliver
-
-    deliver(rt, order.payout_cl_id)
-    return True
+    return prev is not None
 
 
 @dataclass(frozen=True)

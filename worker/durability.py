@@ -11,19 +11,19 @@ Two defences (docs/reliability.md, "Durability"; D2, D36, D37 in docs/decisions.
 * **The loss-epoch guard** (any Redis >= 6.2). Every new connection of the store's client
   runs ``epoch.lua`` before any other command (:func:`identity_hook`, redis-py's
   ``redis_connect_func``): when the server's ``run_id:master_replid`` is not the one the
-  store last ran on (a restart or a failover), it records a loss epoch. The claim script
-  then refuses every order created before the epoch until the worker has queried it at
-  the gateway (worker/submission.py); so no claim can reach a server that may have lost
-  an earlier claim before that loss is known. Cost in normal operation: one script call
-  per new pooled connection, nothing per order.
+  store last ran on (a restart or a failover), it records a loss epoch. That is the early
+  warning; the authority is the claim itself, which runs the same identity check inside
+  its script (D37: a proxy that keeps connections open across a failover cannot skip it).
+  Every order is stamped at create with the epoch number then current (``ep``); the claim
+  refuses an order stamped with an older number until the worker has queried it at the
+  gateway (worker/submission.py). Numbers and the Redis server's own ``TIME``, never a
+  host's clock (D36, D35).
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from importlib import resources
 from typing import Any, Final
 
 import redis
@@ -31,14 +31,11 @@ import redis
 from worker import keys
 from worker.logs import get_logger
 from worker.settings import ConfigError, Settings
+from worker.store import script_text
 
 log = get_logger("payouts.durability")
 
-#: seconds added to a loss epoch's time: orders stamped by a host whose clock is that much
-#: ahead are still treated as existing before the epoch
-EPOCH_CLOCK_MARGIN_S: Final = 2.0
-
-_EPOCH_LUA: Final = resources.files("worker").joinpath("lua/epoch.lua").read_text(encoding="utf-8")
+_EPOCH_LUA: Final = script_text("epoch")
 
 #: what each mode protects, for ``payouts doctor`` and the startup log
 PROTECTS: Final = {
@@ -80,8 +77,6 @@ def check_identity(conn: Any) -> Epoch:
         keys.SERVER,
         keys.LOSS_EPOCH,
         keys.COUNTS,
-        repr(time.time()),
-        EPOCH_CLOCK_MARGIN_S,
     )
     res = conn.read_response()
     epoch = Epoch(bool(int(res[0])), _text(res[1]), int(_text(res[2]) or 0), float(_text(res[3]) or 0))

@@ -84,6 +84,19 @@ class LossEpochPending(PayoutError):
         self.epoch_at = epoch_at
 
 
+class OverrideRequired(PayoutError):
+    """Refused: the order's final state was published; sending it again needs an explicit
+    override by two different people (``resubmit --force --approved-by``), D38."""
+
+    def __init__(self, payout_cl_id: str, state: str) -> None:
+        super().__init__(
+            f"order {payout_cl_id!r} reached a final state that was published to the web app "
+            f"(now {state}): not sendable again without --force, a --note and a second person's "
+            "--approved-by"
+        )
+        self.payout_cl_id = payout_cl_id
+
+
 class NotDurable(PayoutError):
     """A write was applied by the Redis master but not acknowledged by enough replicas in time.
 
@@ -122,6 +135,7 @@ __all__ = [
     "LossEpochPending",
     "NotDurable",
     "OrderNotFound",
+    "OverrideRequired",
     "PayoutError",
     "PersonalDataUnreadable",
 ]

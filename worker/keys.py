@@ -110,6 +110,14 @@ SERVER: Final = f"{PREFIX}:server"
 #: hash: the last loss epoch {no, at, previous, current, detected_at}: orders created
 #: before ``at`` are queried at the gateway before any create (worker/durability.py)
 LOSS_EPOCH: Final = f"{PREFIX}:loss_epoch"
+#: string: present while the workers publish RESULT_TASK (value: RESULT_REDELIVER_AFTER
+#: seconds); written by the workers (start, every sweep). transition.lua reads it: a move into
+#: a final state then owes the web app a result, whichever process made the move (D44)
+RESULTS: Final = f"{PREFIX}:results"
+#: hash: payout_cl_id -> JSON {payout_id, outcome, code, reason, at}: a create answer that
+#: arrived for an order the store no longer held (D40). Never expires; an operator reads it
+#: with the gateway's record (the id's tombstone was written again: it is never sent again)
+LOST: Final = f"{PREFIX}:lost"
 #: string: written before WAIT when the guarded write itself wrote nothing (an idempotent
 #: repeat of an enqueue), so the replica acknowledgement covers the earlier write
 ACK_PROBE: Final = f"{PREFIX}:ack_probe"

@@ -51,8 +51,8 @@ def _store(
     dup = None if allow_duplicate else controls.duplicate_of(rt, payout)
     if dup:
         extra["dup_of"] = dup
-    now = time.time()
-    res = rt.store.create(payout, due_at=now + s.submit_redrive_s, now=now, extra=extra)
+    # created_at and the due time are on the Redis server's clock, never this host's (D36)
+    res = rt.store.create(payout, due_at=time.time() + s.submit_redrive_s, extra=extra)
     if res.expired:
         raise DuplicatePayout(payout.payout_cl_id, expired=True)
     if not res.created and not rt.store.same_data(res.fingerprint, payout):

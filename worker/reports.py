@@ -13,11 +13,12 @@ import time
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 
+from worker.backoff import backoff_s
 from worker.logs import get_logger
+from worker.moves import move
 from worker.runtime import Runtime
 from worker.states import FINAL, State
 from worker.store import Order
-from worker.submission import backoff_s, notify_final
 
 log = get_logger("payouts.reports")
 
@@ -64,12 +65,9 @@ def next_check_delay_s(rt: Runtime, checks: int) -> float:
 
 def send_to_review(rt: Runtime, order: Order, reason: str, **fields: object) -> ReportResult:
     """Move ``order`` to review (conditional on its state) with the reason recorded."""
-    prev = rt.store.transition(
-        order.payout_cl_id, State.REVIEW, sources={order.state}, reason=reason, fields=fields
-    )
+    prev = move(rt, order.payout_cl_id, State.REVIEW, sources={order.state}, reason=reason, fields=fields)
     if prev is None:
         return ReportResult.IGNORED
-    log.warning("payout.transition", **{"from": prev.value, "to": "review"}, reason=reason)
     return ReportResult.CONFLICT
 
 
@@ -116,46 +114,36 @@ def apply_report(  # noqa: C901 — one branch per (state, gateway status) case 
     if payout_id:
         fields["payout_id"] = payout_id
     if target is not None:
-        prev = store.transition(
+        prev = move(
+            rt,
             order.payout_cl_id,
             target,
             sources={State.ACCEPTED, State.UNCONFIRMED},
             reason=f"{source}: status {status}",
             fields=fields,
-            now=now,
+            log_fields={"payout_id": payout_id},
         )
         if prev is None:
             fresh = store.get(order.payout_cl_id, with_history=False)
             if fresh is None or fresh.state is order.state:
                 return ReportResult.IGNORED
             return apply_report(rt, fresh, status=status, payout_id=payout_id, amount=amount, source=source)
-        log.info(
-            "payout.transition",
-            **{"from": prev.value, "to": target.value},
-            reason=f"{source}: status {status}",
-            payout_id=payout_id,
-        )
-        notify_final(rt, order.payout_cl_id)
         return ReportResult.CHANGED
     checks = order.field_int("checks")
     if status in OPEN_STATUS:
         fields["unknown_status_count"] = 0
         if order.state is State.UNCONFIRMED:
-            prev = store.transition(
+            prev = move(
+                rt,
                 order.payout_cl_id,
                 State.ACCEPTED,
                 sources={State.UNCONFIRMED},
                 reason=f"{source}: found, status {status}",
                 fields=fields,
                 due=now + next_check_delay_s(rt, checks),
+                log_fields={"payout_id": payout_id},
             )
             if prev is not None:
-                log.info(
-                    "payout.transition",
-                    **{"from": "unconfirmed", "to": "accepted"},
-                    reason=f"{source}: found",
-                    payout_id=payout_id,
-                )
                 return ReportResult.CHANGED
         else:
             store.transition(

@@ -1,9 +1,13 @@
 """Results that always arrive (D9, D11): the optional ``RESULT_TASK`` message to the web app.
 
-Delivery is at least once. A move to a final state writes ``result_pending=1`` in the same
-atomic transition (and keeps the order in the due-index, see
-:attr:`worker.store.OrderStore.result_redeliver_s`); :func:`deliver` publishes and then
-clears the flag, and the sweep calls it again for every order whose flag is still set.
+Delivery is at least once. Whether a result is owed is the store's data, not each process's
+environment (D44): the workers write the switch :data:`worker.keys.RESULTS`
+(:func:`write_switch`, at start and every sweep); while it is present, a move to a final
+state writes ``result_pending=1`` in the same atomic transition and keeps the order in the
+due-index (transition.lua), whichever process made the move (a console mounted in the web
+app, an operator's CLI). :func:`deliver` publishes and then clears the flag, and the sweep
+calls it again for every order whose flag is still set; when results are off, the sweep
+clears the flags instead.
 The web app must treat a repeated result for the same ``payout_cl_id`` and state as one.
 """
 
@@ -11,14 +15,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from worker import keys
 from worker.errors import FieldError
 from worker.logs import get_logger
-from worker.runtime import Runtime
 from worker.states import FINAL
 from worker.store import REMOVE, stamp
+
+if TYPE_CHECKING:  # the runtime publishes through the app, whose start-up reads results (D64)
+    from worker.runtime import Runtime
 
 log = get_logger("payouts.results")
 
@@ -29,6 +35,29 @@ REFUSED = "refused"
 DUPLICATE_REQUEST = "duplicate_request"
 #: the state a duplicate request reports when only the id's tombstone is left
 EXPIRED = "expired"
+
+
+def write_switch(client: Any, settings: Any) -> bool:
+    """The workers' word on whether results are owed: present while RESULT_TASK is set."""
+    if settings.result_task:
+        client.set(keys.RESULTS, repr(float(settings.result_redeliver_s)))
+        return True
+    client.delete(keys.RESULTS)
+    return False
+
+
+def clear_owed(rt: Runtime, payout_cl_id: str, state: Any) -> None:
+    """Results are off: a flag left from when they were on is cleared and the order
+    unscheduled (it would otherwise be re-leased every lease until retention, D44)."""
+    rt.store.transition(
+        payout_cl_id,
+        None,
+        sources={state},
+        reason="results off",
+        due=REMOVE,
+        expect=("result_pending", "1"),
+        fields={"result_pending": None},
+    )
 
 
 def deliver(rt: Runtime, payout_cl_id: str) -> bool:

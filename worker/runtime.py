@@ -6,6 +6,7 @@ socket is shared between processes.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -14,7 +15,7 @@ from dataclasses import dataclass, field
 
 import redis
 
-from worker import metrics
+from worker import keys, metrics
 from worker.celery_app import CeleryDispatcher, app, queue_length
 from worker.celeryconf import SUBMIT_QUEUE
 from worker.connection import redis_for
@@ -126,6 +127,11 @@ def build_runtime(
         pii_keys=settings.pii_keys,
         pii_retention_s=settings.pii_retention_days * 86400.0,
     )
+    if settings.result_task:
+        # a process that publishes results says they are owed (turned off only by the
+        # workers' sweep, worker/results.py write_switch): the store decides, D44
+        with contextlib.suppress(redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+            client.set(keys.RESULTS, repr(float(settings.result_redeliver_s)))  # else: the sweep
     if dispatch is None:
         dispatch = CeleryDispatcher(app, settings.result_queue)
     return Runtime(settings, client, store, RateLimiter(client, rps), dispatch, broker_queue_length)

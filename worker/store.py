@@ -18,11 +18,13 @@ import redis
 
 from worker import keys
 from worker.errors import (
+    ApprovalRefused,
     ConfigError,
     InvalidTransition,
     LossEpochPending,
     NotDurable,
     OrderNotFound,
+    OverrideRequired,
     PersonalDataUnreadable,
 )
 from worker.payout import Payout
@@ -35,6 +37,16 @@ REMOVE: Final = "-"
 DELETE: Final = "\0"
 #: sentinel for a field value: increment the field by one inside the script
 INCR: Final = "\1"
+#: sentinel for a field value: the Redis server's time of the write (transition.lua)
+NOW: Final = "\2"
+
+
+def now_plus(seconds: float) -> str:
+    """A field value: the Redis server's time of the write plus ``seconds`` (a deadline
+    that another script or the sweep compares on the same clock, D35)."""
+    return NOW + repr(float(seconds))
+
+
 #: the state :meth:`OrderStore.create` reports for an id whose order expired (tombstone)
 EXPIRED: Final = "expired"
 #: an order's history keeps its first entry and at most this many in all (transition.lua)
@@ -48,8 +60,28 @@ def stamp(t: float) -> str:
     return f"{t:.3f}"
 
 
-def _script(name: str) -> str:
-    return resources.files("worker").joinpath(f"lua/{name}.lua").read_text(encoding="utf-8")
+#: scripts that use identity.lua's functions (server_now, stamp, store_identity)
+_WITH_IDENTITY: Final = frozenset({"create", "transition", "epoch"})
+
+
+def script_text(name: str) -> str:
+    """The text of ``lua/<name>.lua``, with identity.lua's shared functions before it."""
+    lua = resources.files("worker").joinpath("lua")
+    text = lua.joinpath(f"{name}.lua").read_text(encoding="utf-8")
+    if name in _WITH_IDENTITY:
+        text = lua.joinpath("identity.lua").read_text(encoding="utf-8") + "\n" + text
+    return text
+
+
+_script = script_text
+
+
+def _due_arg(due: float, now: float | None) -> str:
+    """A due time for the scripts: relative to the script's own clock (the Redis server's
+    TIME) when the caller gave no ``now``, so a skewed caller clock moves nothing (D35)."""
+    if now is None:
+        return "r" + repr(float(due) - time.time())
+    return repr(float(due))
 
 
 @dataclass(frozen=True)
@@ -191,9 +223,8 @@ class OrderStore:
         self.pii_retention_s = pii_retention_s
         self.events_maxlen = events_maxlen
         self.retention_s = retention_s
-        #: when set (RESULT_TASK configured), every move to a final state also writes
-        #: ``result_pending=1`` and keeps the order in the due-index this long: the
-        #: sweep re-sends the result until :func:`worker.results.deliver` clears it (D9)
+        #: no longer decides anything: whether a result is owed is the store's switch
+        #: (``payouts:results``, written by the workers, D44); kept for callers' signatures
         self.result_redeliver_s = result_redeliver_s
         #: replicas that must acknowledge the create and the claim (0: none waited for)
         self.replica_acks = replica_acks
@@ -237,8 +268,9 @@ class OrderStore:
         """Store ``payout`` as ``received`` unless its id exists (then report that one).
 
         ``extra``: more fields stored with the order (no personal data), e.g. ``requested_by``.
+        ``due_at`` is read on the caller's clock and stored relative to the Redis server's;
+        ``created_at`` is the server's time. ``now`` only simulates time (tests, benchmarks).
         """
-        now = time.time() if now is None else now
         ring = self._ring()
         fp = ring.fingerprint(payout.fingerprint_values())
         i = payout.payout_cl_id
@@ -266,12 +298,14 @@ class OrderStore:
             keys.OPEN_SINCE,
             keys.METRIC_TRANSITIONS,
             self.submit_queue,
+            keys.SERVER,
+            keys.LOSS_EPOCH,
         ]
         create_args: list[Any] = [
             i,
             fp,
-            stamp(now),
-            repr(due_at),
+            "" if now is None else stamp(now),
+            _due_arg(due_at, now),
             self.events_maxlen,
             self.submit_rate,
             *pairs,
@@ -284,14 +318,16 @@ class OrderStore:
         else:
             res = self._create(keys=create_keys, args=create_args)
         if int(res[0]) == 1:
+            created_at = str(res[3])
             stored = {
                 "state": State.RECEIVED.value,
                 "fp": fp,
-                "created_at": stamp(now),
+                "created_at": created_at,
+                "ep": str(res[4]),
                 **dict(zip(pairs[::2], pairs[1::2], strict=True)),
             }
             # the entry create.lua wrote (millisecond stamp, as cjson encodes it)
-            entry = {"at": float(stamp(now)), "from": "", "to": State.RECEIVED.value, "reason": "enqueued"}
+            entry = {"at": float(created_at), "from": "", "to": State.RECEIVED.value, "reason": "enqueued"}
             order = _order_from(i, stored)
             order = replace(order, history=[entry], due_at=float(res[2]))
             return Created(True, fp, State.RECEIVED.value, order)
@@ -418,7 +454,7 @@ class OrderStore:
         reason: str,
         due: float,
         fields: Mapping[str, Any],
-        now: float,
+        now: float | None = None,
     ) -> int | None:
         """The claim ``received -> submitting``: increments ``submit_attempts`` inside the
         same compare-and-set and returns the new attempt number (None when refused), so two
@@ -454,7 +490,6 @@ class OrderStore:
         replicated: bool = False,
         quiet: bool = False,
     ) -> list[Any]:
-        now = time.time() if now is None else now
         if target is None:
             if sources is None:
                 raise ValueError("sources is required when the state is kept")
@@ -465,15 +500,10 @@ class OrderStore:
         src = "," + ",".join(sorted(s.value for s in allowed)) + ","
         pairs: list[str] = []
         for k, v in (fields or {}).items():
-            pairs.extend((k, DELETE if v is None else v if v == INCR else str(v)))
-        due_arg = "" if due is None else (REMOVE if due == REMOVE else repr(float(due)))
+            pairs.extend((k, DELETE if v is None else str(v)))
+        due_arg = "" if due is None else (REMOVE if due == REMOVE else _due_arg(float(due), now))
         if target is not None and target not in OPEN and due is None:
             due_arg = REMOVE  # only open orders are scheduled
-        if target is not None and target in FINAL and self.result_redeliver_s is not None:
-            # the result is owed to the web app: flagged in this same transition, and
-            # scheduled so the sweep re-sends it if the publish after it never happens
-            pairs.extend(("result_pending", "1"))
-            due_arg = repr(now + self.result_redeliver_s)
         i = payout_cl_id
         tkeys = [
             keys.order(i),
@@ -487,14 +517,16 @@ class OrderStore:
             keys.METRIC_TRANSITIONS,
             keys.METRIC_TIME_TO_FINAL,
             keys.APPROVALS,
+            # a move into a final state flags its result as owed when the workers say so (D44)
+            keys.RESULTS,
         ]
         if guard:
-            tkeys.append(keys.LOSS_EPOCH)  # KEYS[12]
+            tkeys += [keys.LOSS_EPOCH, keys.SERVER]  # KEYS[13], KEYS[14]
         targs: list[Any] = [
             i,
             src,
             "" if target is None else target.value,
-            stamp(now),
+            "" if now is None else stamp(now),
             due_arg,
             reason[:200],
             self.events_maxlen,
@@ -514,11 +546,20 @@ class OrderStore:
             raise OrderNotFound(payout_cl_id)
         if code == -2:
             raise LossEpochPending(payout_cl_id, str(res[2]), float(res[3]))
+        if code == -3:
+            raise OverrideRequired(payout_cl_id, str(res[1]))
+        if code == -4:
+            raise ApprovalRefused(f"the approval deadline of {payout_cl_id!r} has passed (APPROVAL_TTL)")
         if code == 1 and 0 <= acks < self.replica_acks:
             err = NotDurable("the transition", i, acks, self.replica_acks, self.replica_ack_timeout_s)
             err.result = list(res)  # applied: the caller undoes it (e.g. the claim's attempt)
             raise err
         return list(res)
+
+    def server_time(self) -> float:
+        """The Redis server's clock (TIME): the one clock the store's times are on (D35)."""
+        sec, usec = self.redis.time()
+        return float(sec) + float(usec) / 1e6
 
     def loss_epoch(self) -> tuple[int, float]:
         """The last loss epoch: (number, time before which orders are checked); (0, 0.0) if none."""

@@ -7,19 +7,23 @@ order claimed and does nothing.
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from collections.abc import Callable
 from enum import StrEnum
 
-from worker import controls
+from worker import controls, keys
+from worker.backoff import retry_delay_s
+from worker.checks import apply_query
 from worker.crashpoints import crash_point
-from worker.errors import LossEpochPending, NotDurable, PersonalDataUnreadable
+from worker.errors import LossEpochPending, NotDurable, OrderNotFound, PersonalDataUnreadable
 from worker.gateway import STALE_CLAIM, CreateResult, Outcome, QueryKind
 from worker.logs import get_logger
+from worker.moves import move, moved
 from worker.runtime import Runtime
 from worker.states import State
-from worker.store import INCR, REMOVE, Order, stamp
+from worker.store import INCR, NOW, REMOVE, Order, stamp
 
 log = get_logger("payouts.submit")
 
@@ -50,22 +54,6 @@ class SubmitStatus(StrEnum):
     #: not sent: its sealed personal data does not open (wrong key, moved, altered, erased):
     #: moved to review with that reason (D72)
     UNREADABLE = "unreadable"
-
-
-#: 2 ** this is the largest backoff factor: past it the cap applies anyway, and a float
-#: power overflows at 2 ** 1024 (D29)
-MAX_BACKOFF_EXPONENT = 30
-
-
-def backoff_s(base_s: float, cap_s: float, exponent: int) -> float:
-    """min(cap, base * 2 ** exponent) with the exponent clamped to [0, 30]."""
-    factor: int = 2 ** min(MAX_BACKOFF_EXPONENT, max(0, exponent))
-    return min(cap_s, base_s * factor)
-
-
-def retry_delay_s(attempt: int, *, base_s: float = 1.0, cap_s: float = 300.0) -> float:
-    """Capped exponential backoff with +-20% jitter (attempt 1 -> ~base)."""
-    return backoff_s(base_s, cap_s, attempt - 1) * random.uniform(0.8, 1.2)
 
 
 def defer_s(rt: Runtime) -> float:
@@ -131,7 +119,7 @@ def submit_order(rt: Runtime, payout_cl_id: str, *, _epoch_checked: bool = False
     # claim: the only way to the create request; the attempt number is incremented
     # inside the same compare-and-set (two racing claims can never share one)
     cfg = gateway.cfg
-    now = time.time()
+    now = time.time()  # deadlines below are relative: the store anchors them on its clock
     crash_point("before_claim")
     fresh = claim_fresh(settings.submit_claim_budget_s)
     try:
@@ -144,12 +132,12 @@ def submit_order(rt: Runtime, payout_cl_id: str, *, _epoch_checked: bool = False
             + settings.submitting_margin_s
             + store.replica_ack_timeout_s,
             fields={
-                "submitted_at": stamp(now),
+                # the server's time: the sweep compares it with the server's time (D35)
+                "submitted_at": NOW,
                 "sign_type": cfg.sign_type,
                 "late_reject_code": None,
                 **({"held": None} if "held" in order.fields else {}),
             },
-            now=now,
         )
     except LossEpochPending as pending:
         if _epoch_checked:  # checked, then another loss epoch came: check again later
@@ -178,14 +166,15 @@ def submit_order(rt: Runtime, payout_cl_id: str, *, _epoch_checked: bool = False
         log.info("payout.submit.claim_lost")
         return SubmitStatus.CLAIM_LOST
     attempts = claimed
-    log.info("payout.transition", **{"from": "received", "to": "submitting"}, attempt=attempts)
+    moved(rt, payout_cl_id, State.RECEIVED, State.SUBMITTING, "claimed", attempt=attempts)
 
     notify_url = order.notify_url or settings.notify_url
     crash_point("after_claim")
     # asked again right before the POST: a pause set since the first check is obeyed
     late_hold = controls.pre_send(rt, order, balance=False)
     if late_hold is not None:
-        store.transition(
+        move(
+            rt,
             payout_cl_id,
             State.RECEIVED,
             sources={State.SUBMITTING},
@@ -196,11 +185,12 @@ def submit_order(rt: Runtime, payout_cl_id: str, *, _epoch_checked: bool = False
         )
         return SubmitStatus.HELD
     result = gateway.create_payout(payout, sign_type=cfg.sign_type, notify_url=notify_url, may_send=fresh)
-    if result.outcome is Outcome.REJECTED and result.code == "0017":
-        result = _query_ambiguous(rt, payout_cl_id, result)
-    now = time.time()
     merchant_code = result.outcome is Outcome.REJECTED and result.code in settings.hold_codes
-    fields: dict[str, object] = {"last_gateway": result.reason, "answered_at": stamp(now)}
+    refusal = result.code if result.outcome is Outcome.REJECTED and not merchant_code else None
+    if refusal:
+        result = _after_refusal(rt, payout_cl_id, result, cfg.sign_type)
+    now = time.time()
+    fields: dict[str, object] = {"last_gateway": result.reason, "answered_at": NOW}
     quiet = False
     if result.outcome is Outcome.ACCEPTED:
         target, status = State.ACCEPTED, SubmitStatus.ACCEPTED
@@ -217,6 +207,10 @@ def submit_order(rt: Runtime, payout_cl_id: str, *, _epoch_checked: bool = False
     elif result.outcome is Outcome.UNKNOWN:
         target, status = State.UNCONFIRMED, SubmitStatus.UNCONFIRMED
         due = now + settings.unconfirmed_first_check_s
+        if refusal:
+            # the refusal is kept, and honoured only when the gateway still does not know
+            # the order after UNCONFIRMED_GRACE (D41)
+            fields["late_reject_code"] = refusal
     else:  # NOT_SENT or RATE_LIMITED: provably never processed -> may be sent again
         # a counter on the order, not a logged move: a day-long outage must not flood
         # the history and the events stream (D20)
@@ -236,52 +230,38 @@ def submit_order(rt: Runtime, payout_cl_id: str, *, _epoch_checked: bool = False
     if merchant_code:
         reason = f"held: {reason}"
     crash_point("after_response")
-    applied = store.transition(
-        payout_cl_id,
-        target,
-        sources={State.SUBMITTING},
-        reason=reason,
-        due=due if target is not State.REJECTED else None,
-        fields=fields,
-        now=now,
-        expect=("submit_attempts", str(attempts)),
-        quiet=quiet,
-    )
+    try:
+        applied = store.transition(
+            payout_cl_id,
+            target,
+            sources={State.SUBMITTING},
+            reason=reason,
+            due=due if target is not State.REJECTED else None,
+            fields=fields,
+            expect=("submit_attempts", str(attempts)),
+            quiet=quiet,
+        )
+    except OrderNotFound:
+        keep_lost_answer(rt, payout_cl_id, result, reason)
+        return status
     crash_point("after_state_write")
     if applied is None:
-        # Only the sweep moves a submitting order (to unconfirmed, after the deadline);
-        # record the answer so the next query has it, without changing the state.
-        log.warning("payout.submit.answer_late", outcome=result.outcome.value, reason=reason)
-        late: dict[str, object] = {}
-        if result.payout_id:
-            late = {"payout_id": result.payout_id, "last_gateway": reason}
-        elif result.outcome is Outcome.REJECTED:
-            # a definitive refusal after the sweep marked it unconfirmed: kept, and used
-            # when the query then says not found (D30)
-            late = {"late_reject_code": result.code, "last_gateway": reason}
-        if late:
-            store.transition(
-                payout_cl_id,
-                None,
-                sources={State.UNCONFIRMED},
-                reason="late answer",
-                fields=late,
-                expect=("submit_attempts", str(attempts)),
-            )
+        answer_late(rt, order, attempts, result, reason, refusal=refusal)
         return status
-    log.info(
-        "payout.transition",
-        **{"from": "submitting", "to": target.value},
-        reason=reason,
-        outcome=result.outcome.value,
-        payout_id=result.payout_id,
-        attempt=attempts,
-    )
+    if not quiet:
+        moved(
+            rt,
+            payout_cl_id,
+            applied,
+            target,
+            reason,
+            outcome=result.outcome.value,
+            payout_id=result.payout_id,
+            attempt=attempts,
+        )
     if merchant_code:
         log.error("payout.held", code=result.code, reason=result.reason)
         controls.merchant_hold(rt, order, result.code, result.reason)
-    elif target is State.REJECTED:
-        notify_final(rt, payout_cl_id)
     return status
 
 
@@ -310,18 +290,108 @@ def _hold(rt: Runtime, order: Order, held: controls.Hold) -> SubmitStatus:
     return SubmitStatus.HELD
 
 
-def _query_ambiguous(rt: Runtime, payout_cl_id: str, result: CreateResult) -> CreateResult:
-    """0017 "failed to create payout record" is ambiguous: query once before rejecting (D21).
+#: refusal codes that do not say "not created" (docs/gateway.md §7: 0017 "failed to create payout
+#: record"): an unknown outcome, kept as late_reject_code and honoured only after
+#: UNCONFIRMED_GRACE without the gateway listing the order (D41)
+AMBIGUOUS_CODES: frozenset[str] = frozenset({"0017"})
 
-    Found -> treat as accepted; not found -> the refusal stands; a failed query ->
-    an unknown outcome (unconfirmed: the checks settle it, never a second create).
+
+def _after_refusal(rt: Runtime, payout_cl_id: str, result: CreateResult, sign_type: str) -> CreateResult:
+    """A refusal that is not a merchant-level hold.
+
+    ``0017`` is ambiguous: an unknown outcome at once (unconfirmed; the checks query it
+    until the grace has passed, a lagging list cannot make it final, D41). Any other code
+    most likely means "not created": query once before it is final (docs/gateway.md §1,
+    D21): found -> accepted; not found -> the refusal stands; a failed query -> unknown.
     """
-    q = rt.gateway.query_order(payout_cl_id)
+    if result.code in AMBIGUOUS_CODES:
+        why = f"{result.reason}: outcome unknown, queried until UNCONFIRMED_GRACE"
+        return CreateResult(Outcome.UNKNOWN, why[:120], result.code)
+    q = rt.gateway.query_order(payout_cl_id, sign_type=sign_type)
     if q.kind is QueryKind.NOT_FOUND:
         return result
     if q.kind is QueryKind.FOUND and q.payout_id:
-        return CreateResult(Outcome.ACCEPTED, "0017, then found by query", "0000", q.payout_id)
-    return CreateResult(Outcome.UNKNOWN, f"0017, then query: {q.reason}"[:120], result.code)
+        return CreateResult(Outcome.ACCEPTED, f"{result.code}, then found by query", "0000", q.payout_id)
+    return CreateResult(Outcome.UNKNOWN, f"{result.reason}, then query: {q.reason}"[:120], result.code)
+
+
+def _sent(result: CreateResult) -> bool:
+    """The create reached the gateway (it may hold the order): anything but not-sent/429."""
+    return result.outcome in (Outcome.ACCEPTED, Outcome.UNKNOWN, Outcome.REJECTED)
+
+
+def keep_lost_answer(rt: Runtime, payout_cl_id: str, result: CreateResult, reason: str) -> None:
+    """The create was answered, but the store no longer holds the order (D40: a host crash
+    or relaxed mode lost the create with its claim). The evidence is kept: the tombstone is
+    written again (so a re-enqueue of the id is refused, never sent twice), the answer and
+    its ``payout_id`` are parked under the id in :data:`worker.keys.LOST`, and an error is
+    logged for an operator (``payouts reconcile --orphans`` finds it at the gateway)."""
+    if not _sent(result):
+        return
+    now = rt.store.server_time()
+    parked = {
+        "payout_id": result.payout_id or "",
+        "outcome": result.outcome.value,
+        "code": result.code or "",
+        "reason": reason[:200],
+        "at": stamp(now),
+    }
+    pipe = rt.redis.pipeline(transaction=True)
+    pipe.hsetnx(keys.IDS, payout_cl_id, str(int(now)))
+    pipe.hset(keys.LOST, payout_cl_id, json.dumps(parked, sort_keys=True))
+    pipe.execute()
+    log.error(
+        "payout.answer_for_lost_order",
+        payout_id=result.payout_id,
+        outcome=result.outcome.value,
+        code=result.code,
+        detail="the store lost this order after its create was sent: id retired, answer parked",
+    )
+
+
+def answer_late(
+    rt: Runtime, order: Order, attempts: int, result: CreateResult, reason: str, *, refusal: str | None = None
+) -> None:
+    """The create's answer came after the order left ``submitting``: recorded, never lost.
+
+    * unconfirmed (the sweep's deadline passed): the ``payout_id``, or a refusal kept as
+      ``late_reject_code`` for the checks (honoured only after the grace, D30/D41/D55);
+    * received (the claim itself was lost, D40): the create was sent, so the order moves
+      to unconfirmed with what the answer said; the checks settle it, never a second create;
+    * a merchant-level code (HOLD_CODES) holds and pauses as a timely one does (D55).
+    """
+    s, i = rt.settings, order.payout_cl_id
+    log.warning("payout.submit.answer_late", outcome=result.outcome.value, reason=reason)
+    hold = result.outcome is Outcome.REJECTED and result.code in s.hold_codes
+    if hold:
+        log.error("payout.held", code=result.code, reason=result.reason)
+        controls.merchant_hold(rt, order, result.code, result.reason)
+    late: dict[str, object] = {"last_gateway": reason}
+    if result.payout_id:
+        late["payout_id"] = result.payout_id
+    elif result.outcome is Outcome.REJECTED or refusal:
+        late["late_reject_code"] = refusal or result.code
+    current = rt.store.state_of(i)
+    if current is State.UNCONFIRMED and len(late) > 1:
+        rt.store.transition(
+            i,
+            None,
+            sources={State.UNCONFIRMED},
+            reason="late answer",
+            fields=late,
+            expect=("submit_attempts", str(attempts)),
+        )
+    elif current is State.RECEIVED and _sent(result) and not hold:
+        move(
+            rt,
+            i,
+            State.UNCONFIRMED,
+            sources={State.RECEIVED},
+            reason=f"create answered after its claim was lost ({reason}): recorded as sent"[:200],
+            due=time.time() + s.unconfirmed_first_check_s,
+            fields={**late, "submitted_at": NOW},
+            log_fields={"payout_id": result.payout_id},
+        )
 
 
 def _reschedule_received(
@@ -337,31 +407,29 @@ def after_loss_epoch(rt: Runtime, order: Order, pending: LossEpochPending) -> Su
     have been lost with the server's last writes after its create was sent. Ask the
     gateway first: found -> apply what it says, never create; not found -> trusted only
     once UNCONFIRMED_GRACE has passed since the epoch (then mark it checked and claim)."""
-    from worker.checks import apply_query  # checks -> reports -> submission: import here
-
     s, store, i = rt.settings, rt.store, order.payout_cl_id
     if not rt.limiter.acquire(max_wait_s=2.0):
         _reschedule_received(rt, i, 1.0 + random.random(), "loss epoch: query rate limited")
         return SubmitStatus.EPOCH_QUERY_FAILED
     # verified with the algorithm the order was sent with, not today's setting (D54)
     result = rt.gateway.query_order(i, sign_type=order.sign_type)
-    now = time.time()
+    # the epoch's time is the Redis server's: so is the clock it is compared with (D35)
+    now = store.server_time()
     if result.kind is QueryKind.FOUND:
         # the lost claim was sent: the order is at the gateway. Never create: record it as
         # unconfirmed (what a sent create with no recorded answer is) and apply the report
-        prev = store.transition(
+        prev = move(
+            rt,
             i,
             State.UNCONFIRMED,
             sources={State.RECEIVED},
             reason=f"found at the gateway after loss epoch {pending.epoch_no} (a lost claim was sent)",
             due=now + s.unconfirmed_first_check_s,
+            now=now,
             fields={"epoch_checked": pending.epoch_no, "submitted_at": stamp(pending.epoch_at)},
         )
         if prev is None:
             return SubmitStatus.NOT_RECEIVED
-        log.warning(
-            "payout.transition", **{"from": "received", "to": "unconfirmed"}, reason="found after loss epoch"
-        )
         fresh = store.get(i, with_history=False)
         if fresh is not None:
             apply_query(rt, fresh, result)
@@ -389,10 +457,3 @@ def after_loss_epoch(rt: Runtime, order: Order, pending: LossEpochPending) -> Su
         rt.limiter.pause(1.0)
     _reschedule_received(rt, i, retry_delay_s(2, cap_s=s.submit_retry_max_s), "loss epoch: query failed")
     return SubmitStatus.EPOCH_QUERY_FAILED
-
-
-def notify_final(rt: Runtime, payout_cl_id: str) -> None:
-    """Send the optional RESULT_TASK message for an order that just became final (at least once)."""
-    from worker.results import deliver
-
-    deliver(rt, payout_cl_id)

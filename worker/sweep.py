@@ -9,9 +9,10 @@ from dataclasses import dataclass, field
 from worker import controls, keys
 from worker.checks import age_since
 from worker.logs import get_logger
+from worker.moves import move
 from worker.privacy import erase_due
 from worker.reports import send_to_review
-from worker.results import deliver
+from worker.results import clear_owed, deliver, write_switch
 from worker.runtime import Runtime
 from worker.states import State
 from worker.store import NO_QUEUE, REMOVE, Order
@@ -93,11 +94,15 @@ def sweep_due(rt: Runtime, *, now: float | None = None, max_batches: int = 20) -
     ``unconfirmed`` orders get a check.
     """
     s, store = rt.settings, rt.store
-    now = time.time() if now is None else now
+    # every time the sweep compares (due, lease, claim age, approval deadline, order age) is
+    # on the Redis server's clock, where the scripts wrote them (D35); ``now`` simulates time
+    now = store.server_time() if now is None else now
     gw = s.gateway
     call_s = (gw.connect_timeout_s + gw.read_timeout_s) if gw else 20.0
     # a leased order comes back after this long if its task never reschedules it
     lease_s = s.lease_s
+    # the workers' word on whether results are owed (D44): transition.lua reads it
+    write_switch(store.redis, s)
     budget = SubmitBudget.of(rt)
     known = store.submit_queue != NO_QUEUE or rt.broker_queue_length is not None
     out = SweepResult(submit_queue=budget.queued if known else -1)
@@ -144,7 +149,7 @@ def sweep_due(rt: Runtime, *, now: float | None = None, max_batches: int = 20) -
             break
     # one bounded batch a tick: a backlog (after an outage) drains at 500 orders per tick
     out.erased = erase_due(store.redis, now=now)
-    store.redis.set(keys.SWEEP_LAST, repr(time.time()))
+    store.redis.set(keys.SWEEP_LAST, repr(time.time()))  # liveness: read on this host's clock
     return out
 
 
@@ -160,6 +165,9 @@ def _route(
 ) -> None:
     s = rt.settings
     if order.result_pending:
+        if not s.result_task:
+            clear_owed(rt, order.payout_cl_id, order.state)  # results are off (D44)
+            return
         # a final order whose result was never published: send it again (D9)
         out.results += bool(deliver(rt, order.payout_cl_id))
         return
@@ -180,21 +188,17 @@ def _route(
     elif order.state is State.SUBMITTING:
         started = order.submitted_at or order.updated_at
         if now - started > call_s + s.submitting_margin_s:
-            prev = rt.store.transition(
+            prev = move(
+                rt,
                 order.payout_cl_id,
                 State.UNCONFIRMED,
                 sources={State.SUBMITTING},
                 reason="no answer recorded by the call deadline (worker lost mid-call)",
                 due=now + s.unconfirmed_first_check_s,
+                now=now,
                 expect=("submit_attempts", order.fields.get("submit_attempts", "")),
             )
             if prev is not None:
-                log.warning(
-                    "payout.transition",
-                    payout_cl_id=order.payout_cl_id,
-                    **{"from": "submitting", "to": "unconfirmed"},
-                    reason="worker lost mid-call",
-                )
                 out.unconfirmed.append(order.payout_cl_id)
     elif order.state in (State.ACCEPTED, State.UNCONFIRMED):
         out.check.append(order.payout_cl_id)

@@ -582,3 +582,26 @@ def test_made_up_post_paths_share_one_audit_label(client: Client, runtime: Runti
     fields = set(runtime.redis.hkeys(keys.CONSOLE_ACTIONS))
     assert fields == {"unknown:denied", "resolve:denied"}
     assert audit.count(runtime.redis, "unknown", "denied") == 200
+
+
+def test_resubmit_of_a_published_final_is_not_offered_nor_accepted(client: Client, runtime: Runtime) -> None:
+    """D38: a rejected order (its final state published) gets no resubmit button, and its
+    POST is refused by the store's rule: one person cannot make it sendable again."""
+    # given
+    p = Payout(
+        payout_cl_id="fin-1", amount=5_000_000, bank_name="BCA", name=NAME, number=NUMBER, notify_url=None
+    )
+    runtime.store.create(p, due_at=time.time() + 3600)
+    runtime.store.transition("fin-1", State.SUBMITTING, reason="claim")
+    runtime.store.transition("fin-1", State.REJECTED, reason="0012 unsupported bank")
+    # when
+    page = client.get("/order/fin-1", user="otto").body
+    r = client.post(
+        "/do/resubmit",
+        user="otto",
+        form={"csrf": csrf_token(SECRET, "otto"), "payout_cl_id": "fin-1", "expect_state": "rejected"},
+    )
+    # then
+    assert "/do/resubmit" not in page and "final state was published" in page
+    assert r.status == 400 and "second person" in r.body
+    assert runtime.store.state_of("fin-1") is State.REJECTED

@@ -370,42 +370,93 @@ def test_merchant_level_refusal_holds_and_pauses(runtime: Runtime, code: str, so
     assert submit_order(runtime, "ct-h1") is SubmitStatus.HELD and stub.creates == 1
 
 
-def test_other_refusals_stay_final(runtime: Runtime) -> None:
-    """A refusal outside HOLD_CODES (0012 unsupported bank) is still rejected, and pauses nothing."""
-    # given
-    from worker.gateway import CreateResult, Outcome, QueryResult
-
-    store_payout(runtime, data("ct-h2"))
-    runtime._gateway = StubGateway(  # type: ignore[assignment]
-        runtime,
-        CreateResult(Outcome.REJECTED, "unsupported bank", "0012"),
-        QueryResult("error"),  # type: ignore[arg-type]
-    )
-    # when / then
-    assert submit_order(runtime, "ct-h2") is SubmitStatus.REJECTED
-    assert runtime.store.state_of("ct-h2") is State.REJECTED and controls.pauses(runtime) == []
-
-
 @pytest.mark.parametrize(
     ("query", "state"),
     [("not_found", State.REJECTED), ("found", State.ACCEPTED), ("error", State.UNCONFIRMED)],
 )
-def test_ambiguous_0017_is_queried_once(runtime: Runtime, query: str, state: State) -> None:
-    """0017 "failed to create payout record": one query decides — not found -> rejected,
-    found -> accepted (with its payout_id), a failed query -> unconfirmed (never resent)."""
+def test_other_refusals_are_queried_once(runtime: Runtime, query: str, state: State) -> None:
+    """A refusal outside HOLD_CODES (0012 unsupported bank) is queried once before it is final
+    (docs/gateway.md §1, D21): not found -> rejected; found -> accepted; a failed query ->
+    unconfirmed with the code kept; it pauses nothing."""
     # given
     from worker.gateway import CreateResult, Outcome, QueryKind, QueryResult
 
-    store_payout(runtime, data("ct-17"))
-    q = QueryResult(QueryKind(query), query, status="1", payout_id="PO-17" if query == "found" else None)
-    stub = StubGateway(runtime, CreateResult(Outcome.REJECTED, "failed to create payout record", "0017"), q)
+    store_payout(runtime, data("ct-h2"))
+    q = QueryResult(QueryKind(query), query, status="1", payout_id="PO-12" if query == "found" else None)
+    stub = StubGateway(runtime, CreateResult(Outcome.REJECTED, "unsupported bank", "0012"), q)
     runtime._gateway = stub  # type: ignore[assignment]
     # when
-    submit_order(runtime, "ct-17")
+    submit_order(runtime, "ct-h2")
     # then
-    order = runtime.store.require("ct-17")
-    assert order.state is state and stub.queries == 1 and stub.creates == 1
-    assert (order.payout_id == "PO-17") == (query == "found")
+    order = runtime.store.require("ct-h2")
+    assert order.state is state and stub.queries == 1 and controls.pauses(runtime) == []
+    assert (order.fields.get("late_reject_code") == "0012") == (query == "error")
+
+
+def test_ambiguous_0017_waits_out_the_grace(make_runtime: Any) -> None:
+    """D41: 0017 "failed to create payout record" is an unknown outcome: unconfirmed with the
+    code kept, never queried-and-rejected at once; "not found" within UNCONFIRMED_GRACE keeps
+    it open (a lagging list), only after the grace is it rejected; found -> accepted."""
+    # given
+    from worker.checks import CheckStatus, handle_not_found
+    from worker.gateway import CreateResult, Outcome, QueryKind, QueryResult
+
+    rt = make_runtime(UNCONFIRMED_GRACE="60")
+    store_payout(rt, data("ct-17"))
+    q = QueryResult(QueryKind.NOT_FOUND, "empty list")
+    stub = StubGateway(rt, CreateResult(Outcome.REJECTED, "failed to create payout record", "0017"), q)
+    rt._gateway = stub  # type: ignore[assignment]
+    # when
+    status = submit_order(rt, "ct-17")
+    # then: unknown, no query yet
+    order = rt.store.require("ct-17")
+    assert status is SubmitStatus.UNCONFIRMED and order.state is State.UNCONFIRMED
+    assert order.fields["late_reject_code"] == "0017" and stub.queries == 0
+    # when: the list lags ("not found") within the grace
+    assert handle_not_found(rt, order, "empty list") is CheckStatus.NOT_FOUND
+    assert rt.store.state_of("ct-17") is State.UNCONFIRMED
+    # when: the grace has passed
+    rt.redis.hset(keys.order("ct-17"), "submitted_at", f"{rt.store.server_time() - 61:.3f}")
+    # then
+    assert handle_not_found(rt, rt.store.require("ct-17"), "empty list") is CheckStatus.APPLIED
+    assert rt.store.require("ct-17").fields["reject_code"] == "0017"
+
+
+def test_late_merchant_refusal_holds_not_rejects(make_runtime: Any) -> None:
+    """D55: a merchant-level refusal (0018) that arrives after the sweep's deadline pauses
+    sending at once and, once the grace has passed without the gateway listing the order,
+    puts the order back to received (held), never final rejected."""
+    # given: the sweep moves the order to unconfirmed while its create is out
+    from worker.checks import CheckStatus, handle_not_found
+    from worker.gateway import NOT_CREATED, CreateResult, Outcome, QueryKind, QueryResult
+
+    rt = make_runtime(UNCONFIRMED_GRACE="60")
+    store_payout(rt, data("ct-55"))
+    stub = StubGateway(
+        rt, CreateResult(Outcome.REJECTED, NOT_CREATED["0018"], "0018"), QueryResult(QueryKind.NOT_FOUND, "x")
+    )
+    real = stub.create_payout
+
+    def late(*a: Any, **kw: Any) -> Any:
+        rt.store.transition_or_raise("ct-55", State.UNCONFIRMED, reason="sweep: deadline passed")
+        return real(*a, **kw)
+
+    stub.create_payout = late  # type: ignore[method-assign]
+    rt._gateway = stub  # type: ignore[assignment]
+    # when
+    submit_order(rt, "ct-55")
+    # then: paused now, the code kept, still unconfirmed
+    order = rt.store.require("ct-55")
+    assert order.state is State.UNCONFIRMED and order.fields["late_reject_code"] == "0018"
+    p = controls.paused_for(rt, "BCA")
+    assert p is not None and p.source == "balance"
+    # when: not found after the grace
+    rt.redis.hset(keys.order("ct-55"), "submitted_at", f"{rt.store.server_time() - 61:.3f}")
+    status = handle_not_found(rt, rt.store.require("ct-55"), "empty list")
+    # then
+    order = rt.store.require("ct-55")
+    assert status is CheckStatus.RESUBMIT and order.state is State.RECEIVED
+    assert order.fields["held"] == "held: 0018" and "reject_code" not in order.fields
 
 
 def test_resubmitted_duplicate_is_sent(make_runtime: Any, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -242,14 +242,18 @@ def test_not_found_policy_resubmit_refuses_on_evidence(make_runtime: Any) -> Non
 
 
 def test_late_refusal_is_used_when_the_query_says_not_found(make_runtime: Any) -> None:
-    """A refusal recorded after the sweep's deadline makes the first NOT_FOUND final
-    ``rejected`` (not a review after the grace)."""
+    """A refusal recorded after the sweep's deadline makes NOT_FOUND final ``rejected`` (not a
+    review) -- once the grace has passed: a lagging list cannot make it final (D41)."""
     # given
     rt: Runtime = make_runtime()
     rt.store.create(payout("lr-1"), due_at=time.time() + 60)
     walk(rt, "lr-1", State.SUBMITTING, State.UNCONFIRMED)
     rt.store.transition(
         "lr-1", None, sources={State.UNCONFIRMED}, reason="late answer", fields={"late_reject_code": "0012"}
+    )
+    assert handle_not_found(rt, rt.store.require("lr-1"), "empty list") is CheckStatus.NOT_FOUND
+    rt.store.transition(
+        "lr-1", None, sources={State.UNCONFIRMED}, reason="t", fields={"submitted_at": time.time() - 3600}
     )
     # when
     status = handle_not_found(rt, rt.store.require("lr-1"), "empty list")

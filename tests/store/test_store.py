@@ -61,7 +61,11 @@ def test_every_transition_pair(store: OrderStore, src: State, dst: State) -> Non
     put_in_state(store, "O", src)
     events_before = store.redis.xlen(keys.EVENTS)
     # when
-    prev = store.transition("O", dst, reason="test", due=time.time() + 5 if dst in OPEN else None)
+    # (leaving a published final state takes a second person's override: test_money_gate.py)
+    override = {"override_by": "ana", "override_approved_by": "budi"} if src in FINAL else None
+    prev = store.transition(
+        "O", dst, reason="test", due=time.time() + 5 if dst in OPEN else None, fields=override
+    )
     # then
     order = store.require("O")
     counts = store.counts()
@@ -96,7 +100,8 @@ def test_field_update_without_state_change(store: OrderStore) -> None:
     )
     assert prev is State.RECEIVED
     order = store.require("ORD-1")
-    assert order.fields["checks"] == "3" and order.due_at == 42.0
+    # a due time is stored relative to the Redis server's clock (D35): the same host here
+    assert order.fields["checks"] == "3" and order.due_at == pytest.approx(42.0, abs=0.5)
     assert len(order.history) == 1  # no state change, no history entry
     assert store.transition("ORD-1", None, sources={State.ACCEPTED}, reason="r") is None
 
@@ -152,7 +157,8 @@ def test_final_state_leaves_due_index_and_expires(store: OrderStore) -> None:
     assert 0 < store.redis.ttl(keys.order("ORD-1")) <= 3600
     assert 0 < store.redis.ttl(keys.history("ORD-1")) <= 3600
     # an operator resubmit reopens it and the keys no longer expire
-    store.transition("ORD-1", State.RECEIVED, reason="resubmit", due=9.0)
+    override = {"override_by": "ana", "override_approved_by": "budi"}
+    store.transition("ORD-1", State.RECEIVED, reason="resubmit", due=9.0, fields=override)
     assert store.redis.ttl(keys.order("ORD-1")) == -1
 
 

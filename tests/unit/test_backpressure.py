@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 
 from tests.helpers import base_env
+from worker.backoff import MAX_BACKOFF_EXPONENT, backoff_s, retry_delay_s
 from worker.checks import is_due_for_check, windows
 from worker.reports import next_check_delay_s
 from worker.settings import ConfigError, load_settings
 from worker.states import State
 from worker.store import Order
-from worker.submission import MAX_BACKOFF_EXPONENT, backoff_s, retry_delay_s
 from worker.sweep import SubmitBudget
 
 

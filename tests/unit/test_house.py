@@ -262,3 +262,20 @@ def test_changelog_unreleased_has_one_heading_per_kind() -> None:
     order = ["Added", "Changed", "Deprecated", "Removed", "Fixed", "Security"]
     assert headings and all(h in order for h in headings), headings
     assert headings == sorted(set(headings), key=order.index), headings
+
+
+def test_one_seam_for_transitions() -> None:
+    """Only worker/moves.py logs ``payout.transition`` and hands finals to result delivery
+    (issue 19): a new entry point cannot forget either."""
+    # given every product module
+    logged, delivered = [], []
+    for path in (ROOT / "worker").rglob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        rel = str(path.relative_to(ROOT))
+        # when one logs the event or calls deliver itself, then it is listed
+        if '"payout.transition"' in text and rel != "worker/moves.py":
+            logged.append(rel)
+        if "deliver(rt" in text and rel not in ("worker/moves.py", "worker/sweep.py", "worker/results.py"):
+            delivered.append(rel)
+    assert not logged, f"transition logged outside the seam: {logged}"
+    assert not delivered, f"result delivery outside the seam: {delivered}"

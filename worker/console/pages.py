@@ -140,7 +140,15 @@ class Pages:
                 '<input name="note" placeholder="note (required)" aria-label="note" maxlength="500">'
                 "<button>Back to polling</button></form>"
             )
-        if o.state in (State.REVIEW, State.REJECTED) and self.can(req, "resubmit"):
+        published = o.state is State.REJECTED or bool(o.fields.get("fin"))
+        if o.state in (State.REVIEW, State.REJECTED) and self.can(req, "resubmit") and published:
+            # final means final (D38): two people, from the CLI, recorded in the history
+            proof = "its final state was published to the web app"
+            parts.append(
+                '<span class="mine">no resubmit: its final state was published; sending it again '
+                "needs `payouts resubmit --force --note --approved-by` (a second person)</span>"
+            )
+        elif o.state in (State.REVIEW, State.REJECTED) and self.can(req, "resubmit"):
             proof = gateway_evidence(self.rt, o)
             if proof:
                 parts.append(

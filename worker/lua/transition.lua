@@ -15,14 +15,24 @@
 -- KEYS[10] metrics hash    payouts:metrics:time_to_final ("state|le", "state|sum", "state|count")
 -- KEYS[11] approvals zset  payouts:approvals (id -> time it entered awaiting_approval; the
 --                          console's approvals queue, read a page at a time)
--- KEYS[12] loss epoch      payouts:loss_epoch (optional; the claim passes it): an order
---                          created before the epoch's ``at`` moves only once its
---                          ``epoch_checked`` field names that epoch (worker/durability.py)
+-- KEYS[12] results switch  payouts:results: present (value: RESULT_REDELIVER_AFTER seconds)
+--                          while the workers publish RESULT_TASK; a move into a final state
+--                          then writes result_pending=1 and keeps the order due that long
+--                          (the sweep re-sends), whatever the calling process's settings (D44)
+-- KEYS[13] loss epoch      payouts:loss_epoch (optional; the claim passes it with KEYS[14])
+-- KEYS[14] server identity payouts:server: the claim first runs store_identity (identity.lua:
+--                          a restart or failover since the last write records a loss epoch,
+--                          D37), then refuses an order stamped (create.lua ``ep``) with an
+--                          older epoch number until its ``epoch_checked`` names the current
+--                          one; numbers, not clocks (D36). An order without ``ep`` (stored by
+--                          an older version) counts as epoch 0.
 -- ARGV[1] payout_cl_id     string
 -- ARGV[2] from             comma-separated states allowed now (",a,b," form)
 -- ARGV[3] to               target state; "" = keep the state (update fields/due only)
--- ARGV[4] now              unix seconds, decimal string
--- ARGV[5] due              "" = leave the due-index alone, "-" = remove, else unix seconds
+-- ARGV[4] now              "" = the Redis server's TIME (production); else unix seconds (tests
+--                          and benchmarks simulating time, or a sweep already on TIME)
+-- ARGV[5] due              "" = leave the due-index alone, "-" = remove, "r<seconds>" = that
+--                          long after now, else unix seconds
 -- ARGV[6] reason           short text for the history and the event
 -- ARGV[7] events maxlen    integer
 -- ARGV[8] retention        seconds the keys live once final ("0" = forever)
@@ -34,13 +44,30 @@
 --                          first writes the catch-up entry hs -> current
 -- ARGV[12] history max     integer: the history list keeps its first entry and the last ones
 -- ARGV[13..] field, value  pairs set on the order; value "\0" deletes the field,
---                          "\1" increments it by one (HINCRBY; the new value is returned)
+--                          "\1" increments it by one (HINCRBY; the new value is returned),
+--                          "\2<seconds>" is now + seconds (stamped; "\2" alone: now)
+--
+-- Rules every caller gets (issue 19):
+-- * final means final (D38): an order that reached a final state (field ``fin``, written by
+--   the move into it: that move's event published it) moves to ``received`` only when the
+--   pairs carry ``override_by`` and ``override_approved_by``, two different non-empty names
+--   (a second person), which stay on the order and in the history entry's reason; the
+--   override clears ``fin`` (that send's own later moves are ordinary; a new final sets it);
+-- * the approval deadline (D52): awaiting_approval -> received only before ``approval_until``
+--   (the Redis server's clock).
 --
 -- Returns {1, previous state[, incremented value]}  applied
 --         {0, current state}   refused: state (or expect field) does not match
 --         {-1, ""}             no such order
---         {-2, state, epoch no, epoch at}  refused: the loss-epoch guard (KEYS[12]) holds it
-local id, to, now, due, reason = ARGV[1], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+--         {-2, state, epoch no, epoch at}  refused: the loss-epoch guard (KEYS[13]) holds it
+--         {-3, state}          refused: a published final state needs a second person's override
+--         {-4, state}          refused: the approval deadline has passed
+local id, to, due, reason = ARGV[1], ARGV[3], ARGV[5], ARGV[6]
+local t = ARGV[4] == '' and server_now() or tonumber(ARGV[4])
+local now = stamp(t)
+if string.sub(due, 1, 1) == 'r' then
+  due = string.format('%.6f', t + tonumber(string.sub(due, 2)))
+end
 -- upper bounds (seconds) of the enqueue-to-final histogram; worker/metrics.py TIME_TO_FINAL_BUCKETS
 local TTF_BUCKETS = {1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400}
 -- worker/states.py OPEN (tests/store/test_metrics.py checks they agree)
@@ -62,12 +89,37 @@ if ARGV[9] ~= '' then
     return {0, cur}
   end
 end
-if KEYS[12] then
-  local ep = redis.call('HMGET', KEYS[12], 'no', 'at')
-  if ep[1] then
-    local o = redis.call('HMGET', KEYS[1], 'created_at', 'epoch_checked')
-    if tonumber(o[1] or '0') < tonumber(ep[2] or '0') and o[2] ~= ep[1] then
-      return {-2, cur, ep[1], ep[2]}
+local clear_fin = false
+if to == 'received' and to ~= cur then
+  local fin = redis.call('HGET', KEYS[1], 'fin')
+  if fin or cur == 'succeeded' or cur == 'failed' or cur == 'rejected' then
+    clear_fin = true -- overridden (below): later moves of this send are ordinary ones
+    local by, second = nil, nil
+    for i = 13, #ARGV, 2 do
+      if ARGV[i] == 'override_by' then
+        by = ARGV[i + 1]
+      elseif ARGV[i] == 'override_approved_by' then
+        second = ARGV[i + 1]
+      end
+    end
+    if not by or not second or by == '' or second == '' or by == second then
+      return {-3, cur}
+    end
+  end
+  if cur == 'awaiting_approval' then
+    local untl = tonumber(redis.call('HGET', KEYS[1], 'approval_until') or '')
+    if untl and t >= untl then
+      return {-4, cur}
+    end
+  end
+end
+if KEYS[13] then
+  store_identity(KEYS[14], KEYS[13], KEYS[4], t)
+  local ep = redis.call('HMGET', KEYS[13], 'no', 'at')
+  if ep[1] and tonumber(ep[1]) > 0 then
+    local o = redis.call('HMGET', KEYS[1], 'ep', 'epoch_checked')
+    if tonumber(o[1] or '0') < tonumber(ep[1]) and o[2] ~= ep[1] then
+      return {-2, cur, ep[1], ep[2] or '0'}
     end
   end
 end
@@ -78,18 +130,36 @@ for i = 13, #ARGV, 2 do
     del[#del + 1] = ARGV[i]
   elseif ARGV[i + 1] == '\1' then
     incr = ARGV[i]
+  elseif string.sub(ARGV[i + 1], 1, 1) == '\2' then
+    set[#set + 1] = ARGV[i]
+    set[#set + 1] = stamp(t + (tonumber(string.sub(ARGV[i + 1], 2)) or 0))
   else
     set[#set + 1] = ARGV[i]
     set[#set + 1] = ARGV[i + 1]
   end
 end
+local final = to == 'succeeded' or to == 'failed' or to == 'rejected'
+local owed = nil
 if to ~= '' and to ~= cur then
   set[#set + 1] = 'state'
   set[#set + 1] = to
   set[#set + 1] = 'reason'
   set[#set + 1] = reason
+  if final then
+    set[#set + 1] = 'fin'
+    set[#set + 1] = to
+    owed = tonumber(redis.call('GET', KEYS[12]) or '')
+    if owed then
+      set[#set + 1] = 'result_pending'
+      set[#set + 1] = '1'
+      due = string.format('%.6f', t + owed)
+    end
+  end
 end
 redis.call('HSET', KEYS[1], unpack(set))
+if clear_fin then
+  del[#del + 1] = 'fin'
+end
 if #del > 0 then
   redis.call('HDEL', KEYS[1], unpack(del))
 end
@@ -157,7 +227,6 @@ if to ~= '' and to ~= cur then
   end
   -- metrics: O(1) each, in the same atomic step (docs/operating.md, "Metrics")
   redis.call('HINCRBY', KEYS[9], cur .. '|' .. to, 1)
-  local final = to == 'succeeded' or to == 'failed' or to == 'rejected'
   local created = final and tonumber(redis.call('HGET', KEYS[1], 'created_at') or '')
   if created then
     local dt = math.max(0, tonumber(now) - created)

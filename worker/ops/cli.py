@@ -289,11 +289,24 @@ def cmd_reject(args: argparse.Namespace) -> Answer:
     ),
     arg("--note", help="why (required with --force; recorded in the history)"),
     arg("--by", default="cli", help=_BY_HELP),
+    arg(
+        "--approved-by",
+        default=None,
+        help="a second person (not --by) who approves sending an order whose final state was "
+        "already published to the web app, e.g. a rejected one (with --force --note; recorded)",
+    ),
 )
 def cmd_resubmit(args: argparse.Namespace) -> Answer:
     from worker.ops.commands import resubmit
 
-    resubmit(_runtime(), args.payout_cl_id, force=args.force, note=args.note, by=args.by)
+    resubmit(
+        _runtime(),
+        args.payout_cl_id,
+        force=args.force,
+        note=args.note,
+        by=args.by,
+        approved_by=args.approved_by,
+    )
     return Answer(
         f"{args.payout_cl_id}: resubmitted", {"payout_cl_id": args.payout_cl_id, "state": "received"}
     )

@@ -9,12 +9,13 @@ from typing import Any
 
 from worker import controls, keys
 from worker.checks import CheckStatus, check_order, gateway_evidence
-from worker.errors import InvalidTransition, OrderNotFound, PayoutError
+from worker.errors import InvalidTransition, OrderNotFound, OverrideRequired, PayoutError
 from worker.gateway import QueryKind
+from worker.moves import move_or_raise
 from worker.reports import FINAL_STATUS, OPEN_STATUS, amount_matches
-from worker.results import deliver
 from worker.runtime import Runtime
 from worker.states import State
+from worker.store import NOW
 
 
 def stats(rt: Runtime) -> dict[str, Any]:
@@ -32,6 +33,8 @@ def stats(rt: Runtime) -> dict[str, Any]:
         "last_sweep_age_s": round(now - float(last), 3) if last else None,
         "paused": [p.public() for p in controls.pauses(rt)],
         "held_attempts": {k: int(v) for k, v in rt.redis.hgetall(keys.HELD).items()},
+        # create answers for orders the store had lost (D40): settle each with the gateway
+        "lost_answers": int(rt.redis.hlen(keys.LOST)),
         "balance": _balance(rt),
     }
 
@@ -113,18 +116,24 @@ def resolve(rt: Runtime, payout_cl_id: str, state: State, note: str, *, by: str 
     if not note.strip():
         raise PayoutError("resolve needs --note saying why")
     by = by.strip()[:64] or "cli"
-    rt.store.transition_or_raise(
+    move_or_raise(
+        rt,
         payout_cl_id,
         state,
         sources={State.REVIEW},
         reason=f"operator {by}: {note.strip()[:150]}",
         fields={"resolved_by": by, "resolution_note": note.strip()[:500]},
     )
-    deliver(rt, payout_cl_id)
 
 
 def resubmit(
-    rt: Runtime, payout_cl_id: str, *, force: bool = False, note: str | None = None, by: str = "cli"
+    rt: Runtime,
+    payout_cl_id: str,
+    *,
+    force: bool = False,
+    note: str | None = None,
+    by: str = "cli",
+    approved_by: str | None = None,
 ) -> None:
     """Send a review/rejected order again, only on evidence the gateway never had it.
 
@@ -132,8 +141,15 @@ def resubmit(
     and when we hold proof it was created there (a ``payout_id``, or a history entry
     reaching accepted/succeeded/failed) -- unless ``force`` with a ``note``, both
     recorded in the history entry of the same atomic transition (D3).
+
+    Final means final (D38): an order whose final state was published to the web app (a
+    checker's or the approval deadline's ``rejected`` included) is sent again only with
+    ``force``, a ``note`` and ``approved_by``, a second person other than ``by``; the
+    store's transition enforces it (transition.lua), so no other path can skip it.
     """
     note = (note or "").strip()
+    approved_by = (approved_by or "").strip()[:64]
+    by = by.strip()[:64] or "cli"
     if force and not note:
         raise PayoutError("resubmit --force needs --note saying why (it is recorded)")
     order = rt.store.require(payout_cl_id)
@@ -144,6 +160,9 @@ def resubmit(
             "its account number and name were erased (PII_RETENTION_DAYS or payouts forget): "
             "nothing to send; enqueue the payout again under a new payout_cl_id"
         )
+    published = order.state is State.REJECTED or bool(order.fields.get("fin"))
+    if published and not (force and approved_by and approved_by != by):
+        raise OverrideRequired(payout_cl_id, order.state.value)
     evidence = gateway_evidence(rt, order)
     if evidence and not force:
         raise PayoutError(
@@ -158,19 +177,25 @@ def resubmit(
             f"the gateway knows this order (status {result.status}); not resubmitted — use `payouts resolve`"
         )
     reason = f"operator {by}: resubmit, gateway confirmed it does not know the order"
-    fields: dict[str, object] = {"resubmitted": 1, "resubmitted_at": f"{time.time():.3f}"}
+    fields: dict[str, object] = {"resubmitted": 1, "resubmitted_at": NOW}
     if force and evidence:
         reason = f"operator {by}: FORCED resubmit despite evidence ({evidence}): {note}"
         fields["forced_by"] = by
     elif note:
         reason += f": {note}"
-    rt.store.transition_or_raise(
+    if published:
+        final = order.fields.get("fin") or order.state.value
+        reason = f"operator {by}, approved by {approved_by}: OVERRIDE of published {final}: {note}"
+        fields.update(override_by=by, override_approved_by=approved_by)
+    move_or_raise(
+        rt,
         payout_cl_id,
         State.RECEIVED,
         sources={order.state},
         reason=reason,
         due=time.time() + rt.settings.submit_redrive_s,
         # the operator decided it is wanted: a suspected-duplicate mark no longer holds it
+        # (for a published final, two people did: the override)
         fields={**fields, "dup_of": None},
         # nothing recorded since the evidence was read: the same payout_id (or none)
         expect=("payout_id", order.payout_id),
@@ -191,15 +216,15 @@ def back_to_polling(rt: Runtime, payout_cl_id: str, *, by: str = "cli", note: st
         raise OrderNotFound(payout_cl_id)
     target = State.ACCEPTED if order.payout_id else State.UNCONFIRMED
     now = time.time()
-    rt.store.transition_or_raise(
+    move_or_raise(
+        rt,
         payout_cl_id,
         target,
         sources={State.REVIEW},
         reason=f"operator {by}: back to polling: {note[:150]}",
         due=now,
-        fields={"repolled_at": f"{now:.3f}", "checks": 0, "unknown_status_count": 0, "repolled_by": by},
+        fields={"repolled_at": NOW, "checks": 0, "unknown_status_count": 0, "repolled_by": by},
         expect=("payout_id", order.payout_id),
-        now=now,
     )
     return target
 
