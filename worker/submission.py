@@ -11,6 +11,7 @@ import json
 import random
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from enum import StrEnum
 
 from worker import controls, keys
@@ -21,7 +22,9 @@ from worker.errors import LossEpochPending, NotDurable, OrderNotFound, PersonalD
 from worker.gateway import STALE_CLAIM, CreateResult, Outcome, QueryKind
 from worker.logs import get_logger
 from worker.moves import move, moved
+from worker.payout import Payout
 from worker.runtime import Runtime
+from worker.settings import Settings
 from worker.states import State
 from worker.store import INCR, NOW, REMOVE, Order, stamp
 
@@ -83,42 +86,70 @@ def claim_fresh(budget_s: float) -> Callable[[], bool]:
     return fresh
 
 
-def submit_order(rt: Runtime, payout_cl_id: str, *, _epoch_checked: bool = False) -> SubmitStatus:  # noqa: C901 — the money path; its claim/send/record split waits for issue 19's seam
-    """Claim ``payout_cl_id`` and send its create request at most once."""
-    store, settings = rt.store, rt.settings
-    order = store.get(payout_cl_id, with_history=False)
-    if order is None:
-        log.warning("payout.submit.missing")
-        return SubmitStatus.MISSING
-    if order.state is not State.RECEIVED:
-        log.info("payout.submit.skipped", state=order.state.value)
-        return SubmitStatus.NOT_RECEIVED
-    try:
-        # opened before anything else: a value that does not open is never a payout
-        payout = store.payout_of(order)
-    except PersonalDataUnreadable as exc:
-        return _unreadable(rt, order, exc)
-    held = controls.pre_send(rt, order)
-    if held is not None:
-        return _hold(rt, order, held)
-    gateway = rt.gateway
-    if not rt.limiter.acquire(max_wait_s=settings.submit_token_wait_s):
-        # deferred: a counter, no state change, no history, no event (D20); due again
-        # after max(lease, backlog / rate), so no second message while one waits (D17)
-        store.transition(
-            payout_cl_id,
-            None,
-            sources={State.RECEIVED},
-            reason="rate limited",
-            due=time.time() + defer_s(rt),
-            fields={"deferrals": INCR},
-        )
-        log.info("payout.submit.deferred")
-        return SubmitStatus.RATE_LIMITED
+def submit_order(rt: Runtime, payout_cl_id: str, *, _epoch_checked: bool = False) -> SubmitStatus:
+    """Claim ``payout_cl_id`` and send its create request at most once: claim, send, record."""
+    claim = _claim(rt, payout_cl_id, epoch_checked=_epoch_checked)
+    if isinstance(claim, SubmitStatus):
+        return claim
+    answer = _send(rt, claim)
+    if isinstance(answer, SubmitStatus):
+        return answer
+    return _record(rt, claim, answer)
 
-    # claim: the only way to the create request; the attempt number is incremented
-    # inside the same compare-and-set (two racing claims can never share one)
-    cfg = gateway.cfg
+
+@dataclass(frozen=True, slots=True)
+class _Claim:
+    """An order this worker claimed (``received -> submitting``): it alone may send its create."""
+
+    order: Order
+    payout: Payout
+    #: the attempt number the claim incremented; every write after it expects it
+    attempts: int
+    #: the algorithm written with the claim: the create is signed with it
+    sign_type: str
+    #: the claim-budget fence, asked immediately before the POST (D19)
+    fresh: Callable[[], bool]
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    """What the gateway said to the create, once a refusal was followed up."""
+
+    result: CreateResult
+    #: a merchant-level refusal (HOLD_CODES, D21): nothing created, the order is held
+    merchant_code: bool
+    #: any other refusal's code, kept when the outcome turned unknown (D41)
+    refusal: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    """The one write that records an answer: where the order goes and with what."""
+
+    target: State
+    status: SubmitStatus
+    due: float
+    fields: dict[str, object]
+    reason: str
+    #: a counter, no history entry, no event (D20)
+    quiet: bool
+
+
+def _claim(rt: Runtime, payout_cl_id: str, *, epoch_checked: bool) -> _Claim | SubmitStatus:
+    """Step 1: the checks, a rate token, then the claim ``received -> submitting``.
+
+    The claim is the only way to the create request; the attempt number is incremented
+    inside the same compare-and-set (two racing claims can never share one). Anything
+    other than a won claim returns the status, and nothing is sent.
+    """
+    store, settings = rt.store, rt.settings
+    ready = _ready(rt, payout_cl_id)
+    if isinstance(ready, SubmitStatus):
+        return ready
+    order, payout = ready
+    cfg = rt.gateway.cfg
+    if not rt.limiter.acquire(max_wait_s=settings.submit_token_wait_s):
+        return _defer(rt, payout_cl_id)
     now = time.time()  # deadlines below are relative: the store anchors them on its clock
     crash_point("before_claim")
     fresh = claim_fresh(settings.submit_claim_budget_s)
@@ -140,63 +171,169 @@ def submit_order(rt: Runtime, payout_cl_id: str, *, _epoch_checked: bool = False
             },
         )
     except LossEpochPending as pending:
-        if _epoch_checked:  # checked, then another loss epoch came: check again later
+        if epoch_checked:  # checked, then another loss epoch came: check again later
             _reschedule_received(rt, payout_cl_id, 1.0, "loss epoch changed during the check")
             return SubmitStatus.EPOCH_WAIT
         return after_loss_epoch(rt, order, pending)
     except NotDurable as exc:
-        # applied on the master but not on enough replicas: undo, send nothing. Quiet, a
-        # counter on the order (D48): a replica lagging for an hour must not flood the
-        # history and the events stream with claim/undo pairs (the claims after the first
-        # log nothing either: the history still says submitting)
-        attempt = str(exc.result[2]) if exc.result and len(exc.result) > 2 else ""
-        store.transition(
-            payout_cl_id,
-            State.RECEIVED,
-            sources={State.SUBMITTING},
-            reason="claim not acknowledged by the Redis replicas in time: undone, not sent",
-            due=time.time() + retry_delay_s(int(attempt or 1), cap_s=settings.submit_retry_max_s),
-            expect=("submit_attempts", attempt),
-            fields={"not_durable": INCR},
-            quiet=True,
-        )
-        log.warning("payout.submit.not_durable", acks=exc.acks, needed=exc.needed)
-        return SubmitStatus.NOT_DURABLE
+        return _undo_unacknowledged(rt, payout_cl_id, exc)
     if claimed is None:
         log.info("payout.submit.claim_lost")
         return SubmitStatus.CLAIM_LOST
-    attempts = claimed
-    moved(rt, payout_cl_id, State.RECEIVED, State.SUBMITTING, "claimed", attempt=attempts)
+    moved(rt, payout_cl_id, State.RECEIVED, State.SUBMITTING, "claimed", attempt=claimed)
+    return _Claim(order, payout, claimed, cfg.sign_type, fresh)
 
+
+def _ready(rt: Runtime, payout_cl_id: str) -> tuple[Order, Payout] | SubmitStatus:
+    """The order as read before the claim, and its payout opened, when it may be claimed:
+    it exists, is ``received``, its personal data opens and the pre-send gate lets it go."""
+    store = rt.store
+    order = store.get(payout_cl_id, with_history=False)
+    if order is None:
+        log.warning("payout.submit.missing")
+        return SubmitStatus.MISSING
+    if order.state is not State.RECEIVED:
+        log.info("payout.submit.skipped", state=order.state.value)
+        return SubmitStatus.NOT_RECEIVED
+    try:
+        # opened before anything else: a value that does not open is never a payout
+        payout = store.payout_of(order)
+    except PersonalDataUnreadable as exc:
+        return _unreadable(rt, order, exc)
+    held = controls.pre_send(rt, order)
+    if held is not None:
+        return _hold(rt, order, held)
+    return order, payout
+
+
+def _defer(rt: Runtime, payout_cl_id: str) -> SubmitStatus:
+    """No rate token: deferred. A counter, no state change, no history, no event (D20);
+    due again after max(lease, backlog / rate), so no second message while one waits (D17)."""
+    rt.store.transition(
+        payout_cl_id,
+        None,
+        sources={State.RECEIVED},
+        reason="rate limited",
+        due=time.time() + defer_s(rt),
+        fields={"deferrals": INCR},
+    )
+    log.info("payout.submit.deferred")
+    return SubmitStatus.RATE_LIMITED
+
+
+def _undo_unacknowledged(rt: Runtime, payout_cl_id: str, exc: NotDurable) -> SubmitStatus:
+    """The claim was applied on the master but not on enough replicas: undone, nothing sent.
+
+    Quiet, a counter on the order (D48): a replica lagging for an hour must not flood the
+    history and the events stream with claim/undo pairs (the claims after the first log
+    nothing either: the history still says submitting).
+    """
+    attempt = str(exc.result[2]) if exc.result and len(exc.result) > 2 else ""
+    rt.store.transition(
+        payout_cl_id,
+        State.RECEIVED,
+        sources={State.SUBMITTING},
+        reason="claim not acknowledged by the Redis replicas in time: undone, not sent",
+        due=time.time() + retry_delay_s(int(attempt or 1), cap_s=rt.settings.submit_retry_max_s),
+        expect=("submit_attempts", attempt),
+        fields={"not_durable": INCR},
+        quiet=True,
+    )
+    log.warning("payout.submit.not_durable", acks=exc.acks, needed=exc.needed)
+    return SubmitStatus.NOT_DURABLE
+
+
+def _send(rt: Runtime, claim: _Claim) -> _Answer | SubmitStatus:
+    """Step 2: the signed create, sent once, and only while the claim is within its budget.
+
+    The gate is asked again right before the POST: a pause set since the first check is
+    obeyed (the order goes back to ``received``, nothing sent). The gateway client asks
+    ``claim.fresh`` immediately before the request leaves (D19). A refusal that is not a
+    merchant-level hold is followed up before anything is concluded (D21, D41).
+    """
+    settings, order = rt.settings, claim.order
     notify_url = order.notify_url or settings.notify_url
     crash_point("after_claim")
-    # asked again right before the POST: a pause set since the first check is obeyed
     late_hold = controls.pre_send(rt, order, balance=False)
     if late_hold is not None:
         move(
             rt,
-            payout_cl_id,
+            order.payout_cl_id,
             State.RECEIVED,
             sources={State.SUBMITTING},
             reason=f"not sent: {late_hold.reason}"[:200],
             due=time.time() + settings.pause_recheck_s,
             fields={"held": late_hold.reason},
-            expect=("submit_attempts", str(attempts)),
+            expect=("submit_attempts", str(claim.attempts)),
         )
         return SubmitStatus.HELD
-    result = gateway.create_payout(payout, sign_type=cfg.sign_type, notify_url=notify_url, may_send=fresh)
+    result = rt.gateway.create_payout(
+        claim.payout, sign_type=claim.sign_type, notify_url=notify_url, may_send=claim.fresh
+    )
     merchant_code = result.outcome is Outcome.REJECTED and result.code in settings.hold_codes
     refusal = result.code if result.outcome is Outcome.REJECTED and not merchant_code else None
     if refusal:
-        result = _after_refusal(rt, payout_cl_id, result, cfg.sign_type)
+        result = _after_refusal(rt, order.payout_cl_id, result, claim.sign_type)
+    return _Answer(result, merchant_code, refusal)
+
+
+def _record(rt: Runtime, claim: _Claim, answer: _Answer) -> SubmitStatus:
+    """Step 3: the answer applied through the seam, guarded by the claim's attempt number.
+
+    Never lost: an order the store no longer holds keeps the evidence (D40); an answer
+    that comes after the order left ``submitting`` is recorded as late (D30, D55).
+    """
+    order, result, i = claim.order, answer.result, claim.order.payout_cl_id
     now = time.time()
+    if result.outcome is Outcome.RATE_LIMITED:  # a 429: every process waits before its next request
+        rt.limiter.pause(retry_delay_s(1))
+    out = _outcome(rt.settings, claim, answer, now)
+    crash_point("after_response")
+    try:
+        applied = rt.store.transition(
+            i,
+            out.target,
+            sources={State.SUBMITTING},
+            reason=out.reason,
+            due=out.due if out.target is not State.REJECTED else None,
+            fields=out.fields,
+            expect=("submit_attempts", str(claim.attempts)),
+            quiet=out.quiet,
+        )
+    except OrderNotFound:
+        keep_lost_answer(rt, i, result, out.reason)
+        return out.status
+    crash_point("after_state_write")
+    if applied is None:
+        answer_late(rt, order, claim.attempts, result, out.reason, refusal=answer.refusal)
+        return out.status
+    if not out.quiet:
+        moved(
+            rt,
+            i,
+            applied,
+            out.target,
+            out.reason,
+            outcome=result.outcome.value,
+            payout_id=result.payout_id,
+            attempt=claim.attempts,
+        )
+    if answer.merchant_code:
+        log.error("payout.held", code=result.code, reason=result.reason)
+        controls.merchant_hold(rt, order, result.code, result.reason)
+    return out.status
+
+
+def _outcome(settings: Settings, claim: _Claim, answer: _Answer, now: float) -> _Outcome:
+    """Where an answer sends the claimed order (a decision; nothing is written here)."""
+    result = answer.result
     fields: dict[str, object] = {"last_gateway": result.reason, "answered_at": NOW}
     quiet = False
     if result.outcome is Outcome.ACCEPTED:
         target, status = State.ACCEPTED, SubmitStatus.ACCEPTED
         fields["payout_id"] = result.payout_id
         due: float = now + settings.check_interval_min_s
-    elif merchant_code:
+    elif answer.merchant_code:
         # a merchant-level refusal (D21): nothing was created; the order waits, all sending pauses
         target, status = State.RECEIVED, SubmitStatus.HELD
         due = now + settings.pause_recheck_s
@@ -207,62 +344,35 @@ def submit_order(rt: Runtime, payout_cl_id: str, *, _epoch_checked: bool = False
     elif result.outcome is Outcome.UNKNOWN:
         target, status = State.UNCONFIRMED, SubmitStatus.UNCONFIRMED
         due = now + settings.unconfirmed_first_check_s
-        if refusal:
+        if answer.refusal:
             # the refusal is kept, and honoured only when the gateway still does not know
             # the order after UNCONFIRMED_GRACE (D41)
-            fields["late_reject_code"] = refusal
+            fields["late_reject_code"] = answer.refusal
     else:  # NOT_SENT or RATE_LIMITED: provably never processed -> may be sent again
-        # a counter on the order, not a logged move: a day-long outage must not flood
-        # the history and the events stream (D20)
-        # the first one of an order is logged (its reason in the history); the next ones
-        # are counters only; a stale claim that sent nothing is rare: always logged
-        target, status = State.RECEIVED, SubmitStatus.NOT_SENT
-        repeated = order.field_int("not_sent") + order.field_int("rate_limited") > 0
-        quiet = repeated and result.reason != STALE_CLAIM
-        if result.outcome is Outcome.RATE_LIMITED:
-            rt.limiter.pause(retry_delay_s(1))
-            status = SubmitStatus.RATE_LIMITED
-            fields["rate_limited"] = INCR
-        else:
-            fields["not_sent"] = INCR
-        due = now + max(settings.lease_s, retry_delay_s(attempts, cap_s=settings.submit_retry_max_s))
+        target = State.RECEIVED
+        status, counter, quiet = _not_sent(claim.order, result)
+        fields[counter] = INCR
+        due = now + max(settings.lease_s, retry_delay_s(claim.attempts, cap_s=settings.submit_retry_max_s))
     reason = f"{result.code} {result.reason}".strip() if result.code else result.reason
-    if merchant_code:
+    if answer.merchant_code:
         reason = f"held: {reason}"
-    crash_point("after_response")
-    try:
-        applied = store.transition(
-            payout_cl_id,
-            target,
-            sources={State.SUBMITTING},
-            reason=reason,
-            due=due if target is not State.REJECTED else None,
-            fields=fields,
-            expect=("submit_attempts", str(attempts)),
-            quiet=quiet,
-        )
-    except OrderNotFound:
-        keep_lost_answer(rt, payout_cl_id, result, reason)
-        return status
-    crash_point("after_state_write")
-    if applied is None:
-        answer_late(rt, order, attempts, result, reason, refusal=refusal)
-        return status
-    if not quiet:
-        moved(
-            rt,
-            payout_cl_id,
-            applied,
-            target,
-            reason,
-            outcome=result.outcome.value,
-            payout_id=result.payout_id,
-            attempt=attempts,
-        )
-    if merchant_code:
-        log.error("payout.held", code=result.code, reason=result.reason)
-        controls.merchant_hold(rt, order, result.code, result.reason)
-    return status
+    return _Outcome(target, status, due, fields, reason, quiet)
+
+
+def _not_sent(order: Order, result: CreateResult) -> tuple[SubmitStatus, str, bool]:
+    """A create that provably never reached the gateway: its status, the counter it adds to,
+    and whether the move is quiet.
+
+    A counter on the order, not a logged move: a day-long outage must not flood the history
+    and the events stream (D20). The first one of an order is logged (its reason in the
+    history); the next ones are counters only; a stale claim that sent nothing is rare:
+    always logged.
+    """
+    repeated = order.field_int("not_sent") + order.field_int("rate_limited") > 0
+    quiet = repeated and result.reason != STALE_CLAIM
+    if result.outcome is Outcome.RATE_LIMITED:
+        return SubmitStatus.RATE_LIMITED, "rate_limited", quiet
+    return SubmitStatus.NOT_SENT, "not_sent", quiet
 
 
 def _unreadable(rt: Runtime, order: Order, exc: PersonalDataUnreadable) -> SubmitStatus:
