@@ -107,7 +107,7 @@ class _Claim:
     attempts: int
     #: the algorithm written with the claim: the create is signed with it
     sign_type: str
-    #: the claim-budget fence, asked immediately before the POST (D19)
+    #: the claim-budget fence, asked immediately before the POST (D7)
     fresh: Callable[[], bool]
 
 
@@ -248,7 +248,7 @@ def _send(rt: Runtime, claim: _Claim) -> _Answer | SubmitStatus:
 
     The gate is asked again right before the POST: a pause set since the first check is
     obeyed (the order goes back to ``received``, nothing sent). The gateway client asks
-    ``claim.fresh`` immediately before the request leaves (D19). A refusal that is not a
+    ``claim.fresh`` immediately before the request leaves (D7). A refusal that is not a
     merchant-level hold is followed up before anything is concluded (D21, D41).
     """
     settings, order = rt.settings, claim.order
