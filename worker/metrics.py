@@ -99,7 +99,7 @@ def known_gateway_labels() -> tuple[tuple[str, str, str], ...]:
 #: generic counters other modules increment with :func:`incr`: name -> (help, label names)
 COUNTERS: Final[dict[str, tuple[str, tuple[str, ...]]]] = {}
 
-#: the state that holds orders for a maker-checker approval (worker/controls.py adds it)
+#: the state that holds orders for a maker-checker approval (worker/desk/approval.py adds it)
 AWAITING_APPROVAL: Final = "awaiting_approval"
 
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
@@ -491,7 +491,7 @@ def collect_families(snap: Snapshot) -> list[Any]:
     fams.append(lat)
     held = CounterMetricFamily(
         "payouts_held_submits",
-        "Submit attempts held back by a pause or hold (worker.controls), by kind",
+        "Submit attempts held back by a pause or hold (worker.desk.gate), by kind",
         labels=["kind"],
     )
     for kind, v in sorted(snap.held.items()):

@@ -19,7 +19,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from worker import controls
+from worker.desk import approval, duplicates
 from worker.errors import DuplicatePayout, FieldError, InvalidPayout
 from worker.logs import get_logger
 from worker.payout import validate_payout
@@ -48,7 +48,7 @@ def _store(
     extra: dict[str, str] = {}
     if requested_by:
         extra["requested_by"] = requested_by.strip()
-    dup = None if allow_duplicate else controls.duplicate_of(rt, payout)
+    dup = None if allow_duplicate else duplicates.duplicate_of(rt, payout)
     if dup:
         extra["dup_of"] = dup
     # created_at and the due time are on the Redis server's clock, never this host's (D36)
@@ -57,9 +57,9 @@ def _store(
         raise DuplicatePayout(payout.payout_cl_id, expired=True)
     if not res.created and not rt.store.same_data(res.fingerprint, payout):
         raise DuplicatePayout(payout.payout_cl_id)
-    if res.created and res.order is not None and controls.needs_approval(s, res.order):
+    if res.created and res.order is not None and approval.needs_approval(s, res.order):
         # held before any message is sent; the pre-send gate also stops it if this write is lost
-        controls.route_unapproved(rt, res.order)
+        approval.route_unapproved(rt, res.order)
         stored = rt.store.get(payout.payout_cl_id)
         if stored is not None:
             res = Created(True, res.fingerprint, stored.state.value, stored)

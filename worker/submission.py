@@ -14,10 +14,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
-from worker import controls, keys
+from worker import keys
 from worker.backoff import retry_delay_s
 from worker.checks import apply_query
 from worker.crashpoints import crash_point
+from worker.desk import approval, balance, gate
 from worker.errors import LossEpochPending, NotDurable, OrderNotFound, PersonalDataUnreadable
 from worker.gateway import STALE_CLAIM, CreateResult, Outcome, QueryKind
 from worker.logs import get_logger
@@ -200,7 +201,7 @@ def _ready(rt: Runtime, payout_cl_id: str) -> tuple[Order, Payout] | SubmitStatu
         payout = store.payout_of(order)
     except PersonalDataUnreadable as exc:
         return _unreadable(rt, order, exc)
-    held = controls.pre_send(rt, order)
+    held = gate.pre_send(rt, order)
     if held is not None:
         return _hold(rt, order, held)
     return order, payout
@@ -254,7 +255,7 @@ def _send(rt: Runtime, claim: _Claim) -> _Answer | SubmitStatus:
     settings, order = rt.settings, claim.order
     notify_url = order.notify_url or settings.notify_url
     crash_point("after_claim")
-    late_hold = controls.pre_send(rt, order, balance=False)
+    late_hold = gate.pre_send(rt, order, balance=False)
     if late_hold is not None:
         move(
             rt,
@@ -320,7 +321,7 @@ def _record(rt: Runtime, claim: _Claim, answer: _Answer) -> SubmitStatus:
         )
     if answer.merchant_code:
         log.error("payout.held", code=result.code, reason=result.reason)
-        controls.merchant_hold(rt, order, result.code, result.reason)
+        balance.merchant_hold(rt, order, result.code, result.reason)
     return out.status
 
 
@@ -389,13 +390,13 @@ def _unreadable(rt: Runtime, order: Order, exc: PersonalDataUnreadable) -> Submi
     return SubmitStatus.UNREADABLE if prev is not None else SubmitStatus.NOT_RECEIVED
 
 
-def _hold(rt: Runtime, order: Order, held: controls.Hold) -> SubmitStatus:
+def _hold(rt: Runtime, order: Order, held: gate.Hold) -> SubmitStatus:
     """The pre-send gate said no before the claim: nothing is claimed or sent."""
     if held.kind == "approval":
-        to = controls.route_unapproved(rt, order)
+        to = approval.route_unapproved(rt, order)
         log.info("payout.submit.needs_approval", to=to)
         return SubmitStatus.AWAITING_APPROVAL
-    controls.hold(rt, order, held)
+    gate.hold(rt, order, held)
     log.info("payout.submit.held", kind=held.kind, reason=held.reason)
     return SubmitStatus.HELD
 
@@ -475,7 +476,7 @@ def answer_late(
     hold = result.outcome is Outcome.REJECTED and result.code in s.hold_codes
     if hold:
         log.error("payout.held", code=result.code, reason=result.reason)
-        controls.merchant_hold(rt, order, result.code, result.reason)
+        balance.merchant_hold(rt, order, result.code, result.reason)
     late: dict[str, object] = {"last_gateway": reason}
     if result.payout_id:
         late["payout_id"] = result.payout_id

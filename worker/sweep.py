@@ -6,8 +6,9 @@ import math
 import time
 from dataclasses import dataclass, field
 
-from worker import controls, keys
+from worker import keys
 from worker.checks import age_since
+from worker.desk import approval, balance, pausing
 from worker.logs import get_logger
 from worker.moves import move
 from worker.privacy import erase_due
@@ -107,11 +108,11 @@ def sweep_due(rt: Runtime, *, now: float | None = None, max_batches: int = 20) -
     known = store.submit_queue != NO_QUEUE or rt.broker_queue_length is not None
     out = SweepResult(submit_queue=budget.queued if known else -1)
     try:
-        controls.poll_balance(rt, now=now)
+        balance.poll_balance(rt, now=now)
     except Exception as exc:  # the balance is advisory: never let it stop the sweep
         log.warning("payouts.balance.poll_failed", error=type(exc).__name__)
     # read once per tick: a paused bank's received orders are not dispatched (no churn)
-    paused = {controls.bank_scope(p.scope) for p in controls.pauses(rt)}
+    paused = {pausing.bank_scope(p.scope) for p in pausing.pauses(rt)}
     for _ in range(max_batches):
         ids = store.lease_due(now=now, batch=s.sweep_batch, lease_s=lease_s)
         lease_until = repr(now + lease_s)
@@ -175,7 +176,7 @@ def _route(
         if now - age_since(order, sent=False) > s.max_order_age_s:
             send_to_review(rt, order, "never sent within MAX_ORDER_AGE")
             return
-        if controls.ALL in paused or controls.bank_scope(order.bank_name) in paused:
+        if pausing.ALL in paused or pausing.bank_scope(order.bank_name) in paused:
             out.held += 1  # the lease already moved its due time on: nothing written
             return
         if budget.take():
@@ -184,7 +185,7 @@ def _route(
             held.append(order.payout_cl_id)
             out.held_back += 1
     elif order.state is State.AWAITING_APPROVAL:
-        out.expired += controls.expire_approval(rt, order, now)
+        out.expired += approval.expire_approval(rt, order, now)
     elif order.state is State.SUBMITTING:
         started = order.submitted_at or order.updated_at
         if now - started > call_s + s.submitting_margin_s:

@@ -259,11 +259,11 @@ def test_read_only_mode_renders_no_controls(make_desk: Callable[..., Desk]) -> N
     assert desk.stack.state(pid) is State.REVIEW
 
 
-# -- approval and pause (worker.controls) -----------------------------------------------
+# -- approval and pause (worker.desk) -----------------------------------------------
 
 
 def _awaiting(desk: Desk, pid: str, requested_by: str, amount: int = 5_000_000) -> str:
-    """Enqueued by ``requested_by`` above APPROVAL_ABOVE: it waits for a checker (worker.controls)."""
+    """Enqueued by ``requested_by`` above APPROVAL_ABOVE: it waits for a checker (worker.desk)."""
     enqueue_payout(pid, amount, "BCA", NAME, NUMBER, runtime=desk.stack.rt, requested_by=requested_by)
     desk.stack.wait_state(pid, State.AWAITING_APPROVAL, timeout_s=20)
     return pid

@@ -1,4 +1,4 @@
-"""Approval and pause through the console over WSGI (the functions of worker.controls)."""
+"""Approval and pause through the console over WSGI (the functions of worker.desk)."""
 
 from __future__ import annotations
 
@@ -147,7 +147,7 @@ def test_a_console_bank_pause_holds_its_bank_whatever_the_case(
     """D53: a per-bank pause typed in the console accepts every code a payout may carry
     (spaces, '.', '&', '-') and holds that bank's orders in any letter case, in the pre-send
     gate and in the sweep's routing; another bank's orders still go."""
-    from worker import controls
+    from worker.desk import gate, pausing
 
     # given an order of the bank, and one of another bank
     enqueue_payout("d53-own", 100_000, order_bank, "Budi Santoso", "12345678901234", runtime=approval_rt)
@@ -159,15 +159,15 @@ def test_a_console_bank_pause_holds_its_bank_whatever_the_case(
     )
     # then the pause holds the bank's order and not the other one
     assert r.status == 303, r.body
-    hold = controls.pre_send(approval_rt, own)
+    hold = gate.pre_send(approval_rt, own)
     assert hold is not None and hold.kind == "pause"
-    assert controls.pre_send(approval_rt, other) is None
-    assert controls.paused_for(approval_rt, order_bank) is not None
+    assert gate.pre_send(approval_rt, other) is None
+    assert pausing.paused_for(approval_rt, order_bank) is not None
     # and a resume typed in another case ends it
     resumed = desk.post(
         "/do/resume", user="otto", form={"csrf": csrf_token(SECRET, "otto"), "bank": typed.swapcase()}
     )
-    assert resumed.status == 303 and controls.pre_send(approval_rt, own) is None
+    assert resumed.status == 303 and gate.pre_send(approval_rt, own) is None
 
 
 def test_a_malformed_console_bank_code_is_refused_naming_the_rule(desk: Client, approval_rt: Runtime) -> None:

@@ -14,7 +14,8 @@ import redis
 from celery import Celery
 
 from tests.helpers import Stack
-from worker import controls, keys
+from worker import keys
+from worker.desk import pausing
 from worker.harness.processes import RedisServer, wait_for
 from worker.ops.cli import main as cli
 from worker.producer import enqueue_payout, store_payout
@@ -130,14 +131,14 @@ def test_bank_pause_holds_only_that_bank(controlled: Callable[..., Stack], gatew
     """A pause of one bank holds its orders; other banks' orders are sent as usual."""
     # given
     stack = controlled(PAUSE_RECHECK="0.5")
-    controls.pause(stack.rt, reason="BNI maintenance", by="ana", bank="BNI")
+    pausing.pause(stack.rt, reason="BNI maintenance", by="ana", bank="BNI")
     # when
     enqueue_payout("bk-bca", 5_000_000, "BCA", "Wati", "1000000001", runtime=stack.rt)
     enqueue_payout("bk-bni", 5_000_000, "BNI", "Wati", "1000000002", runtime=stack.rt)
     stack.wait_state("bk-bca", State.SUCCEEDED, timeout_s=30)
     # then
     assert stack.state("bk-bni") is State.RECEIVED and gateway.admin.create_requests("bk-bni") == 0
-    controls.resume(stack.rt, by="ana", bank="BNI")
+    pausing.resume(stack.rt, by="ana", bank="BNI")
     stack.wait_state("bk-bni", State.SUCCEEDED, timeout_s=60)
 
 
@@ -151,9 +152,9 @@ def test_balance_runs_out_and_returns(controlled: Callable[..., Stack], gateway:
     # when
     for i in ids:
         enqueue(stack, i)
-    wait_for(lambda: controls.paused_for(stack.rt, "BCA") is not None, 30, what="the balance pause")
+    wait_for(lambda: pausing.paused_for(stack.rt, "BCA") is not None, 30, what="the balance pause")
     # then: paused automatically, with the reason; nothing rejected; sending stopped
-    p = controls.paused_for(stack.rt, "BCA")
+    p = pausing.paused_for(stack.rt, "BCA")
     assert p is not None and p.source == "balance" and "0018" in p.reason and p.need == 5_000_000
     time.sleep(1.5)  # let in-flight answers land
     sent = requests_for(gateway, ids)
@@ -168,7 +169,7 @@ def test_balance_runs_out_and_returns(controlled: Callable[..., Stack], gateway:
     # then
     all_final(stack, ids, timeout_s=90)
     assert {stack.state(i) for i in ids} == {State.SUCCEEDED}
-    assert controls.paused_for(stack.rt, "BCA") is None
+    assert pausing.paused_for(stack.rt, "BCA") is None
     assert stack.rt.store.counts()["rejected"] == 0
 
 
@@ -337,7 +338,7 @@ def test_result_survives_broker_outage(make_runtime: Any) -> None:
         rt.store.transition("out-1", State.REVIEW, reason="setup")
         broker.stop(kill=True)
         # when: resolved while the broker is down
-        from worker.ops.commands import resolve
+        from worker.desk.order_actions import resolve
 
         resolve(rt, "out-1", State.SUCCEEDED, "bank statement shows the transfer", by="ana")
         order = rt.store.require("out-1")

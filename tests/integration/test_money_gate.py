@@ -17,7 +17,7 @@ from tests.helpers import TEST_CREDENTIALS, Stack, sandbox_config
 from worker import keys
 from worker.celery_app import make_producer_app
 from worker.celeryconf import CHECK_BATCH_TASK, SUBMIT_TASK
-from worker.controls import reject
+from worker.desk.approval import reject
 from worker.harness.processes import wait_for
 from worker.harness.stack import LocalStack
 from worker.ops.cli import main

@@ -27,9 +27,10 @@ import pytest
 import redis
 
 from tests.helpers import TEST_PII_KEYS, Stack, base_env
-from worker import controls, keys
+from worker import keys
 from worker.celery_app import make_producer_app
 from worker.celeryconf import CREATE_TASK
+from worker.desk import pausing
 from worker.harness.processes import RedisServer, free_port, wait_for
 from worker.pii import KeyRing
 from worker.privacy import forget, key_usage, rekey_page
@@ -195,7 +196,7 @@ def test_no_account_number_or_name_in_redis_the_aof_or_an_rdb(
         stack.start_callbacks()
         stack.start_worker()
         rt = stack.rt
-        controls.pause(rt, reason="hold BNI for the test", by="test", bank="BNI")
+        pausing.pause(rt, reason="hold BNI for the test", by="test", bank="BNI")
         final_ids: list[str] = []
         # when: 40 by API (30 to be paid, 5 held by a pause, 5 awaiting approval) ...
         for i in range(40):

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from tests.helpers import RecordingDispatcher
-from worker import controls, keys
-from worker.controls import ApprovalRefused
-from worker.errors import InvalidTransition, PayoutError
+from worker import keys
+from worker.desk import approval, balance, gate, pausing
+from worker.errors import ApprovalRefused, InvalidTransition, PayoutError
 from worker.producer import store_payout
 from worker.results import deliver, report_refused
 from worker.runtime import Runtime, set_runtime
@@ -36,51 +36,51 @@ def data(pid: str, amount: int = 5_000_000, number: str = NUMBER, **extra: Any) 
 def test_pause_resume_scopes(runtime: Runtime) -> None:
     """A bank pause applies to that bank only; the every-bank pause to all; resume ends one scope."""
     # given
-    controls.pause(runtime, reason="BNI incident", by="ana", bank="BNI")
+    pausing.pause(runtime, reason="BNI incident", by="ana", bank="BNI")
     # when / then
-    assert controls.paused_for(runtime, "BCA") is None
-    bni = controls.paused_for(runtime, "BNI")
+    assert pausing.paused_for(runtime, "BCA") is None
+    bni = pausing.paused_for(runtime, "BNI")
     assert bni is not None and bni.reason == "BNI incident" and bni.by == "ana" and bni.source == "operator"
-    controls.pause(runtime, reason="gateway incident", by="ana")
-    every = controls.paused_for(runtime, "BCA")
+    pausing.pause(runtime, reason="gateway incident", by="ana")
+    every = pausing.paused_for(runtime, "BCA")
     assert every is not None and every.scope == "*"
-    assert [p.scope for p in controls.pauses(runtime)] == ["*", "BNI"]
-    ended = controls.resume(runtime, by="ana")
+    assert [p.scope for p in pausing.pauses(runtime)] == ["*", "BNI"]
+    ended = pausing.resume(runtime, by="ana")
     assert ended is not None and ended.reason == "gateway incident"
-    assert controls.paused_for(runtime, "BCA") is None and controls.paused_for(runtime, "BNI") is not None
-    assert controls.resume(runtime, by="ana") is None  # nothing left to end at "*"
+    assert pausing.paused_for(runtime, "BCA") is None and pausing.paused_for(runtime, "BNI") is not None
+    assert pausing.resume(runtime, by="ana") is None  # nothing left to end at "*"
 
 
 def test_pause_needs_reason_and_name(runtime: Runtime) -> None:
     """A pause without a reason or actor, or with a malformed bank, is refused and stores nothing."""
     # given / when / then
     with pytest.raises(PayoutError, match="reason"):
-        controls.pause(runtime, reason=" ", by="ana")
+        pausing.pause(runtime, reason=" ", by="ana")
     with pytest.raises(PayoutError, match="by"):
-        controls.pause(runtime, reason="x", by="")
+        pausing.pause(runtime, reason="x", by="")
     with pytest.raises(PayoutError, match="bank"):
-        controls.pause(runtime, reason="x", by="ana", bank="B;C\n")
-    assert controls.pauses(runtime) == []
+        pausing.pause(runtime, reason="x", by="ana", bank="B;C\n")
+    assert pausing.pauses(runtime) == []
 
 
 def test_automatic_pause_never_replaces_operator_pause(runtime: Runtime) -> None:
     """A balance hold does not overwrite an operator's pause, so the poller cannot end it."""
     # given
-    controls.pause(runtime, reason="incident", by="ana")
+    pausing.pause(runtime, reason="incident", by="ana")
     # when
-    got = controls.pause(runtime, reason="gateway 0018", by="worker", source="balance", need=10)
+    got = pausing.pause(runtime, reason="gateway 0018", by="worker", source="balance", need=10)
     # then
     assert got.source == "operator"
-    auto = controls.Pause("*", "gateway 0018", "worker", 0.0, "balance", 10)
-    assert controls.resume(runtime, by="poller", only=auto) is None
-    assert controls.paused_for(runtime, None) is not None
+    auto = pausing.Pause("*", "gateway 0018", "worker", 0.0, "balance", 10)
+    assert pausing.resume(runtime, by="poller", only=auto) is None
+    assert pausing.paused_for(runtime, None) is not None
 
 
 def test_paused_order_is_held_without_churn(runtime: Runtime) -> None:
     """While paused, a submit leaves the order received: no claim, no history entry, no event."""
     # given
     store_payout(runtime, data("ct-1"))
-    controls.pause(runtime, reason="incident", by="ana")
+    pausing.pause(runtime, reason="incident", by="ana")
     events_before = runtime.redis.xlen(keys.EVENTS)
     # when
     status = submit_order(runtime, "ct-1")
@@ -92,8 +92,8 @@ def test_paused_order_is_held_without_churn(runtime: Runtime) -> None:
     assert order.due_at is not None and order.due_at > time.time()
     assert runtime.redis.xlen(keys.EVENTS) == events_before
     # and resuming lets it through the gate
-    controls.resume(runtime, by="ana")
-    assert controls.pre_send(runtime, order) is None
+    pausing.resume(runtime, by="ana")
+    assert gate.pre_send(runtime, order) is None
 
 
 def test_sweep_does_not_dispatch_paused_orders(make_runtime: Any) -> None:
@@ -102,7 +102,7 @@ def test_sweep_does_not_dispatch_paused_orders(make_runtime: Any) -> None:
     rt = make_runtime(SUBMIT_REDRIVE_AFTER="0.01", BALANCE_POLL_INTERVAL="0")
     store_payout(rt, data("ct-bca"))
     store_payout(rt, {**data("ct-bni", number="1112223334"), "bank_name": "BNI"})
-    controls.pause(rt, reason="BCA down", by="ana", bank="BCA")
+    pausing.pause(rt, reason="BCA down", by="ana", bank="BCA")
     # when
     out = sweep_due(rt, now=time.time() + 1)
     # then
@@ -118,15 +118,15 @@ def test_amount_above_known_balance_is_not_sent(make_runtime: Any) -> None:
     store_payout(rt, data("ct-big", amount=7_000_000))
     store_payout(rt, data("ct-small", amount=5_000_000, number="9998887776"))
     big, small = rt.store.require("ct-big"), rt.store.require("ct-small")
-    assert controls.pre_send(rt, big) is None
+    assert gate.pre_send(rt, big) is None
     # when: a 0018 marked the balance low and the poller wrote the limit
-    controls.merchant_hold(rt, small, "0018", "insufficient merchant balance")
-    controls.resume(rt, by="test")
+    balance.merchant_hold(rt, small, "0018", "insufficient merchant balance")
+    pausing.resume(rt, by="test")
     rt.redis.hset(keys.BALANCE, "limit", 6_000_000)
     # then
-    held = controls.pre_send(rt, big)
+    held = gate.pre_send(rt, big)
     assert held is not None and held.kind == "balance"
-    assert controls.pre_send(rt, small) is None
+    assert gate.pre_send(rt, small) is None
     assert 0 < rt.redis.ttl(keys.BALANCE_LOW) <= 3600
 
 
@@ -148,18 +148,18 @@ def test_approval_at_enqueue_and_maker_checker(make_runtime: Any, monkeypatch: p
     # an unapproved order reaching the submit path is never sent
     assert submit_order(rt, "ct-a1") is SubmitStatus.NOT_RECEIVED
     with pytest.raises(ApprovalRefused, match="cannot approve"):
-        controls.approve(rt, "ct-a1", by="maker")
+        approval.approve(rt, "ct-a1", by="maker")
     with pytest.raises(InvalidTransition):
-        controls.approve(rt, "ct-a1", by="checker", expect_state=State.RECEIVED)
+        approval.approve(rt, "ct-a1", by="checker", expect_state=State.RECEIVED)
     # when
-    assert controls.approve(rt, "ct-a1", by="checker") is State.RECEIVED
+    assert approval.approve(rt, "ct-a1", by="checker") is State.RECEIVED
     # then
     order = rt.store.require("ct-a1")
     assert order.state is State.RECEIVED and order.fields["approved"] == "1"
     assert order.history[-1]["reason"] == "approved by checker" and sent == ["ct-a1"]
-    assert controls.pre_send(rt, order) is None
+    assert gate.pre_send(rt, order) is None
     with pytest.raises(InvalidTransition):
-        controls.approve(rt, "ct-a1", by="checker")
+        approval.approve(rt, "ct-a1", by="checker")
 
 
 def test_two_approvers_above_second_threshold(make_runtime: Any, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -169,10 +169,10 @@ def test_two_approvers_above_second_threshold(make_runtime: Any, monkeypatch: py
     rt = make_runtime(APPROVAL_ABOVE="1000000", APPROVAL_TWO_ABOVE="5000000")
     store_payout(rt, data("ct-b1", requested_by="maker"))
     # when / then
-    assert controls.approve(rt, "ct-b1", by="first") is State.AWAITING_APPROVAL
+    assert approval.approve(rt, "ct-b1", by="first") is State.AWAITING_APPROVAL
     with pytest.raises(ApprovalRefused, match="second, different"):
-        controls.approve(rt, "ct-b1", by="first")
-    assert controls.approve(rt, "ct-b1", by="second") is State.RECEIVED
+        approval.approve(rt, "ct-b1", by="first")
+    assert approval.approve(rt, "ct-b1", by="second") is State.RECEIVED
     order = rt.store.require("ct-b1")
     assert order.fields["approved_by"] == "first" and order.fields["second_approved_by"] == "second"
     assert order.history[-1]["reason"] == "approved by first and second"
@@ -199,8 +199,8 @@ def test_reject_and_expiry(make_runtime: Any) -> None:
     store_payout(rt, data("ct-r2", number="5556667778"))
     # when / then
     with pytest.raises(PayoutError, match="note"):
-        controls.reject(rt, "ct-r1", by="checker", note="")
-    assert controls.reject(rt, "ct-r1", by="checker", note="unknown beneficiary") is State.REJECTED
+        approval.reject(rt, "ct-r1", by="checker", note="")
+    assert approval.reject(rt, "ct-r1", by="checker", note="unknown beneficiary") is State.REJECTED
     assert rt.store.require("ct-r1").reason == "rejected by checker: unknown beneficiary"
     # not yet due: a sweep before the deadline changes nothing
     assert sweep_due(rt, now=time.time() + 30).expired == 0
@@ -251,7 +251,7 @@ def test_result_pending_until_published(make_runtime: Any) -> None:
     rt.dispatch = broker = RecordingDispatcher(broken=True)
     store_payout(rt, data("ct-p1"))
     # when: the order becomes final while the broker is down
-    controls.reject(rt, "ct-p1", by="checker", note="no")
+    approval.reject(rt, "ct-p1", by="checker", note="no")
     # then
     order = rt.store.require("ct-p1")
     assert order.state is State.REJECTED and order.fields["result_pending"] == "1"
@@ -363,7 +363,7 @@ def test_merchant_level_refusal_holds_and_pauses(runtime: Runtime, code: str, so
     order = runtime.store.require("ct-h1")
     assert status is SubmitStatus.HELD and order.state is State.RECEIVED
     assert order.fields["held"] == f"held: {code} {NOT_CREATED[code]}" and "reject_code" not in order.fields
-    p = controls.paused_for(runtime, "BCA")
+    p = pausing.paused_for(runtime, "BCA")
     assert p is not None and p.source == source and code in p.reason
     assert (p.need == 5_000_000) == (source == "balance")
     # the next attempt is held by the pause: no second create
@@ -389,7 +389,7 @@ def test_other_refusals_are_queried_once(runtime: Runtime, query: str, state: St
     submit_order(runtime, "ct-h2")
     # then
     order = runtime.store.require("ct-h2")
-    assert order.state is state and stub.queries == 1 and controls.pauses(runtime) == []
+    assert order.state is state and stub.queries == 1 and pausing.pauses(runtime) == []
     assert (order.fields.get("late_reject_code") == "0012") == (query == "error")
 
 
@@ -448,7 +448,7 @@ def test_late_merchant_refusal_holds_not_rejects(make_runtime: Any) -> None:
     # then: paused now, the code kept, still unconfirmed
     order = rt.store.require("ct-55")
     assert order.state is State.UNCONFIRMED and order.fields["late_reject_code"] == "0018"
-    p = controls.paused_for(rt, "BCA")
+    p = pausing.paused_for(rt, "BCA")
     assert p is not None and p.source == "balance"
     # when: not found after the grace
     rt.redis.hset(keys.order("ct-55"), "submitted_at", f"{rt.store.server_time() - 61:.3f}")
@@ -463,8 +463,8 @@ def test_resubmitted_duplicate_is_sent(make_runtime: Any, monkeypatch: pytest.Mo
     """An operator's resubmit of a suspected duplicate (review, approval off) clears the mark,
     so the gate sends it instead of putting it back to review."""
     # given
+    from worker.desk.order_actions import resubmit
     from worker.gateway import QueryKind, QueryResult
-    from worker.ops.commands import resubmit
 
     monkeypatch.setattr("worker.celery_app.app.send_task", lambda *a, **kw: None)
     rt = make_runtime(DUPLICATE_KEY="k")
@@ -477,7 +477,7 @@ def test_resubmitted_duplicate_is_sent(make_runtime: Any, monkeypatch: pytest.Mo
     # then
     order = rt.store.require("ct-s2")
     assert order.state is State.RECEIVED and "dup_of" not in order.fields
-    assert controls.pre_send(rt, order) is None
+    assert gate.pre_send(rt, order) is None
 
 
 def test_balance_poller_resumes_only_when_covered(runtime: Runtime) -> None:
@@ -499,23 +499,23 @@ def test_balance_poller_resumes_only_when_covered(runtime: Runtime) -> None:
     gw = BalanceGateway()
     runtime._gateway = gw  # type: ignore[assignment]
     store_payout(runtime, data("ct-pb"))
-    bal = controls.poll_balance(runtime, force=True)
+    bal = balance.poll_balance(runtime, force=True)
     assert bal is not None and bal.available == 4_000_000
     assert "limit" not in runtime.redis.hgetall(keys.BALANCE)  # no 0018: no gate
-    controls.merchant_hold(runtime, runtime.store.require("ct-pb"), "0018", "insufficient merchant balance")
+    balance.merchant_hold(runtime, runtime.store.require("ct-pb"), "0018", "insufficient merchant balance")
     # when: still short
-    controls.poll_balance(runtime, force=True)
+    balance.poll_balance(runtime, force=True)
     # then
-    assert controls.paused_for(runtime, "BCA") is not None
+    assert pausing.paused_for(runtime, "BCA") is not None
     assert runtime.redis.hget(keys.BALANCE, "limit") == "4000000"
     # when: topped up
     gw.answer = (20_000_000, 5_000_000)
-    controls.poll_balance(runtime, force=True)
+    balance.poll_balance(runtime, force=True)
     # then
-    assert controls.paused_for(runtime, "BCA") is None
+    assert pausing.paused_for(runtime, "BCA") is None
     # an operator pause is never ended by the poller
-    controls.pause(runtime, reason="drill", by="ana")
-    controls.poll_balance(runtime, force=True)
-    assert controls.paused_for(runtime, "BCA") is not None
+    pausing.pause(runtime, reason="drill", by="ana")
+    balance.poll_balance(runtime, force=True)
+    assert pausing.paused_for(runtime, "BCA") is not None
     gw.answer = None  # the endpoint fails: nothing changes
-    assert controls.poll_balance(runtime, force=True) is None
+    assert balance.poll_balance(runtime, force=True) is None

@@ -9,14 +9,14 @@ from typing import Any
 
 import pytest
 
-from worker import controls, keys
+from worker import keys
 from worker import moves as moves_module
 from worker import submission as submission_module
 from worker.checks import apply_callback, check_window, is_due_for_check
+from worker.desk import approval, order_actions, reads
 from worker.errors import ApprovalRefused, DuplicatePayout, LossEpochPending, OverrideRequired
 from worker.gateway import CreateResult, Outcome, QueryKind, QueryResult
 from worker.moves import move
-from worker.ops import commands
 from worker.producer import store_payout
 from worker.reports import ReportResult
 from worker.runtime import Runtime
@@ -86,7 +86,7 @@ def test_every_move_logs_one_transition_and_finals_are_delivered(
     logged = Logged()
     monkeypatch.setattr(moves_module, "log", logged)
     # when a checker rejects it (controls -> the seam)
-    controls.reject(rt, "mg-seam", by="checker", note="no")
+    approval.reject(rt, "mg-seam", by="checker", note="no")
     # then one event, one published result, flag cleared
     moves = [e for e in logged.events if e["event"] == "payout.transition"]
     assert [(e["from"], e["to"]) for e in moves] == [("awaiting_approval", "rejected")]
@@ -175,7 +175,7 @@ def _rejected_duplicate(rt: Runtime) -> None:
     store_payout(rt, data("mg-wd1", amount=10_000, requested_by="maker"))
     store_payout(rt, data("mg-wd2", amount=10_000, requested_by="maker"))
     assert rt.store.require("mg-wd2").fields["dup_of"] == "mg-wd1"
-    controls.reject(rt, "mg-wd2", by="checker", note="duplicate of mg-wd1")
+    approval.reject(rt, "mg-wd2", by="checker", note="duplicate of mg-wd1")
 
 
 def test_published_final_is_never_sendable_without_two_people(make_runtime: Any) -> None:
@@ -190,9 +190,9 @@ def test_published_final_is_never_sendable_without_two_people(make_runtime: Any)
         with pytest.raises(OverrideRequired):
             move(rt, "mg-wd2", State.RECEIVED, sources={State.REJECTED}, reason="resubmit", fields=fields)
     with pytest.raises(OverrideRequired):
-        commands.resubmit(rt, "mg-wd2", by="maker")
+        order_actions.resubmit(rt, "mg-wd2", by="maker")
     with pytest.raises(OverrideRequired):
-        commands.resubmit(rt, "mg-wd2", by="maker", force=True, note="sure", approved_by="maker")
+        order_actions.resubmit(rt, "mg-wd2", by="maker", force=True, note="sure", approved_by="maker")
     order = rt.store.require("mg-wd2")
     assert order.state is State.REJECTED and order.fields["dup_of"] == "mg-wd1"
     # when: two people override it
@@ -219,7 +219,7 @@ def test_expired_approval_cannot_be_approved(make_runtime: Any) -> None:
     rt.redis.hset(keys.order("mg-late"), "approval_until", f"{rt.store.server_time() - 1:.3f}")
     # when / then
     with pytest.raises(ApprovalRefused, match="deadline"):
-        controls.approve(rt, "mg-late", by="checker")
+        approval.approve(rt, "mg-late", by="checker")
     assert rt.store.state_of("mg-late") is State.AWAITING_APPROVAL
 
 
@@ -232,7 +232,7 @@ def test_results_owed_is_the_stores_word(make_runtime: Any) -> None:
     rt.redis.set(keys.RESULTS, "15.0")
     store_payout(rt, data("mg-owed", requested_by="maker"))
     # when
-    controls.reject(rt, "mg-owed", by="checker", note="no")
+    approval.reject(rt, "mg-owed", by="checker", note="no")
     # then: owed, and due for the sweep's re-send
     order = rt.store.require("mg-owed")
     assert order.result_pending and order.due_at is not None
@@ -292,7 +292,7 @@ def test_answer_for_a_lost_order_retires_the_id(make_runtime: Any, monkeypatch: 
     with pytest.raises(DuplicatePayout):
         store_payout(rt, data("mg-lost", amount=10_000))
     assert gw.creates == 1 and rt.store.get("mg-lost") is None
-    assert commands.stats(rt)["lost_answers"] == 1  # shown to the operator
+    assert reads.stats(rt)["lost_answers"] == 1  # shown to the operator
 
 
 def test_answer_for_a_lost_claim_records_the_create(make_runtime: Any) -> None:
@@ -401,17 +401,17 @@ def test_an_overridden_order_moves_as_usual_until_final_again(make_runtime: Any)
     # given: a rejected order, overridden by two people; approval is needed for its amount
     rt = make_runtime(APPROVAL_ABOVE="1000000")
     store_payout(rt, data("mg-ovr", requested_by="maker"))
-    controls.reject(rt, "mg-ovr", by="checker", note="no")
+    approval.reject(rt, "mg-ovr", by="checker", note="no")
     two = {"override_by": "maker", "override_approved_by": "boss"}
     move(rt, "mg-ovr", State.RECEIVED, sources={State.REJECTED}, reason="override", fields=two)
     assert "fin" not in rt.store.require("mg-ovr").fields
     # when: it needs approval again, and a checker approves it
-    controls.request_approval(rt, rt.store.require("mg-ovr"), "awaiting approval: above APPROVAL_ABOVE")
-    controls.approve(rt, "mg-ovr", by="checker")
+    approval.request_approval(rt, rt.store.require("mg-ovr"), "awaiting approval: above APPROVAL_ABOVE")
+    approval.approve(rt, "mg-ovr", by="checker")
     # then
     assert rt.store.state_of("mg-ovr") is State.RECEIVED
     # and once final again, one person cannot reopen it
-    controls.request_approval(rt, rt.store.require("mg-ovr"), "again")
-    controls.reject(rt, "mg-ovr", by="checker", note="no again")
+    approval.request_approval(rt, rt.store.require("mg-ovr"), "again")
+    approval.reject(rt, "mg-ovr", by="checker", note="no again")
     with pytest.raises(OverrideRequired):
         move(rt, "mg-ovr", State.RECEIVED, sources={State.REJECTED}, reason="one person", fields={})

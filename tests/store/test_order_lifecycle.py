@@ -13,8 +13,8 @@ import redis
 
 from worker import keys
 from worker.checks import CheckStatus, check_order, handle_not_found
+from worker.desk.order_actions import back_to_polling, resubmit
 from worker.errors import DuplicatePayout, InvalidTransition, PayoutError
-from worker.ops.commands import back_to_polling, resubmit
 from worker.payout import Payout
 from worker.producer import enqueue_payout, store_payout
 from worker.runtime import Runtime

@@ -11,8 +11,8 @@ import redis
 
 from tests.helpers import TEST_PII_KEYS, TEST_RING
 from worker import keys
+from worker.desk.order_actions import resubmit
 from worker.errors import DuplicatePayout, InvalidTransition, PayoutError, PersonalDataUnreadable
-from worker.ops.commands import resubmit
 from worker.payout import Payout
 from worker.pii import KeyRing, key_id_of
 from worker.privacy import erase_due, forget, key_usage, rekey_cursor, rekey_order, rekey_page

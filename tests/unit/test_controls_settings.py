@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from worker.controls import Pause, _parse, beneficiary_digest
+from worker.desk.duplicates import beneficiary_digest
+from worker.desk.pausing import Pause, _parse
 from worker.payout import Payout
 from worker.settings import HOLD_CODES_DEFAULT, ConfigError, load_settings
 

@@ -12,8 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
-from worker import controls
-from worker.ops import commands
+from worker.desk import approval, order_actions, pausing
 from worker.runtime import Runtime
 from worker.states import State
 
@@ -57,32 +56,33 @@ def _expect(f: Form) -> State:
 # fmt: off
 ACTIONS: Final[Mapping[str, Action]] = {
     "resolve": Action(
-        "resolve", lambda rt, f: commands.resolve(rt, f.payout_cl_id, State(f.choice), f.note, by=f.by),
+        "resolve", lambda rt, f: order_actions.resolve(rt, f.payout_cl_id, State(f.choice), f.note, by=f.by),
         note="note", note_required=True, choices=("succeeded", "failed"),
     ),
     "back_to_polling": Action(
-        "back_to_polling", lambda rt, f: commands.back_to_polling(rt, f.payout_cl_id, by=f.by, note=f.note),
+        "back_to_polling",
+        lambda rt, f: order_actions.back_to_polling(rt, f.payout_cl_id, by=f.by, note=f.note),
         note="note", note_required=True,
     ),
     "resubmit": Action(
-        "resubmit", lambda rt, f: commands.resubmit(rt, f.payout_cl_id, note=f.note or None, by=f.by),
+        "resubmit", lambda rt, f: order_actions.resubmit(rt, f.payout_cl_id, note=f.note or None, by=f.by),
         note="note",
     ),
     "approve": Action(
-        "approve", lambda rt, f: controls.approve(rt, f.payout_cl_id, by=f.by, expect_state=_expect(f)),
+        "approve", lambda rt, f: approval.approve(rt, f.payout_cl_id, by=f.by, expect_state=_expect(f)),
         checks=("maker", "step_up"),
     ),
     "reject": Action(
         "reject",
-        lambda rt, f: controls.reject(rt, f.payout_cl_id, by=f.by, note=f.note, expect_state=_expect(f)),
+        lambda rt, f: approval.reject(rt, f.payout_cl_id, by=f.by, note=f.note, expect_state=_expect(f)),
         note="reason", note_required=True,
     ),
     "pause": Action(
-        "pause", lambda rt, f: controls.pause(rt, reason=f.note, by=f.by, bank=f.bank),
+        "pause", lambda rt, f: pausing.pause(rt, reason=f.note, by=f.by, bank=f.bank),
         on="scope", note="reason", note_required=True,
     ),
     "resume": Action(
-        "resume", lambda rt, f: controls.resume(rt, by=f.by, bank=f.bank),
+        "resume", lambda rt, f: pausing.resume(rt, by=f.by, bank=f.bank),
         on="scope",
     ),
 }

@@ -1,7 +1,7 @@
 """The payout desk console: a WSGI app of server-rendered pages and plain POST forms.
 
-Every action calls the same function as the ``payouts`` CLI (``worker.ops.commands``,
-``worker.controls``); the console adds authentication, roles, CSRF, the same-origin
+Every action calls the same function as the ``payouts`` CLI (the desk, ``worker.desk``);
+the console adds authentication, roles, CSRF, the same-origin
 check, the expected-state check (409) and its audit trail, never a rule of its own
 about orders.
 """
@@ -15,7 +15,6 @@ from urllib.parse import quote
 
 import redis
 
-from worker import controls
 from worker.console import audit
 from worker.console.actions import ACTIONS, NAMES, Action, Form
 from worker.console.auth import Actor
@@ -35,7 +34,8 @@ from worker.console.plumbing import (
     static,
 )
 from worker.console.security import csrf_valid, same_origin
-from worker.errors import InvalidTransition, OrderNotFound, PayoutError
+from worker.desk import pausing
+from worker.errors import ApprovalRefused, InvalidTransition, OrderNotFound, PayoutError
 from worker.logs import get_logger
 from worker.payout import ID_RE
 from worker.runtime import Runtime
@@ -256,7 +256,7 @@ class Console(Pages):
             self._audit(req, action, "invalid", payout_cl_id=pid, detail="no such order")
             raise Reply(404, f"no order {pid}") from None
         except PayoutError as exc:
-            if isinstance(exc, controls.ApprovalRefused):
+            if isinstance(exc, ApprovalRefused):
                 self._audit(req, action, "refused", payout_cl_id=pid, detail=str(exc))
                 raise Reply(403, str(exc), result="refused") from None
             self._audit(req, action, "invalid", payout_cl_id=pid, detail=str(exc))
@@ -334,7 +334,7 @@ class Console(Pages):
         if bank in ("", "*"):
             return None
         try:
-            return controls.scope_of(bank)
+            return pausing.scope_of(bank)
         except PayoutError as exc:
             self._audit(req, action, "invalid", detail="bank code malformed")
             raise Reply(400, str(exc)) from None

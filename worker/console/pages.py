@@ -9,7 +9,7 @@ import time
 from typing import Any, Final
 from urllib.parse import parse_qs, quote
 
-from worker import controls, keys
+from worker import keys
 from worker.checks import gateway_evidence
 from worker.console import audit
 from worker.console.config import ConsoleConfig
@@ -17,7 +17,7 @@ from worker.console.html import age, esc, hidden, idr, masked_account, masked_na
 from worker.console.login import SignIn
 from worker.console.plumbing import Reply, Request
 from worker.console.security import csrf_token
-from worker.ops import commands
+from worker.desk import pausing, reads
 from worker.payout import ID_RE
 from worker.runtime import Runtime, get_runtime
 from worker.states import State
@@ -93,7 +93,7 @@ class Pages:
 
     def overview(self, req: Request) -> str:
         rt = self.rt
-        s = commands.stats(rt)
+        s = reads.stats(rt)
         counts, swept = s["counts"], s["last_sweep_age_s"]
         rows = [(esc(state), f'<span class="num">{counts.get(state, 0)}</span>') for state in counts]
         oldest = (
@@ -371,8 +371,8 @@ class Pages:
 
 
 def read_pauses(rt: Runtime) -> dict[str, dict[str, Any]]:
-    """The pauses in force (worker.controls.pauses): scope -> {reason, by, since, source}."""
-    return {p.scope: p.public() for p in controls.pauses(rt)}
+    """The pauses in force (worker.desk.pausing.pauses): scope -> {reason, by, since, source}."""
+    return {p.scope: p.public() for p in pausing.pauses(rt)}
 
 
 def makers(order: Order) -> set[str]:

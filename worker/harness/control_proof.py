@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from worker import controls
+from worker.desk import pausing
 from worker.producer import enqueue_payout
 from worker.runtime import Runtime
 from worker.states import State
@@ -65,7 +65,7 @@ def prove_pause(
 ) -> ControlRow:
     """Pause, enqueue ``payouts``, watch ``hold_s`` seconds: no create may reach the gateway
     and every order stays received while queries go on; then resume."""
-    controls.pause(rt, reason="demo: gateway incident drill", by="demo")
+    pausing.pause(rt, reason="demo: gateway incident drill", by="demo")
     try:
         queries0 = _queries(admin)
         ids = _enqueue(rt, payouts)
@@ -74,7 +74,7 @@ def prove_pause(
         waiting = sum(1 for i in ids if rt.store.state_of(i) is State.RECEIVED)
         queried = _queries(admin) - queries0
     finally:
-        controls.resume(rt, by="demo")
+        pausing.resume(rt, by="demo")
     ok = sent == 0 and waiting == len(ids)
     return ControlRow(
         ok,
@@ -93,9 +93,9 @@ def prove_balance_hold(
     try:
         ids = _enqueue(rt, payouts)
         deadline = time.monotonic() + timeout_s
-        while controls.paused_for(rt, None) is None and time.monotonic() < deadline:
+        while pausing.paused_for(rt, None) is None and time.monotonic() < deadline:
             time.sleep(0.1)
-        pause = controls.paused_for(rt, None)
+        pause = pausing.paused_for(rt, None)
         time.sleep(2.0)  # requests that passed the gate before the pause land (latency faults)
         sent = _creates(admin, ids)
         time.sleep(2.0)
@@ -103,11 +103,11 @@ def prove_balance_hold(
     finally:
         admin.set_balance(None)  # unlimited again: the poller sees it and resumes
     t0 = time.monotonic()
-    while controls.paused_for(rt, None) is not None and time.monotonic() - t0 < timeout_s:
+    while pausing.paused_for(rt, None) is not None and time.monotonic() - t0 < timeout_s:
         time.sleep(0.2)
     resumed_s = time.monotonic() - t0
     rejected = sum(1 for i in ids if rt.store.state_of(i) is State.REJECTED)
-    still = controls.paused_for(rt, None)
+    still = pausing.paused_for(rt, None)
     ok = (
         pause is not None
         and pause.source == "balance"

@@ -78,7 +78,7 @@ def cmd_show(args: argparse.Namespace) -> Answer:
     arg("--limit", type=int, default=100, help="at most this many orders (default 100)"),
 )
 def cmd_list(args: argparse.Namespace) -> Answer:
-    from worker.ops.commands import list_orders
+    from worker.desk.reads import list_orders
 
     state = State(args.state) if args.state else None
     rows = list_orders(_runtime(), state, args.limit)
@@ -91,7 +91,7 @@ def cmd_list(args: argparse.Namespace) -> Answer:
 
 @command("stats", "counts per state, oldest open order, due backlog, pauses, balance")
 def cmd_stats(args: argparse.Namespace) -> Answer:
-    from worker.ops.commands import stats
+    from worker.desk.reads import stats
 
     st = stats(_runtime())
     sweep = "never" if st["last_sweep_age_s"] is None else f"{st['last_sweep_age_s']}s ago"
@@ -117,7 +117,7 @@ def cmd_stats(args: argparse.Namespace) -> Answer:
 
 @command("check", "query the gateway for one order now", arg("payout_cl_id", help=_ID_HELP))
 def cmd_check(args: argparse.Namespace) -> Answer:
-    from worker.ops.commands import check_now
+    from worker.desk.order_actions import check_now
 
     rt = _runtime()
     status = check_now(rt, args.payout_cl_id)
@@ -140,7 +140,7 @@ def cmd_check(args: argparse.Namespace) -> Answer:
     arg("--by", default="cli", help=_BY_HELP),
 )
 def cmd_resolve(args: argparse.Namespace) -> Answer:
-    from worker.ops.commands import resolve
+    from worker.desk.order_actions import resolve
 
     resolve(_runtime(), args.payout_cl_id, State(args.state), args.note, by=args.by)
     return Answer(
@@ -156,7 +156,7 @@ def cmd_resolve(args: argparse.Namespace) -> Answer:
     arg("--by", default="cli", help=_BY_HELP),
 )
 def cmd_pause(args: argparse.Namespace) -> Answer:
-    from worker.controls import pause
+    from worker.desk.pausing import pause
 
     p = pause(_runtime(), reason=args.reason, by=args.by, bank=args.bank)
     scope = "every bank" if p.scope == "*" else p.scope
@@ -170,7 +170,7 @@ def cmd_pause(args: argparse.Namespace) -> Answer:
     arg("--by", default="cli", help=_BY_HELP),
 )
 def cmd_resume(args: argparse.Namespace) -> Answer:
-    from worker.controls import pauses, resume
+    from worker.desk.pausing import pauses, resume
 
     rt = _runtime()
     ended = resume(rt, by=args.by, bank=args.bank)
@@ -189,7 +189,7 @@ def _pause_view(p: dict[str, Any]) -> dict[str, Any]:
 
 @command("pauses", "the pauses in force (operator, balance, merchant code)")
 def cmd_pauses(args: argparse.Namespace) -> Answer:
-    from worker.controls import pauses
+    from worker.desk.pausing import pauses
 
     ps = [_pause_view(p.public()) for p in pauses(_runtime())]
     rows = [
@@ -236,7 +236,7 @@ _CSV = arg(
     arg("--by", required=True, help="the approver (not the requester)"),
 )
 def cmd_approve(args: argparse.Namespace) -> Answer:
-    from worker.controls import approve_many
+    from worker.desk.approval import approve_many
 
     ids = _ids(args)
     rows = approve_many(_runtime(), ids, by=args.by)
@@ -258,7 +258,7 @@ def cmd_approve(args: argparse.Namespace) -> Answer:
     arg("--note", required=True, help="why (recorded in the history)"),
 )
 def cmd_reject(args: argparse.Namespace) -> Answer:
-    from worker.controls import reject
+    from worker.desk.approval import reject
 
     ids = _ids(args)
     rt = _runtime()
@@ -297,7 +297,7 @@ def cmd_reject(args: argparse.Namespace) -> Answer:
     ),
 )
 def cmd_resubmit(args: argparse.Namespace) -> Answer:
-    from worker.ops.commands import resubmit
+    from worker.desk.order_actions import resubmit
 
     resubmit(
         _runtime(),
@@ -320,7 +320,7 @@ def cmd_resubmit(args: argparse.Namespace) -> Answer:
     arg("--by", default="cli", help=_BY_HELP),
 )
 def cmd_back_to_polling(args: argparse.Namespace) -> Answer:
-    from worker.ops.commands import back_to_polling
+    from worker.desk.order_actions import back_to_polling
 
     state = back_to_polling(_runtime(), args.payout_cl_id, by=args.by, note=args.note)
     return Answer(
@@ -342,7 +342,7 @@ def cmd_back_to_polling(args: argparse.Namespace) -> Answer:
     ),
 )
 def cmd_reconcile(args: argparse.Namespace) -> Answer:
-    from worker.ops.commands import find_orphans, reconcile
+    from worker.desk.reads import find_orphans, reconcile
 
     rt = _runtime()
     compared: list[dict[str, str]] = []
