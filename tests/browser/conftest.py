@@ -150,6 +150,7 @@ class Browser:
     def fill(self, **fields: str) -> None:
         """Type into the page's inputs by name, then press the button of the page's one form
         (the sign-in pages: the header has no form before sign-in)."""
+        from selenium.common.exceptions import WebDriverException
         from selenium.webdriver.common.by import By
         from selenium.webdriver.support.expected_conditions import staleness_of
         from selenium.webdriver.support.wait import WebDriverWait
@@ -162,7 +163,10 @@ class Browser:
         assert el is not None
         button = self.driver.find_element(By.CSS_SELECTOR, "main form button")  # the page's one form
         button.click()
-        WebDriverWait(self.driver, 15).until(staleness_of(button))  # the answer page has loaded
+        # the answer page has loaded: the pressed button is gone. While the page navigates,
+        # chromedriver may answer a look at the old element with an inspector error ("cannot
+        # find context") instead of "stale": that is "not yet", looked at again
+        WebDriverWait(self.driver, 15, ignored_exceptions=(WebDriverException,)).until(staleness_of(button))
 
     def sign_in(self, password: str = PASSWORD, code: str | None = None) -> None:
         """The sign-in form (and the TOTP step for approvers), as a person would."""
