@@ -19,7 +19,7 @@ import pytest
 import requests
 
 from tests.helpers import TEST_KEY, TEST_PLATFORM, Stack
-from worker import signing
+from worker.harness.bench.web import success_notice as signed_success_notice
 from worker.harness.processes import WebProcess, wait_for
 from worker.payout import Payout
 from worker.states import State
@@ -102,20 +102,7 @@ def accepted_order(stack: Stack, pid: str) -> None:
 
 
 def success_notice(pid: str) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "payout_id": f"POT-{pid}",
-        "payout_cl_id": pid,
-        "platform_id": TEST_PLATFORM,
-        "amount": AMOUNT,
-        "real_amount": AMOUNT,
-        "fee": 0,
-        "status": 3,
-        "create_time": 1795500000,
-        "update_time": 1795500100,
-        "sign_type": "HMAC-SHA256",
-    }
-    body["sign"] = signing.sign(body, TEST_KEY, "HMAC-SHA256")
-    return body
+    return signed_success_notice(pid, amount=AMOUNT, platform_id=TEST_PLATFORM, key=TEST_KEY)
 
 
 @pytest.fixture

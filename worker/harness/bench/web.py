@@ -34,21 +34,29 @@ def _p95(xs: list[float]) -> float:
     return xs[min(len(xs) - 1, round(0.95 * (len(xs) - 1)))]
 
 
-def _notice(pid: str) -> dict[str, Any]:
+def success_notice(pid: str, *, amount: int, platform_id: str, key: str) -> dict[str, Any]:
+    """A gateway callback saying ``pid`` (accepted as ``POT-<pid>``) succeeded, signed with
+    ``key`` (HMAC-SHA256): what the bench and the slow-client test send as the real traffic."""
     body: dict[str, Any] = {
         "payout_id": f"POT-{pid}",
         "payout_cl_id": pid,
-        "platform_id": CREDENTIALS.platform_id,
-        "amount": AMOUNT,
-        "real_amount": AMOUNT,
+        "platform_id": platform_id,
+        "amount": amount,
+        "real_amount": amount,
         "fee": 0,
         "status": 3,
         "create_time": 1795500000,
         "update_time": 1795500100,
         "sign_type": "HMAC-SHA256",
     }
-    body["sign"] = signing.sign(body, CREDENTIALS.platform_key, "HMAC-SHA256")
+    body["sign"] = signing.sign(body, key, "HMAC-SHA256")
     return body
+
+
+def _notice(pid: str) -> dict[str, Any]:
+    return success_notice(
+        pid, amount=AMOUNT, platform_id=CREDENTIALS.platform_id, key=CREDENTIALS.platform_key
+    )
 
 
 def _accepted(stack: BenchStack, ids: list[str]) -> None:
